@@ -1,0 +1,90 @@
+//! The disassembler: a verified module back as text, each instruction with its offset and
+//! the operand stack height before it, and optionally the interpreter's lowered ops.
+
+use crate::bytecode::{Instr, Module};
+use crate::lower::lower_function;
+use std::fmt::Write;
+
+/// Disassembles `module`. With `lowered`, each function is followed by its register-encoded
+/// form (slot numbers: parameters, then locals, then operand stack heights).
+pub fn disassemble(module: &Module, lowered: bool) -> String {
+    let mut out = String::new();
+    if module.memory_cells > 0 {
+        let _ = writeln!(out, "memory {}\n", module.memory_cells);
+    }
+    for (index, f) in module.functions.iter().enumerate() {
+        if index > 0 {
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "func {}({})    ; #{index}: {} params, {} locals, max stack {}",
+            f.name,
+            f.params.join(", "),
+            f.params.len(),
+            f.locals.len(),
+            f.max_stack
+        );
+        for local in &f.locals {
+            let _ = writeln!(out, "  local {local}");
+        }
+        let _ = writeln!(out, "  ; offset  height  instruction");
+        for (i, instr) in f.code.iter().enumerate() {
+            for label in f.labels.iter().filter(|l| l.target as usize == i) {
+                let _ = writeln!(out, "{}:", label.name);
+            }
+            let operands = match *instr {
+                Instr::Push(c) => format!(" {c}"),
+                Instr::Load(s) | Instr::Store(s) => format!(" {}", f.slot_name(s)),
+                Instr::Jmp(t) | Instr::Jz(t) | Instr::Jnz(t) => {
+                    let name = f.labels.iter().find(|l| l.target == t).map_or("?", |l| &l.name);
+                    format!(" {name}  ; -> {t:04}")
+                }
+                Instr::Call(g) | Instr::Spawn(g) => format!(" {}", module.functions[g as usize].name),
+                Instr::Patch(a, b) => format!(
+                    " {} {}",
+                    module.functions[a as usize].name, module.functions[b as usize].name
+                ),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "  {i:04}    [{:>4}]  {}{operands}", f.heights[i], instr.mnemonic());
+        }
+        for label in f.labels.iter().filter(|l| l.target as usize == f.code.len()) {
+            let _ = writeln!(out, "{}:", label.name);
+        }
+        let _ = writeln!(out, "end");
+        if lowered {
+            let code = lower_function(module, f);
+            let _ = writeln!(
+                out,
+                "  ; lowered: {} ops, frame of {} slots (slots 0..{} are parameters and locals)",
+                code.ops.len(),
+                code.frame_size,
+                code.slots
+            );
+            for (i, op) in code.ops.iter().enumerate() {
+                let _ = writeln!(out, "  ; {i:04}  {op:?}");
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_module;
+
+    #[test]
+    fn shows_offsets_heights_and_labels() {
+        let m = parse_module(b"func main()\n local x\n push 1\ntop:\n jz done\n jmp top\ndone:\n push 0\n ret\nend\n");
+        // `jmp top` reaches `top` with height 0 but the fallthrough brings 1: not valid.
+        assert!(m.is_err());
+        let m = parse_module(b"func main()\n local x\ntop:\n load x\n jz done\n jmp top\ndone:\n push 0\n ret\nend\n").unwrap();
+        let text = disassemble(&m, true);
+        assert!(text.contains("func main()"), "{text}");
+        assert!(text.contains("top:\n  0000    [   0]  load x\n"), "{text}");
+        assert!(text.contains("  0001    [   1]  jz done  ; -> 0003\n"), "{text}");
+        assert!(text.contains("; lowered: "), "{text}");
+    }
+}

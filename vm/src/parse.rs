@@ -1,0 +1,702 @@
+//! The `.bc` text format (spec §2) to a resolved [`Module`].
+//!
+//! Parsing is line oriented and never fails fast: every malformed line is reported, then
+//! names are resolved, then each function is verified (see [`crate::verify`]). The result
+//! holds no names the interpreter has to look up at run time.
+
+use crate::bytecode::{FuncId, Function, Instr, Label, Module, OperandKind, Pos};
+use crate::bytecode::{MAX_MEMORY_CELLS, MAX_PARAMS};
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::verify;
+use std::collections::HashMap;
+
+/// Parses and verifies a module. Errors come back sorted by position.
+pub fn parse_module(src: &[u8]) -> Result<Module, Diagnostics> {
+    let text = match std::str::from_utf8(src) {
+        Ok(text) => text,
+        Err(e) => return Err(Diagnostics(vec![invalid_utf8(src, e.valid_up_to())])),
+    };
+    let mut errors = Vec::new();
+    let raw = scan(text, &mut errors);
+    let module = resolve(raw, &mut errors);
+    if errors.is_empty() {
+        Ok(module)
+    } else {
+        Err(Diagnostics(errors).sorted())
+    }
+}
+
+fn invalid_utf8(src: &[u8], valid_up_to: usize) -> Diagnostic {
+    let before = &src[..valid_up_to];
+    let line = before.iter().filter(|&&b| b == b'\n').count() as u32 + 1;
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let col = (valid_up_to - line_start) as u32 + 1;
+    Diagnostic::at(Pos { line, col }, "the file is not valid UTF-8 text")
+}
+
+/// A token and where it starts.
+#[derive(Clone, Copy, Debug)]
+struct Token<'a> {
+    text: &'a str,
+    pos: Pos,
+}
+
+struct RawInstr<'a> {
+    mnemonic: Token<'a>,
+    operands: Vec<Token<'a>>,
+}
+
+struct RawFunction<'a> {
+    name: Token<'a>,
+    params: Vec<Token<'a>>,
+    locals: Vec<Token<'a>>,
+    instrs: Vec<RawInstr<'a>>,
+    /// Label name and the index of the instruction it precedes.
+    labels: Vec<(Token<'a>, u32)>,
+    end: Pos,
+}
+
+struct RawModule<'a> {
+    memory_cells: u64,
+    functions: Vec<RawFunction<'a>>,
+}
+
+fn tokens(line: &str, line_no: u32) -> Vec<Token<'_>> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, c) in line.char_indices().chain(std::iter::once((line.len(), ' '))) {
+        let sep = c == ' ' || c == '\t';
+        match (start, sep) {
+            (None, false) => start = Some(i),
+            (Some(s), true) => {
+                out.push(Token {
+                    text: &line[s..i],
+                    pos: Pos {
+                        line: line_no,
+                        col: s as u32 + 1,
+                    },
+                });
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+pub(crate) fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}
+
+/// An integer literal (§2): optional `-`, then decimal digits or `0x` and hex digits.
+pub fn parse_literal(s: &str) -> Result<i64, String> {
+    let (negative, body) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (digits, radix) = match body.strip_prefix("0x") {
+        Some(hex) => (hex, 16),
+        None => (body, 10),
+    };
+    let well_formed = !digits.is_empty() && digits.chars().all(|c| c.is_digit(radix));
+    if !well_formed {
+        return Err(format!("malformed integer literal `{s}`"));
+    }
+    // Parse the magnitude as u64 so that -9223372036854775808 is representable.
+    let magnitude =
+        u64::from_str_radix(digits, radix).map_err(|_| format!("integer literal `{s}` does not fit in i64"))?;
+    let value = if negative {
+        if magnitude > i64::MIN.unsigned_abs() {
+            None
+        } else {
+            Some((magnitude as i64).wrapping_neg())
+        }
+    } else {
+        i64::try_from(magnitude).ok()
+    };
+    value.ok_or_else(|| format!("integer literal `{s}` does not fit in i64"))
+}
+
+fn scan<'a>(text: &'a str, errors: &mut Vec<Diagnostic>) -> RawModule<'a> {
+    let mut module = RawModule {
+        memory_cells: 0,
+        functions: Vec::new(),
+    };
+    let mut memory_seen = false;
+    let mut current: Option<RawFunction<'a>> = None;
+    let mut last_line = 0;
+
+    for (index, line) in text.split('\n').enumerate() {
+        let line_no = index as u32 + 1;
+        last_line = line_no;
+        // Tolerate CRLF files: the \r is part of the line terminator, not a token.
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let code = line.split(';').next().unwrap_or("");
+        let toks = tokens(code, line_no);
+        let Some(first) = toks.first().copied() else {
+            continue;
+        };
+
+        if let Some(func) = current.as_mut() {
+            match first.text {
+                "end" => {
+                    if let Some(extra) = toks.get(1) {
+                        errors.push(Diagnostic::at(extra.pos, "unexpected text after `end`"));
+                    }
+                    func.end = first.pos;
+                    module.functions.extend(current.take());
+                }
+                "func" | "memory" => {
+                    errors.push(Diagnostic::at(
+                        first.pos,
+                        format!(
+                            "`{}` inside function `{}`: the function has no `end`",
+                            first.text, func.name.text
+                        ),
+                    ));
+                    // Recover by closing the function and reading this line at top level.
+                    func.end = first.pos;
+                    module.functions.extend(current.take());
+                    top_level_line(code, &toks, &mut module, &mut memory_seen, &mut current, errors);
+                }
+                "local" => {
+                    if !func.instrs.is_empty() {
+                        errors.push(Diagnostic::at(
+                            first.pos,
+                            "`local` must come before the function's first instruction",
+                        ));
+                    } else if toks.len() != 2 {
+                        let pos = toks.get(2).map_or(first.pos, |t| t.pos);
+                        errors.push(Diagnostic::at(pos, "`local` takes exactly one name"));
+                    } else if !is_identifier(toks[1].text) {
+                        errors.push(Diagnostic::at(
+                            toks[1].pos,
+                            format!("`{}` is not a valid local name", toks[1].text),
+                        ));
+                    } else {
+                        func.locals.push(toks[1]);
+                    }
+                }
+                label if label.ends_with(':') && toks.len() == 1 => {
+                    let name = &label[..label.len() - 1];
+                    if is_identifier(name) {
+                        let at = func.instrs.len() as u32;
+                        func.labels.push((Token { text: name, pos: first.pos }, at));
+                    } else {
+                        errors.push(Diagnostic::at(
+                            first.pos,
+                            format!("`{name}` is not a valid label name"),
+                        ));
+                    }
+                }
+                _ => instruction_line(&toks, func, errors),
+            }
+        } else {
+            top_level_line(code, &toks, &mut module, &mut memory_seen, &mut current, errors);
+        }
+    }
+    if let Some(func) = current {
+        errors.push(Diagnostic::at(
+            func.name.pos,
+            format!(
+                "function `{}` has no `end` (the file ends at line {last_line})",
+                func.name.text
+            ),
+        ));
+    }
+    module
+}
+
+fn top_level_line<'a>(
+    code: &'a str,
+    toks: &[Token<'a>],
+    module: &mut RawModule<'a>,
+    memory_seen: &mut bool,
+    current: &mut Option<RawFunction<'a>>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let first = toks[0];
+    match first.text {
+        "memory" => {
+            if *memory_seen {
+                errors.push(Diagnostic::at(first.pos, "a second `memory` line"));
+                return;
+            }
+            *memory_seen = true;
+            match toks {
+                [_, size] => match parse_literal(size.text) {
+                    Ok(cells) if (0..=MAX_MEMORY_CELLS as i64).contains(&cells) => {
+                        module.memory_cells = cells as u64
+                    }
+                    Ok(cells) => errors.push(Diagnostic::at(
+                        size.pos,
+                        format!("memory size {cells} is out of range (0 to {MAX_MEMORY_CELLS} cells)"),
+                    )),
+                    Err(msg) => errors.push(Diagnostic::at(size.pos, msg)),
+                },
+                [_] => errors.push(Diagnostic::at(first.pos, "`memory` needs a size in cells")),
+                [_, _, extra, ..] => {
+                    errors.push(Diagnostic::at(extra.pos, "unexpected text after the memory size"))
+                }
+                [] => unreachable!("a line with no tokens is skipped"),
+            }
+        }
+        "func" => {
+            let after = first.pos.col as usize - 1 + "func".len();
+            match parse_header(code, after, first.pos.line) {
+                Ok((name, params)) => {
+                    *current = Some(RawFunction {
+                        name,
+                        params,
+                        locals: Vec::new(),
+                        instrs: Vec::new(),
+                        labels: Vec::new(),
+                        end: first.pos,
+                    })
+                }
+                Err(e) => {
+                    errors.push(e);
+                    // Keep reading the body so its own errors are found, under a name that
+                    // cannot clash with a real one.
+                    *current = Some(RawFunction {
+                        name: Token { text: "", pos: first.pos },
+                        params: Vec::new(),
+                        locals: Vec::new(),
+                        instrs: Vec::new(),
+                        labels: Vec::new(),
+                        end: first.pos,
+                    })
+                }
+            }
+        }
+        other => {
+            let message = if other.starts_with("func") {
+                "expected `func NAME(PARAMS)`".to_string()
+            } else {
+                format!("`{other}` outside a function (only `memory` and `func` may appear at top level)")
+            };
+            errors.push(Diagnostic::at(first.pos, message));
+        }
+    }
+}
+
+/// `func NAME ( P , P )`, spaces allowed around the punctuation.
+fn parse_header(line: &str, start: usize, line_no: u32) -> Result<(Token<'_>, Vec<Token<'_>>), Diagnostic> {
+    let bytes = line.as_bytes();
+    let at = |i: usize| Pos {
+        line: line_no,
+        col: i as u32 + 1,
+    };
+    let skip_blanks = |mut i: usize| {
+        while i < bytes.len() && (bytes[i] == b' ' || bytes[i] == b'\t') {
+            i += 1;
+        }
+        i
+    };
+    let word = |i: usize| {
+        let mut j = i;
+        while j < bytes.len() && !b" \t(),".contains(&bytes[j]) {
+            j += 1;
+        }
+        j
+    };
+    let ident = |i: usize, what: &str| -> Result<(Token<'_>, usize), Diagnostic> {
+        let j = word(i);
+        let text = &line[i..j];
+        if is_identifier(text) {
+            Ok((Token { text, pos: at(i) }, j))
+        } else if text.is_empty() {
+            Err(Diagnostic::at(at(i), format!("expected a {what}")))
+        } else {
+            Err(Diagnostic::at(at(i), format!("`{text}` is not a valid {what}")))
+        }
+    };
+
+    if start < bytes.len() && !matches!(bytes[start], b' ' | b'\t') {
+        return Err(Diagnostic::at(at(0), "expected `func NAME(PARAMS)`"));
+    }
+    let i = skip_blanks(start);
+    let (name, i) = ident(i, "function name")?;
+    let mut i = skip_blanks(i);
+    if bytes.get(i) != Some(&b'(') {
+        return Err(Diagnostic::at(at(i), "expected `(` after the function name"));
+    }
+    i = skip_blanks(i + 1);
+    let mut params = Vec::new();
+    if bytes.get(i) == Some(&b')') {
+        i += 1;
+    } else {
+        loop {
+            let (param, j) = ident(i, "parameter name")?;
+            params.push(param);
+            i = skip_blanks(j);
+            match bytes.get(i) {
+                Some(b',') => i = skip_blanks(i + 1),
+                Some(b')') => {
+                    i += 1;
+                    break;
+                }
+                _ => return Err(Diagnostic::at(at(i), "expected `,` or `)` in the parameter list")),
+            }
+        }
+    }
+    let i = skip_blanks(i);
+    if i < bytes.len() {
+        return Err(Diagnostic::at(at(i), "unexpected text after the parameter list"));
+    }
+    Ok((name, params))
+}
+
+fn instruction_line<'a>(toks: &[Token<'a>], func: &mut RawFunction<'a>, errors: &mut Vec<Diagnostic>) {
+    let mnemonic = toks[0];
+    let Some(&(_, kind)) = Instr::MNEMONICS.iter().find(|(m, _)| *m == mnemonic.text) else {
+        let hint = if mnemonic.text.ends_with(':') {
+            " (a label stands alone on its line)"
+        } else {
+            ""
+        };
+        errors.push(Diagnostic::at(
+            mnemonic.pos,
+            format!("unknown instruction `{}`{hint}", mnemonic.text),
+        ));
+        return;
+    };
+    let wanted = match kind {
+        OperandKind::None => 0,
+        OperandKind::TwoFuncs => 2,
+        _ => 1,
+    };
+    let operands = &toks[1..];
+    if operands.len() < wanted {
+        errors.push(Diagnostic::at(
+            mnemonic.pos,
+            format!(
+                "`{}` needs {wanted} operand{}",
+                mnemonic.text,
+                if wanted == 1 { "" } else { "s" }
+            ),
+        ));
+        return;
+    }
+    if operands.len() > wanted {
+        let extra = operands[wanted];
+        let message = if wanted == 0 {
+            format!("`{}` takes no operand, found `{}`", mnemonic.text, extra.text)
+        } else {
+            format!("unexpected extra operand `{}` for `{}`", extra.text, mnemonic.text)
+        };
+        errors.push(Diagnostic::at(extra.pos, message));
+        return;
+    }
+    func.instrs.push(RawInstr {
+        mnemonic,
+        operands: operands.to_vec(),
+    });
+}
+
+fn resolve(raw: RawModule<'_>, errors: &mut Vec<Diagnostic>) -> Module {
+    let mut index: HashMap<&str, FuncId> = HashMap::new();
+    let mut arity = Vec::new();
+    for (i, f) in raw.functions.iter().enumerate() {
+        if f.params.len() > MAX_PARAMS {
+            errors.push(Diagnostic::at(
+                f.params[MAX_PARAMS].pos,
+                format!(
+                    "function `{}` has {} parameters; at most {MAX_PARAMS} are allowed",
+                    f.name.text,
+                    f.params.len()
+                ),
+            ));
+        }
+        if f.name.text.is_empty() {
+            // A header that did not parse; already reported.
+        } else if index.contains_key(f.name.text) {
+            errors.push(Diagnostic::at(
+                f.name.pos,
+                format!("function `{}` is defined twice", f.name.text),
+            ));
+        } else {
+            index.insert(f.name.text, i as FuncId);
+        }
+        arity.push(f.params.len() as u32);
+    }
+
+    let mut functions = Vec::with_capacity(raw.functions.len());
+    for f in &raw.functions {
+        let errors_before = errors.len();
+        let mut function = resolve_function(f, &index, &arity, errors);
+        if errors.len() == errors_before {
+            if let Err(e) = verify::verify(&mut function, &arity) {
+                errors.push(e);
+            }
+        }
+        functions.push(function);
+    }
+    Module {
+        memory_cells: raw.memory_cells,
+        functions,
+    }
+}
+
+fn resolve_function(
+    f: &RawFunction<'_>,
+    index: &HashMap<&str, FuncId>,
+    arity: &[u32],
+    errors: &mut Vec<Diagnostic>,
+) -> Function {
+    let mut slots: HashMap<&str, u32> = HashMap::new();
+    for (i, name) in f.params.iter().chain(&f.locals).enumerate() {
+        if slots.insert(name.text, i as u32).is_some() {
+            let what = if i < f.params.len() { "parameter" } else { "local" };
+            errors.push(Diagnostic::at(
+                name.pos,
+                format!("{what} `{}` is declared twice in `{}`", name.text, f.name.text),
+            ));
+        }
+    }
+    let num_slots = (f.params.len() + f.locals.len()) as u32;
+    let mut labels: HashMap<&str, u32> = HashMap::new();
+    for (name, at) in &f.labels {
+        if labels.insert(name.text, *at).is_some() {
+            errors.push(Diagnostic::at(
+                name.pos,
+                format!("label `{}` is defined twice in `{}`", name.text, f.name.text),
+            ));
+        }
+    }
+
+    let mut code = Vec::with_capacity(f.instrs.len());
+    let mut positions = Vec::with_capacity(f.instrs.len());
+    for ins in &f.instrs {
+        match resolve_instr(ins, &slots, num_slots, &labels, index, arity) {
+            Ok(instr) => code.push(instr),
+            Err(e) => {
+                errors.push(e);
+                code.push(Instr::Nop);
+            }
+        }
+        positions.push(ins.mnemonic.pos);
+    }
+    Function {
+        name: f.name.text.to_string(),
+        params: f.params.iter().map(|t| t.text.to_string()).collect(),
+        locals: f.locals.iter().map(|t| t.text.to_string()).collect(),
+        code,
+        positions,
+        heights: Vec::new(),
+        labels: f
+            .labels
+            .iter()
+            .map(|(t, at)| Label {
+                name: t.text.to_string(),
+                target: *at,
+                pos: t.pos,
+            })
+            .collect(),
+        max_stack: 0,
+        pos: f.name.pos,
+    }
+    .with_end(f.end)
+}
+
+impl Function {
+    /// Records where `end` is, as the position just past the last instruction.
+    fn with_end(mut self, end: Pos) -> Self {
+        self.positions.push(end);
+        self
+    }
+}
+
+fn resolve_instr(
+    ins: &RawInstr<'_>,
+    slots: &HashMap<&str, u32>,
+    num_slots: u32,
+    labels: &HashMap<&str, u32>,
+    index: &HashMap<&str, FuncId>,
+    arity: &[u32],
+) -> Result<Instr, Diagnostic> {
+    let m = ins.mnemonic.text;
+    let func = |t: &Token<'_>| -> Result<FuncId, Diagnostic> {
+        index
+            .get(t.text)
+            .copied()
+            .ok_or_else(|| Diagnostic::at(t.pos, format!("unknown function `{}`", t.text)))
+    };
+    let label = |t: &Token<'_>| -> Result<u32, Diagnostic> {
+        labels
+            .get(t.text)
+            .copied()
+            .ok_or_else(|| Diagnostic::at(t.pos, format!("unknown label `{}`", t.text)))
+    };
+    let local = |t: &Token<'_>| -> Result<u32, Diagnostic> {
+        if t.text.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+            let n = parse_literal(t.text).map_err(|e| Diagnostic::at(t.pos, e))?;
+            if n < 0 {
+                return Err(Diagnostic::at(t.pos, format!("local index {n} is negative")));
+            }
+            if n >= num_slots as i64 {
+                return Err(Diagnostic::at(
+                    t.pos,
+                    format!("local index {n} is out of range (the function has {num_slots} parameters and locals)"),
+                ));
+            }
+            Ok(n as u32)
+        } else {
+            slots
+                .get(t.text)
+                .copied()
+                .ok_or_else(|| Diagnostic::at(t.pos, format!("unknown local `{}`", t.text)))
+        }
+    };
+    let ops = &ins.operands;
+    Ok(match m {
+        "push" => Instr::Push(parse_literal(ops[0].text).map_err(|e| Diagnostic::at(ops[0].pos, e))?),
+        "load" => Instr::Load(local(&ops[0])?),
+        "store" => Instr::Store(local(&ops[0])?),
+        "jmp" => Instr::Jmp(label(&ops[0])?),
+        "jz" => Instr::Jz(label(&ops[0])?),
+        "jnz" => Instr::Jnz(label(&ops[0])?),
+        "call" => Instr::Call(func(&ops[0])?),
+        "spawn" => Instr::Spawn(func(&ops[0])?),
+        "patch" => {
+            let (f, g) = (func(&ops[0])?, func(&ops[1])?);
+            if arity[f as usize] != arity[g as usize] {
+                return Err(Diagnostic::at(
+                    ins.mnemonic.pos,
+                    format!(
+                        "cannot patch `{}` ({} parameters) with `{}` ({} parameters)",
+                        ops[0].text, arity[f as usize], ops[1].text, arity[g as usize]
+                    ),
+                ));
+            }
+            Instr::Patch(f, g)
+        }
+        simple => Instr::simple(simple).expect("the mnemonic table and Instr::simple agree"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(src: &str) -> Vec<String> {
+        match parse_module(src.as_bytes()) {
+            Ok(_) => Vec::new(),
+            Err(d) => d.0.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    fn first_error(src: &str) -> String {
+        errors(src).into_iter().next().expect("an error")
+    }
+
+    #[test]
+    fn literals() {
+        assert_eq!(parse_literal("0"), Ok(0));
+        assert_eq!(parse_literal("-17"), Ok(-17));
+        assert_eq!(parse_literal("0xff"), Ok(255));
+        assert_eq!(parse_literal("0xFF"), Ok(255));
+        assert_eq!(parse_literal("-0x10"), Ok(-16));
+        assert_eq!(parse_literal("9223372036854775807"), Ok(i64::MAX));
+        assert_eq!(parse_literal("-9223372036854775808"), Ok(i64::MIN));
+        assert_eq!(parse_literal("-0x8000000000000000"), Ok(i64::MIN));
+        assert!(parse_literal("9223372036854775808").is_err());
+        assert!(parse_literal("-9223372036854775809").is_err());
+        assert!(parse_literal("0x8000000000000000").is_err());
+        assert!(parse_literal("99999999999999999999999").is_err());
+        for bad in ["", "-", "0x", "12abc", "+5", "0X10", "1_000", "--1", "0xg", " 1"] {
+            assert!(parse_literal(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn identifiers() {
+        assert!(is_identifier("a"));
+        assert!(is_identifier("_x.y9"));
+        assert!(!is_identifier("9a"));
+        assert!(!is_identifier(".a"));
+        assert!(!is_identifier("a-b"));
+        assert!(!is_identifier(""));
+    }
+
+    #[test]
+    fn header_spacing_and_resolution() {
+        let m = parse_module(
+            b"memory 0x10\nfunc f ( a ,b , c )\n local x\n load c\n load 3\n add\n ret\nend\nfunc main()\n push 1\n push 2\n push 3\n call f\n ret\nend\n",
+        )
+        .unwrap();
+        assert_eq!(m.memory_cells, 16);
+        let f = &m.functions[0];
+        assert_eq!(f.params, ["a", "b", "c"]);
+        assert_eq!(f.locals, ["x"]);
+        assert_eq!(f.code, [Instr::Load(2), Instr::Load(3), Instr::Add, Instr::Ret]);
+        assert_eq!(m.functions[1].code[3], Instr::Call(0));
+        assert_eq!(m.functions[1].max_stack, 3);
+    }
+
+    #[test]
+    fn labels_comments_and_crlf() {
+        let m = parse_module(
+            b"; leading comment\r\nfunc main() ; trailing\r\n\tpush 0\r\ntop:\r\n  jz top2 ;c\r\ntop2:\r\n  push 0\r\n  ret\r\nend\r\n",
+        )
+        .unwrap();
+        let f = &m.functions[0];
+        assert_eq!(f.code, [Instr::Push(0), Instr::Jz(2), Instr::Push(0), Instr::Ret]);
+        let labels: Vec<_> = f.labels.iter().map(|l| (l.name.as_str(), l.target, l.pos.line)).collect();
+        assert_eq!(labels, [("top", 1, 4), ("top2", 2, 6)]);
+        assert_eq!(f.heights, [0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn positions_of_errors() {
+        assert_eq!(first_error("func main()\n  push 1\n  frob\n  ret\nend\n"), "3:3: error: unknown instruction `frob`");
+        assert!(first_error("func main()\n  push 12abc\n  ret\nend\n").starts_with("2:8: error: malformed"));
+        assert!(first_error("func main()\n  push\n  ret\nend\n").starts_with("2:3: error: `push` needs 1 operand"));
+        assert!(first_error("func main()\n  push 1\n  add 2\n  ret\nend\n").starts_with("3:7:"));
+        assert!(first_error("push 1\nfunc main()\n  push 0\n  ret\nend\n").starts_with("1:1:"));
+        assert!(first_error("memory 4\nmemory 8\n").starts_with("2:1: error: a second"));
+        assert!(first_error("memory 268435457\n").starts_with("1:8:"));
+        assert!(first_error("memory -1\n").starts_with("1:8:"));
+        assert!(first_error("func f(a,b,c,d,e,f,g,h,i)\n push 0\n ret\nend\n").starts_with("1:24:"));
+        assert!(first_error("func f(a,a)\n push 0\n ret\nend\n").starts_with("1:10:"));
+        assert!(first_error("func f(a)\n local a\n push 0\n ret\nend\n").starts_with("2:8:"));
+        assert!(first_error("func f(a,)\n push 0\n ret\nend\n").starts_with("1:10:"));
+        assert!(first_error("func 9f()\n push 0\n ret\nend\n").starts_with("1:6:"));
+        assert!(first_error("func f() x\n push 0\n ret\nend\n").starts_with("1:10:"));
+        assert!(first_error("func main()\n push 0\n ret\n").contains("no `end`"));
+        assert!(first_error("func main()\n push 0\n local x\n ret\nend\n").starts_with("3:2:"));
+        assert!(first_error("func main()\n load 0\n ret\nend\n").starts_with("2:7: error: local index 0 is out of range"));
+        assert!(first_error("func main()\n local a\n load b\n ret\nend\n").starts_with("3:7: error: unknown local"));
+        assert!(first_error("func main()\n call nope\n ret\nend\n").starts_with("2:7: error: unknown function"));
+        assert!(first_error("func main()\n jmp nope\nend\n").starts_with("2:6: error: unknown label"));
+        assert!(first_error("func main()\nx:\nx:\n push 0\n ret\nend\n").starts_with("3:1: error: label `x` is defined twice"));
+        assert!(first_error("func f()\n push 1\n ret\nend\nfunc f()\n push 1\n ret\nend\n").starts_with("5:6:"));
+        assert!(first_error("func f(a)\n load a\n ret\nend\nfunc g()\n push 1\n ret\nend\nfunc main()\n patch f g\n push 0\n ret\nend\n").starts_with("10:2:"));
+        assert!(first_error("end\n").starts_with("1:1:"));
+        assert!(first_error("func main()\n push 0\n ret\nend extra\n").starts_with("4:5:"));
+    }
+
+    #[test]
+    fn invalid_utf8_is_located() {
+        let e = parse_module(b"func main()\n  push \xff\n").unwrap_err();
+        assert_eq!(e.0[0].pos, Some(Pos { line: 2, col: 8 }));
+    }
+
+    #[test]
+    fn several_errors_are_all_reported_in_order() {
+        let errs = errors("func main()\n  bogus\n  push x\n  ret\nend\nfoo\n");
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs[0].starts_with("2:3:"));
+        assert!(errs[1].starts_with("3:8:"));
+        assert!(errs[2].starts_with("6:1:"));
+    }
+
+    #[test]
+    fn local_by_index_and_names_with_dots() {
+        let m = parse_module(b"func a.b(x)\n local y.z\n load 1\n load 0\n add\n store y.z\n load y.z\n ret\nend\n").unwrap();
+        assert_eq!(m.functions[0].code[0], Instr::Load(1));
+        assert_eq!(m.functions[0].code[3], Instr::Store(1));
+    }
+}

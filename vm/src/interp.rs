@@ -133,8 +133,7 @@ pub fn run(program: &Arc<Program>, st: &mut ThreadState, f: FuncId, args: &[i64]
             if b == 0 {
                 return Err(Trap::DivisionByZero);
             }
-            // wrapping_div/rem give MIN / -1 = MIN and MIN % -1 = 0 (spec §3).
-            reg!($dst) = a.$method(b);
+            reg!($dst) = $method(a, b);
         }};
     }
     macro_rules! cell {
@@ -158,8 +157,8 @@ pub fn run(program: &Arc<Program>, st: &mut ThreadState, f: FuncId, args: &[i64]
                 Op::Add { dst, a, b } => binary!(dst, a, reg!(b), i64::wrapping_add),
                 Op::Sub { dst, a, b } => binary!(dst, a, reg!(b), i64::wrapping_sub),
                 Op::Mul { dst, a, b } => binary!(dst, a, reg!(b), i64::wrapping_mul),
-                Op::Div { dst, a, b } => divide!(dst, a, reg!(b), wrapping_div),
-                Op::Rem { dst, a, b } => divide!(dst, a, reg!(b), wrapping_rem),
+                Op::Div { dst, a, b } => divide!(dst, a, reg!(b), div_nonzero),
+                Op::Rem { dst, a, b } => divide!(dst, a, reg!(b), rem_nonzero),
                 Op::And { dst, a, b } => binary!(dst, a, reg!(b), |a, b| a & b),
                 Op::Or { dst, a, b } => binary!(dst, a, reg!(b), |a, b| a | b),
                 Op::Xor { dst, a, b } => binary!(dst, a, reg!(b), |a, b| a ^ b),
@@ -175,8 +174,8 @@ pub fn run(program: &Arc<Program>, st: &mut ThreadState, f: FuncId, args: &[i64]
                 Op::AddI { dst, a, imm } => binary!(dst, a, imm, i64::wrapping_add),
                 Op::SubI { dst, a, imm } => binary!(dst, a, imm, i64::wrapping_sub),
                 Op::MulI { dst, a, imm } => binary!(dst, a, imm, i64::wrapping_mul),
-                Op::DivI { dst, a, imm } => divide!(dst, a, imm, wrapping_div),
-                Op::RemI { dst, a, imm } => divide!(dst, a, imm, wrapping_rem),
+                Op::DivI { dst, a, imm } => divide!(dst, a, imm, div_nonzero),
+                Op::RemI { dst, a, imm } => divide!(dst, a, imm, rem_nonzero),
                 Op::AndI { dst, a, imm } => binary!(dst, a, imm, |a, b| a & b),
                 Op::OrI { dst, a, imm } => binary!(dst, a, imm, |a, b| a | b),
                 Op::XorI { dst, a, imm } => binary!(dst, a, imm, |a, b| a ^ b),
@@ -303,4 +302,51 @@ fn shr(a: i64, b: i64) -> i64 {
 #[inline(always)]
 fn ushr(a: i64, b: i64) -> i64 {
     ((a as u64) >> (b & 63)) as i64
+}
+
+/// Both operands in `0..2^31`: a 32-bit divide gives the same answer, and on many x86 cores
+/// `div r32` takes a fraction of the cycles of `idiv r64` (a "bypass slow division" test).
+#[inline(always)]
+fn fits_u31(a: i64, b: i64) -> bool {
+    (a as u64 | b as u64) >> 31 == 0
+}
+
+/// `a div b` for `b != 0`; wrapping gives MIN / -1 = MIN (spec §3).
+#[inline(always)]
+fn div_nonzero(a: i64, b: i64) -> i64 {
+    if fits_u31(a, b) {
+        ((a as u32) / (b as u32)) as i64
+    } else {
+        a.wrapping_div(b)
+    }
+}
+
+/// `a rem b` for `b != 0`; wrapping gives MIN % -1 = 0 (spec §3).
+#[inline(always)]
+fn rem_nonzero(a: i64, b: i64) -> i64 {
+    if fits_u31(a, b) {
+        ((a as u32) % (b as u32)) as i64
+    } else {
+        a.wrapping_rem(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn division_fast_path_agrees_with_the_spec() {
+        let values = [0, 1, 2, 3, 7, 13, -1, -2, -7, (1 << 31) - 1, 1 << 31, i64::MAX, i64::MIN, i64::MIN + 1, 1 << 40];
+        for &a in &values {
+            for &b in values.iter().filter(|&&b| b != 0) {
+                assert_eq!(div_nonzero(a, b), a.wrapping_div(b), "{a} div {b}");
+                assert_eq!(rem_nonzero(a, b), a.wrapping_rem(b), "{a} rem {b}");
+            }
+        }
+        assert_eq!(div_nonzero(i64::MIN, -1), i64::MIN);
+        assert_eq!(rem_nonzero(i64::MIN, -1), 0);
+        assert_eq!(div_nonzero(-7, 2), -3);
+        assert_eq!(rem_nonzero(-7, 2), -1);
+    }
 }

@@ -140,8 +140,14 @@ impl Sites {
 
     /// Calls through every site; returns the three results.
     pub fn call_all(&self) -> [i64; 3] {
-        // SAFETY: the stubs are published and never retired while `self`
-        // lives; each follows the CodeFn ABI.
-        self.stubs.map(|s| unsafe { as_fn(s) }())
+        call_stubs(&self.stubs)
     }
+}
+
+/// Calls each stub of [`Sites::stubs`]. The stubs must still be published
+/// (they are never retired by these tests while the runtime lives).
+pub fn call_stubs(stubs: &[usize; 3]) -> [i64; 3] {
+    // SAFETY: the stubs are published blobs following the CodeFn ABI, never
+    // retired while their runtime lives.
+    stubs.map(|s| unsafe { as_fn(s) }())
 }

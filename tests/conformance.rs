@@ -1,0 +1,44 @@
+//! The project's copy of the conformance cases (`tests/conformance/`), run against the built
+//! `jitvm` binary in every tier this build supports. Tiers it does not support must be
+//! refused with exit status 2, never run in another tier.
+
+use jitvm::Tier;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_jitvm"))
+}
+
+fn cases_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance")
+}
+
+fn run_tier(tier: Tier) {
+    let flag = format!("--tier={tier}");
+    let (total, failures) =
+        jitvm_conformance::check_dir(&binary(), &cases_dir(), &[&flag], Duration::from_secs(120)).expect("cases readable");
+    assert!(total >= 55, "expected the shared cases and the project's own, found {total}");
+    assert!(failures.is_empty(), "{} of {total} cases failed in tier {tier}:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn conformance_in_every_available_tier() {
+    for tier in Tier::ALL {
+        if tier.is_available() {
+            run_tier(tier);
+        }
+    }
+}
+
+#[test]
+fn unavailable_tiers_are_refused_with_status_2() {
+    let case = cases_dir().join("fib.bc");
+    for tier in Tier::ALL.into_iter().filter(|t| !t.is_available()) {
+        let args = ["run".to_string(), format!("--tier={tier}"), case.display().to_string()];
+        let out = jitvm_conformance::run_command(&binary(), &args, Duration::from_secs(30)).unwrap();
+        assert_eq!(out.status, Some(2), "tier {tier}: {out:?}");
+        assert!(out.stdout.is_empty(), "tier {tier} must not run the program");
+        assert!(out.stderr.contains(&format!("tier `{tier}` is not available")), "{}", out.stderr);
+    }
+}

@@ -1,1 +1,262 @@
-fn main(){}
+//! Commit latency per strategy and guarantee, beside a bare
+//! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)` measured in the
+//! same run with the same busy threads; and a commit of 1 blob against 100.
+//!
+//! Busy threads are registered threads spinning on calls through the patched
+//! sites (a dispatch slot and a `call rel32`), calling `quiescent()` after
+//! each. Bare calls and commits are interleaved sample by sample so both see
+//! the same conditions. Each row stops at `JITVM_BENCH_N` samples (default
+//! 2000, after 100 of warm-up) or after about 1.5 s, whichever comes first.
+//!
+//! Run: `cargo bench -p jitvm-runtime` (prints a Markdown table).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use jitvm_runtime::{
+    bare_membarrier_sync_core, emit_rel32_site, Blob, Config, DispatchSlot, Guarantee, Rel32Kind,
+    Rel32Site, Runtime, Strategy,
+};
+
+const WARMUP: usize = 100;
+const ROW_BUDGET: Duration = Duration::from_millis(1500);
+
+fn samples_wanted() -> usize {
+    std::env::var("JITVM_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000)
+}
+
+/// `mov eax, k; ret`
+fn version(k: u32) -> Vec<u8> {
+    let mut v = vec![0xB8];
+    v.extend_from_slice(&k.to_le_bytes());
+    v.push(0xC3);
+    v
+}
+
+/// `mov rax, slot; jmp [rax]`
+fn dispatch_stub(slot: &DispatchSlot) -> Vec<u8> {
+    let mut v = vec![0x48, 0xB8];
+    v.extend_from_slice(&(slot.as_ptr() as u64).to_le_bytes());
+    v.extend_from_slice(&[0xFF, 0x20]);
+    v
+}
+
+/// `call rel32; ret` with the displacement aligned; returns (bytes, site).
+fn call_stub() -> (Vec<u8>, usize) {
+    let mut v = Vec::new();
+    let at = emit_rel32_site(&mut v, Rel32Kind::Call);
+    v.push(0xC3);
+    (v, at)
+}
+
+type CodeFn = extern "sysv64" fn() -> u32;
+
+/// # Safety
+/// `addr` must be a published blob with the `CodeFn` ABI.
+unsafe fn as_fn(addr: usize) -> CodeFn {
+    // SAFETY: forwarded to the caller.
+    unsafe { std::mem::transmute::<usize, CodeFn>(addr) }
+}
+
+/// What a commit replaces: `blobs` versions behind as many slots, the first
+/// slot and the call site being what the busy threads call.
+struct Target {
+    slots: Vec<Box<DispatchSlot>>,
+    site: Rel32Site,
+    stubs: [usize; 2],
+    current: Vec<Blob>,
+    k: u32,
+}
+
+impl Target {
+    fn new(rt: &Runtime, blobs: usize) -> Target {
+        let slots: Vec<_> = (0..blobs).map(|_| Box::new(DispatchSlot::new(0))).collect();
+        let (code, at) = call_stub();
+        let mut tx = rt.transaction();
+        let d = tx.stage(&dispatch_stub(&slots[0]), 16).unwrap();
+        let c = tx.stage(&code, 16).unwrap();
+        let site = rt.rel32_site(c, at, Rel32Kind::Call).unwrap();
+        tx.commit(Guarantee::Strong).unwrap();
+        let mut t = Target {
+            slots,
+            site,
+            stubs: [d.addr(), c.addr()],
+            current: Vec::new(),
+            k: 0,
+        };
+        t.commit(rt, Guarantee::Strong);
+        t
+    }
+
+    /// One commit replacing every blob.
+    fn commit(&mut self, rt: &Runtime, g: Guarantee) {
+        self.k += 1;
+        let mut tx = rt.transaction();
+        let mut new = Vec::with_capacity(self.slots.len());
+        for slot in &self.slots {
+            let b = tx.stage(&version(self.k), 16).unwrap();
+            tx.set_dispatch(slot, b.addr());
+            new.push(b);
+        }
+        tx.patch_rel32(self.site, new[0].addr()).unwrap();
+        for b in self.current.drain(..) {
+            tx.retire(b);
+        }
+        tx.commit(g).unwrap();
+        self.current = new;
+    }
+}
+
+fn percentiles(mut v: Vec<u64>) -> (f64, f64) {
+    v.sort_unstable();
+    let at = |p: usize| v[(v.len() * p / 100).min(v.len() - 1)] as f64 / 1000.0;
+    (at(50), at(99))
+}
+
+/// Runs `f` with `busy` registered threads spinning through `stubs`.
+fn with_busy<R>(rt: &Runtime, stubs: [usize; 2], busy: usize, f: impl FnOnce() -> R) -> R {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..busy {
+            s.spawn(|| {
+                let me = rt.register_thread();
+                while !stop.load(Ordering::Relaxed) {
+                    for stub in stubs {
+                        // SAFETY: stubs are never retired while rt lives.
+                        std::hint::black_box(unsafe { as_fn(stub) }());
+                        me.quiescent();
+                    }
+                }
+            });
+        }
+        while rt.registered_threads() < busy {
+            std::thread::yield_now();
+        }
+        let r = f();
+        stop.store(true, Ordering::Relaxed);
+        r
+    })
+}
+
+fn time(f: impl FnOnce()) -> u64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_nanos() as u64
+}
+
+fn runtime(st: Strategy) -> Runtime {
+    Runtime::new(Config {
+        capacity: 64 << 20,
+        strategy: Some(st),
+        poison: false,
+        ..Config::default()
+    })
+    .unwrap()
+}
+
+fn main() {
+    let n = samples_wanted();
+    let membarrier = Strategy::Membarrier.is_available();
+    println!(
+        "cores: {}, samples per row: up to {n} (after {WARMUP} warm-up) or {:.1} s",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        ROW_BUDGET.as_secs_f64()
+    );
+    if !membarrier {
+        println!("membarrier SYNC_CORE unavailable: bare column omitted");
+    }
+    println!();
+    println!("| strategy | busy | samples | bare p50 | bare p99 | Strong p50 | Strong p99 | Eventual p50 | Eventual p99 | Strong/bare | Eventual/bare |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for st in Strategy::ALL {
+        if !st.is_available() {
+            println!("| {st} | unavailable |");
+            continue;
+        }
+        let rt = runtime(st);
+        let mut target = Target::new(&rt, 1);
+        for busy in [0, 1, 2, 4, 8] {
+            let stubs = target.stubs;
+            let (bare, strong, eventual) = with_busy(&rt, stubs, busy, || {
+                let (mut bare, mut strong, mut eventual) = (vec![], vec![], vec![]);
+                let start = Instant::now();
+                for i in 0..WARMUP + n {
+                    let b = if membarrier {
+                        time(bare_membarrier_sync_core)
+                    } else {
+                        0
+                    };
+                    let s = time(|| target.commit(&rt, Guarantee::Strong));
+                    let e = time(|| target.commit(&rt, Guarantee::Eventual));
+                    if i >= WARMUP {
+                        bare.push(b);
+                        strong.push(s);
+                        eventual.push(e);
+                    }
+                    if i >= WARMUP + 50 && start.elapsed() > ROW_BUDGET {
+                        break;
+                    }
+                }
+                (bare, strong, eventual)
+            });
+            let count = strong.len();
+            let (b50, b99) = percentiles(bare);
+            let (s50, s99) = percentiles(strong);
+            let (e50, e99) = percentiles(eventual);
+            println!(
+                "| {st} | {busy} | {count} | {b50:.1} | {b99:.1} | {s50:.1} | {s99:.1} | {e50:.1} | {e99:.1} | {:.2} | {:.2} |",
+                s50 / b50,
+                e50 / b50
+            );
+        }
+    }
+    println!();
+    println!("Latencies in microseconds (wall clock around each call).");
+    println!();
+
+    // Batching: one commit of 100 blobs (100 slots re-pointed, 100 blobs
+    // retired) against one of 1 blob, same strategy, interleaved.
+    println!("| strategy | guarantee | busy | samples | 1 blob p50 | 100 blobs p50 | 1 blob p99 | 100 blobs p99 | 100/1 (p50) |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let st = jitvm_runtime::select_strategy(None).unwrap();
+    let rt = runtime(st);
+    let mut one = Target::new(&rt, 1);
+    let mut hundred = Target::new(&rt, 100);
+    for g in [Guarantee::Strong, Guarantee::Eventual] {
+        for busy in [0, 2] {
+            let stubs = one.stubs;
+            let (a, b) = with_busy(&rt, stubs, busy, || {
+                let (mut a, mut b) = (vec![], vec![]);
+                let start = Instant::now();
+                for i in 0..WARMUP + n {
+                    let x = time(|| one.commit(&rt, g));
+                    let y = time(|| hundred.commit(&rt, g));
+                    if i >= WARMUP {
+                        a.push(x);
+                        b.push(y);
+                    }
+                    if i >= WARMUP + 50 && start.elapsed() > ROW_BUDGET {
+                        break;
+                    }
+                }
+                (a, b)
+            });
+            let count = a.len();
+            let (a50, a99) = percentiles(a);
+            let (b50, b99) = percentiles(b);
+            println!(
+                "| {st} | {g:?} | {busy} | {count} | {a50:.1} | {b50:.1} | {a99:.1} | {b99:.1} | {:.2} |",
+                b50 / a50
+            );
+        }
+    }
+    let s = rt.stats();
+    println!();
+    println!(
+        "code memory after the batching runs: live {} B, retired {} B, high-water {} B",
+        s.bytes_live, s.bytes_retired, s.high_water
+    );
+}

@@ -239,7 +239,12 @@ impl Runtime {
     /// A patchable rel32 site at `offset` in `blob`, which must hold the
     /// opcode for `kind` there with a 4-byte-aligned displacement (emit it
     /// with [`emit_rel32_site`] or pad with [`rel32_site_padding`]).
-    pub fn rel32_site(&self, blob: Blob, offset: usize, kind: Rel32Kind) -> Result<Rel32Site, Error> {
+    pub fn rel32_site(
+        &self,
+        blob: Blob,
+        offset: usize,
+        kind: Rel32Kind,
+    ) -> Result<Rel32Site, Error> {
         self.mem.check(blob, State::Live)?;
         if offset + REL32_LEN > blob.len() {
             return Err(Error::InvalidSite("site extends past the blob"));

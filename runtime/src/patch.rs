@@ -120,8 +120,8 @@ impl Rel32Site {
         // SAFETY: the displacement is 4-byte aligned inside the readable RX
         // view (checked when the site was made). An atomic load of read-only
         // memory is permitted for lock-free sizes.
-        let disp = unsafe { AtomicI32::from_ptr(self.disp_addr() as *mut i32) }
-            .load(Ordering::Acquire);
+        let disp =
+            unsafe { AtomicI32::from_ptr(self.disp_addr() as *mut i32) }.load(Ordering::Acquire);
         displaced(self.opcode, disp)
     }
 }

@@ -132,8 +132,8 @@ impl<'a> Transaction<'a> {
         // any blob is not ours to retire.
         for i in 0..self.retire.len() {
             let b = self.retire[i];
-            let ok = !self.staged.contains(&b)
-                && mem.transition(b, State::Live, State::Retired).is_ok();
+            let ok =
+                !self.staged.contains(&b) && mem.transition(b, State::Live, State::Retired).is_ok();
             if !ok {
                 for done in &self.retire[..i] {
                     let _ = mem.transition(*done, State::Retired, State::Live);

@@ -77,7 +77,11 @@ impl Registry {
     /// The minimum horizon over all registered threads (`u64::MAX` if none).
     pub(crate) fn horizon(&self) -> u64 {
         let threads = self.threads.lock().unwrap();
-        threads.iter().map(|t| t.horizon()).min().unwrap_or(u64::MAX)
+        threads
+            .iter()
+            .map(|t| t.horizon())
+            .min()
+            .unwrap_or(u64::MAX)
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -230,7 +230,9 @@ fn misuse_is_an_error_and_changes_nothing() {
     assert_eq!(rt.stats().bytes_retired, 0);
     // A site with a misaligned displacement or a wrong opcode.
     let mut tx = rt.transaction();
-    let b = tx.stage(&[0x90, 0x90, 0x90, 0xE8, 0, 0, 0, 0, 0xC3], 16).unwrap();
+    let b = tx
+        .stage(&[0x90, 0x90, 0x90, 0xE8, 0, 0, 0, 0, 0xC3], 16)
+        .unwrap();
     assert!(rt.rel32_site(b, 3, Rel32Kind::Call).is_ok());
     assert!(rt.rel32_site(b, 3, Rel32Kind::Jmp).is_err());
     assert!(rt.rel32_site(b, 2, Rel32Kind::Call).is_err());

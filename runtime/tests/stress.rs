@@ -71,10 +71,10 @@ fn run(st: Strategy, duration: Duration, max_commits: u64, threads: usize) -> Ou
                 let me = rt.register_thread();
                 let (mut n, mut bad) = (0u64, 0u64);
                 while !stop.load(Ordering::Relaxed) {
-                    for i in 0..3 {
+                    for stub in stubs {
                         let v = version.load(Ordering::Acquire);
                         // SAFETY: see common::call_stubs.
-                        let r = unsafe { common::as_fn(stubs[i]) }();
+                        let r = unsafe { common::as_fn(stub) }();
                         if r < v {
                             bad += 1;
                         }

@@ -80,7 +80,10 @@ pub fn entry_point(module: &Module) -> Result<u32, LoadError> {
     if !f.params.is_empty() {
         return Err(LoadError::Main(Diagnostic::at(
             f.pos,
-            format!("`main` must take no parameters, but takes {}", f.params.len()),
+            format!(
+                "`main` must take no parameters, but takes {}",
+                f.params.len()
+            ),
         )));
     }
     Ok(main)

@@ -34,9 +34,7 @@ enum Command {
         file: PathBuf,
     },
     /// Parse and verify a program without running it.
-    Check {
-        file: PathBuf,
-    },
+    Check { file: PathBuf },
     /// Print each function's instructions with offsets and operand stack heights.
     Dis {
         /// Also show the interpreter's lowered register code.

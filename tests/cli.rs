@@ -11,7 +11,11 @@ fn jitvm(args: &[&str]) -> Outcome {
 }
 
 fn case(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance").join(name).display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/conformance")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 fn temp_file(name: &str, text: &str) -> String {
@@ -26,7 +30,10 @@ fn temp_file(name: &str, text: &str) -> String {
 fn version_and_help() {
     let out = jitvm(&["--version"]);
     assert_eq!(out.status, Some(0));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("jitvm {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("jitvm {}", env!("CARGO_PKG_VERSION"))
+    );
     let out = jitvm(&["--help"]);
     assert_eq!(out.status, Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
@@ -59,18 +66,29 @@ fn missing_file_names_the_file() {
     for sub in ["run", "check", "dis"] {
         let out = jitvm(&[sub, "/nonexistent/prog.bc"]);
         assert_eq!(out.status, Some(2));
-        assert!(out.stderr.starts_with("/nonexistent/prog.bc: error: cannot read the file"), "{}", out.stderr);
+        assert!(
+            out.stderr
+                .starts_with("/nonexistent/prog.bc: error: cannot read the file"),
+            "{}",
+            out.stderr
+        );
     }
 }
 
 #[test]
 fn check_reports_errors_with_positions_and_accepts_valid_files() {
     let out = jitvm(&["check", &case("fib.bc")]);
-    assert_eq!((out.status, out.stdout.len(), out.stderr.as_str()), (Some(0), 0, ""));
+    assert_eq!(
+        (out.status, out.stdout.len(), out.stderr.as_str()),
+        (Some(0), 0, "")
+    );
     let bad = case("err_unknown_instr.bc");
     let out = jitvm(&["check", &bad]);
     assert_eq!(out.status, Some(2));
-    assert_eq!(out.stderr, format!("{bad}:3:3: error: unknown instruction `frobnicate`\n"));
+    assert_eq!(
+        out.stderr,
+        format!("{bad}:3:3: error: unknown instruction `frobnicate`\n")
+    );
 }
 
 #[test]
@@ -79,11 +97,22 @@ fn main_is_needed_only_to_run() {
     assert_eq!(jitvm(&["check", &lib]).status, Some(0));
     let out = jitvm(&["run", &lib]);
     assert_eq!(out.status, Some(2));
-    assert!(out.stderr.starts_with(&format!("{lib}: error: no function `main`")), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with(&format!("{lib}: error: no function `main`")),
+        "{}",
+        out.stderr
+    );
     let with_params = temp_file("params.bc", "\nfunc main(x)\n  load x\n  ret\nend\n");
     let out = jitvm(&["run", &with_params]);
     assert_eq!(out.status, Some(2));
-    assert!(out.stderr.starts_with(&format!("{with_params}:2:6: error: `main` must take no parameters")), "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with(&format!(
+            "{with_params}:2:6: error: `main` must take no parameters"
+        )),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -92,7 +121,10 @@ fn dis_shows_offsets_and_heights() {
     assert_eq!(out.status, Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("func fib(n)"), "{text}");
-    assert!(text.contains("recurse:\n  0006    [   0]  load n\n"), "{text}");
+    assert!(
+        text.contains("recurse:\n  0006    [   0]  load n\n"),
+        "{text}"
+    );
     assert!(text.contains("  0009    [   1]  call fib\n"), "{text}");
     let lowered = jitvm(&["dis", "--lowered", &case("fib.bc")]);
     assert!(String::from_utf8_lossy(&lowered.stdout).contains("Call { f: 0, base: 1 }"));
@@ -110,8 +142,15 @@ fn stats_count_every_call_and_back_edge() {
     assert_eq!(out.status, Some(0), "{}", out.stderr);
     assert_eq!(out.stdout, b"6765\n");
     let row = |name: &str| -> Vec<u64> {
-        let line = out.stderr.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{}", out.stderr));
-        line.split_whitespace().skip(1).map(|n| n.parse().unwrap()).collect()
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{}", out.stderr));
+        line.split_whitespace()
+            .skip(1)
+            .map(|n| n.parse().unwrap())
+            .collect()
     };
     assert_eq!(row("fib"), [21891, 0]);
     assert_eq!(row("main"), [1, 4999]);
@@ -132,6 +171,11 @@ fn output_survives_a_closed_pipe() {
         .unwrap();
     drop(child.stdout.take()); // the reader goes away, as with `| head -1`
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }

@@ -17,9 +17,18 @@ fn cases_dir() -> PathBuf {
 fn run_tier(tier: Tier) {
     let flag = format!("--tier={tier}");
     let (total, failures) =
-        jitvm_conformance::check_dir(&binary(), &cases_dir(), &[&flag], Duration::from_secs(120)).expect("cases readable");
-    assert!(total >= 55, "expected the shared cases and the project's own, found {total}");
-    assert!(failures.is_empty(), "{} of {total} cases failed in tier {tier}:\n{}", failures.len(), failures.join("\n"));
+        jitvm_conformance::check_dir(&binary(), &cases_dir(), &[&flag], Duration::from_secs(120))
+            .expect("cases readable");
+    assert!(
+        total >= 55,
+        "expected the shared cases and the project's own, found {total}"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {total} cases failed in tier {tier}:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -35,10 +44,23 @@ fn conformance_in_every_available_tier() {
 fn unavailable_tiers_are_refused_with_status_2() {
     let case = cases_dir().join("fib.bc");
     for tier in Tier::ALL.into_iter().filter(|t| !t.is_available()) {
-        let args = ["run".to_string(), format!("--tier={tier}"), case.display().to_string()];
-        let out = jitvm_conformance::run_command(&binary(), &args, Duration::from_secs(30)).unwrap();
+        let args = [
+            "run".to_string(),
+            format!("--tier={tier}"),
+            case.display().to_string(),
+        ];
+        let out =
+            jitvm_conformance::run_command(&binary(), &args, Duration::from_secs(30)).unwrap();
         assert_eq!(out.status, Some(2), "tier {tier}: {out:?}");
-        assert!(out.stdout.is_empty(), "tier {tier} must not run the program");
-        assert!(out.stderr.contains(&format!("tier `{tier}` is not available")), "{}", out.stderr);
+        assert!(
+            out.stdout.is_empty(),
+            "tier {tier} must not run the program"
+        );
+        assert!(
+            out.stderr
+                .contains(&format!("tier `{tier}` is not available")),
+            "{}",
+            out.stderr
+        );
     }
 }

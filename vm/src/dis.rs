@@ -37,19 +37,34 @@ pub fn disassemble(module: &Module, lowered: bool) -> String {
                 Instr::Push(c) => format!(" {c}"),
                 Instr::Load(s) | Instr::Store(s) => format!(" {}", f.slot_name(s)),
                 Instr::Jmp(t) | Instr::Jz(t) | Instr::Jnz(t) => {
-                    let name = f.labels.iter().find(|l| l.target == t).map_or("?", |l| &l.name);
+                    let name = f
+                        .labels
+                        .iter()
+                        .find(|l| l.target == t)
+                        .map_or("?", |l| &l.name);
                     format!(" {name}  ; -> {t:04}")
                 }
-                Instr::Call(g) | Instr::Spawn(g) => format!(" {}", module.functions[g as usize].name),
+                Instr::Call(g) | Instr::Spawn(g) => {
+                    format!(" {}", module.functions[g as usize].name)
+                }
                 Instr::Patch(a, b) => format!(
                     " {} {}",
                     module.functions[a as usize].name, module.functions[b as usize].name
                 ),
                 _ => String::new(),
             };
-            let _ = writeln!(out, "  {i:04}    [{:>4}]  {}{operands}", f.heights[i], instr.mnemonic());
+            let _ = writeln!(
+                out,
+                "  {i:04}    [{:>4}]  {}{operands}",
+                f.heights[i],
+                instr.mnemonic()
+            );
         }
-        for label in f.labels.iter().filter(|l| l.target as usize == f.code.len()) {
+        for label in f
+            .labels
+            .iter()
+            .filter(|l| l.target as usize == f.code.len())
+        {
             let _ = writeln!(out, "{}:", label.name);
         }
         let _ = writeln!(out, "end");
@@ -84,7 +99,10 @@ mod tests {
         let text = disassemble(&m, true);
         assert!(text.contains("func main()"), "{text}");
         assert!(text.contains("top:\n  0000    [   0]  load x\n"), "{text}");
-        assert!(text.contains("  0001    [   1]  jz done  ; -> 0003\n"), "{text}");
+        assert!(
+            text.contains("  0001    [   1]  jz done  ; -> 0003\n"),
+            "{text}"
+        );
         assert!(text.contains("; lowered: "), "{text}");
     }
 }

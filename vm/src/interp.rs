@@ -81,7 +81,12 @@ impl ThreadState {
 }
 
 /// Runs `f(args)` to completion on this thread.
-pub fn run(program: &Arc<Program>, st: &mut ThreadState, f: FuncId, args: &[i64]) -> Result<i64, Trap> {
+pub fn run(
+    program: &Arc<Program>,
+    st: &mut ThreadState,
+    f: FuncId,
+    args: &[i64],
+) -> Result<i64, Trap> {
     let max_depth = program.config.max_depth as usize;
     let memory = program.memory();
     let mem = memory.as_ptr();
@@ -267,7 +272,12 @@ pub fn run(program: &Arc<Program>, st: &mut ThreadState, f: FuncId, args: &[i64]
                     new,
                 } => {
                     let cell = cell!(idx);
-                    let old = cell.compare_exchange(reg!(expected), reg!(new), Ordering::SeqCst, Ordering::SeqCst);
+                    let old = cell.compare_exchange(
+                        reg!(expected),
+                        reg!(new),
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    );
                     reg!(dst) = old.unwrap_or_else(|current| current);
                 }
                 Op::Spawn { f, base: args } => {
@@ -337,7 +347,23 @@ mod tests {
 
     #[test]
     fn division_fast_path_agrees_with_the_spec() {
-        let values = [0, 1, 2, 3, 7, 13, -1, -2, -7, (1 << 31) - 1, 1 << 31, i64::MAX, i64::MIN, i64::MIN + 1, 1 << 40];
+        let values = [
+            0,
+            1,
+            2,
+            3,
+            7,
+            13,
+            -1,
+            -2,
+            -7,
+            (1 << 31) - 1,
+            1 << 31,
+            i64::MAX,
+            i64::MIN,
+            i64::MIN + 1,
+            1 << 40,
+        ];
         for &a in &values {
             for &b in values.iter().filter(|&&b| b != 0) {
                 assert_eq!(div_nonzero(a, b), a.wrapping_div(b), "{a} div {b}");

@@ -17,6 +17,6 @@ pub mod verify;
 
 pub use bytecode::{BinOp, FuncId, Function, Instr, Module, Pos};
 pub use diag::{Diagnostic, Diagnostics};
-pub use parse::parse_module;
 pub use dis::disassemble;
+pub use parse::parse_module;
 pub use program::{Program, RunConfig, Trap};

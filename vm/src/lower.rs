@@ -25,76 +25,323 @@ pub type Slot = u32;
 /// `t` is an index into the function's op array.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
-    Mov { dst: Slot, src: Slot },
-    MovI { dst: Slot, imm: i64 },
-    Swap { a: Slot, b: Slot },
-    Add { dst: Slot, a: Slot, b: Slot },
-    Sub { dst: Slot, a: Slot, b: Slot },
-    Mul { dst: Slot, a: Slot, b: Slot },
-    Div { dst: Slot, a: Slot, b: Slot },
-    Rem { dst: Slot, a: Slot, b: Slot },
-    And { dst: Slot, a: Slot, b: Slot },
-    Or { dst: Slot, a: Slot, b: Slot },
-    Xor { dst: Slot, a: Slot, b: Slot },
-    Shl { dst: Slot, a: Slot, b: Slot },
-    Shr { dst: Slot, a: Slot, b: Slot },
-    Ushr { dst: Slot, a: Slot, b: Slot },
-    Eq { dst: Slot, a: Slot, b: Slot },
-    Ne { dst: Slot, a: Slot, b: Slot },
-    Lt { dst: Slot, a: Slot, b: Slot },
-    Le { dst: Slot, a: Slot, b: Slot },
-    Gt { dst: Slot, a: Slot, b: Slot },
-    Ge { dst: Slot, a: Slot, b: Slot },
-    AddI { dst: Slot, a: Slot, imm: i64 },
-    SubI { dst: Slot, a: Slot, imm: i64 },
-    MulI { dst: Slot, a: Slot, imm: i64 },
-    DivI { dst: Slot, a: Slot, imm: i64 },
-    RemI { dst: Slot, a: Slot, imm: i64 },
-    AndI { dst: Slot, a: Slot, imm: i64 },
-    OrI { dst: Slot, a: Slot, imm: i64 },
-    XorI { dst: Slot, a: Slot, imm: i64 },
-    ShlI { dst: Slot, a: Slot, imm: i64 },
-    ShrI { dst: Slot, a: Slot, imm: i64 },
-    UshrI { dst: Slot, a: Slot, imm: i64 },
-    EqI { dst: Slot, a: Slot, imm: i64 },
-    NeI { dst: Slot, a: Slot, imm: i64 },
-    LtI { dst: Slot, a: Slot, imm: i64 },
-    LeI { dst: Slot, a: Slot, imm: i64 },
-    GtI { dst: Slot, a: Slot, imm: i64 },
-    GeI { dst: Slot, a: Slot, imm: i64 },
-    Neg { dst: Slot, a: Slot },
-    Not { dst: Slot, a: Slot },
-    Jmp { t: u32 },
-    Jz { a: Slot, t: u32 },
-    Jnz { a: Slot, t: u32 },
-    BrEq { a: Slot, b: Slot, t: u32 },
-    BrNe { a: Slot, b: Slot, t: u32 },
-    BrLt { a: Slot, b: Slot, t: u32 },
-    BrLe { a: Slot, b: Slot, t: u32 },
-    BrGt { a: Slot, b: Slot, t: u32 },
-    BrGe { a: Slot, b: Slot, t: u32 },
-    BrEqI { a: Slot, imm: i64, t: u32 },
-    BrNeI { a: Slot, imm: i64, t: u32 },
-    BrLtI { a: Slot, imm: i64, t: u32 },
-    BrLeI { a: Slot, imm: i64, t: u32 },
-    BrGtI { a: Slot, imm: i64, t: u32 },
-    BrGeI { a: Slot, imm: i64, t: u32 },
+    Mov {
+        dst: Slot,
+        src: Slot,
+    },
+    MovI {
+        dst: Slot,
+        imm: i64,
+    },
+    Swap {
+        a: Slot,
+        b: Slot,
+    },
+    Add {
+        dst: Slot,
+        a: Slot,
+        b: Slot,
+    },
+    Sub {
+        dst: Slot,
+        a: Slot,
+        b: Slot,
+    },
+    Mul {
+        dst: Slot,
+        a: Slot,
+        b: Slot,
+    },
+    Div {
+        dst: Slot,
+        a: Slot,
+        b: Slot,
+    },
+    Rem {
+        dst: Slot,
+        a: Slot,
+        b: Slot,
+    },
+    And {
+        dst: Slot,
+        a: Slot,
+        b: Slot,
+    },
+    Or {
+        dst: Slot,
+        a: Slot,
+        b: Slot,
+    },
+    Xor {
+        dst: Slot,
+        a: Slot,
+        b: Slot,
+    },
+    Shl {
+        dst: Slot,
+        a: Slot,
+        b: Slot,
+    },
+    Shr {
+        dst: Slot,
+        a: Slot,
+        b: Slot,
+    },
+    Ushr {
+        dst: Slot,
+        a: Slot,
+        b: Slot,
+    },
+    Eq {
+        dst: Slot,
+        a: Slot,
+        b: Slot,
+    },
+    Ne {
+        dst: Slot,
+        a: Slot,
+        b: Slot,
+    },
+    Lt {
+        dst: Slot,
+        a: Slot,
+        b: Slot,
+    },
+    Le {
+        dst: Slot,
+        a: Slot,
+        b: Slot,
+    },
+    Gt {
+        dst: Slot,
+        a: Slot,
+        b: Slot,
+    },
+    Ge {
+        dst: Slot,
+        a: Slot,
+        b: Slot,
+    },
+    AddI {
+        dst: Slot,
+        a: Slot,
+        imm: i64,
+    },
+    SubI {
+        dst: Slot,
+        a: Slot,
+        imm: i64,
+    },
+    MulI {
+        dst: Slot,
+        a: Slot,
+        imm: i64,
+    },
+    DivI {
+        dst: Slot,
+        a: Slot,
+        imm: i64,
+    },
+    RemI {
+        dst: Slot,
+        a: Slot,
+        imm: i64,
+    },
+    AndI {
+        dst: Slot,
+        a: Slot,
+        imm: i64,
+    },
+    OrI {
+        dst: Slot,
+        a: Slot,
+        imm: i64,
+    },
+    XorI {
+        dst: Slot,
+        a: Slot,
+        imm: i64,
+    },
+    ShlI {
+        dst: Slot,
+        a: Slot,
+        imm: i64,
+    },
+    ShrI {
+        dst: Slot,
+        a: Slot,
+        imm: i64,
+    },
+    UshrI {
+        dst: Slot,
+        a: Slot,
+        imm: i64,
+    },
+    EqI {
+        dst: Slot,
+        a: Slot,
+        imm: i64,
+    },
+    NeI {
+        dst: Slot,
+        a: Slot,
+        imm: i64,
+    },
+    LtI {
+        dst: Slot,
+        a: Slot,
+        imm: i64,
+    },
+    LeI {
+        dst: Slot,
+        a: Slot,
+        imm: i64,
+    },
+    GtI {
+        dst: Slot,
+        a: Slot,
+        imm: i64,
+    },
+    GeI {
+        dst: Slot,
+        a: Slot,
+        imm: i64,
+    },
+    Neg {
+        dst: Slot,
+        a: Slot,
+    },
+    Not {
+        dst: Slot,
+        a: Slot,
+    },
+    Jmp {
+        t: u32,
+    },
+    Jz {
+        a: Slot,
+        t: u32,
+    },
+    Jnz {
+        a: Slot,
+        t: u32,
+    },
+    BrEq {
+        a: Slot,
+        b: Slot,
+        t: u32,
+    },
+    BrNe {
+        a: Slot,
+        b: Slot,
+        t: u32,
+    },
+    BrLt {
+        a: Slot,
+        b: Slot,
+        t: u32,
+    },
+    BrLe {
+        a: Slot,
+        b: Slot,
+        t: u32,
+    },
+    BrGt {
+        a: Slot,
+        b: Slot,
+        t: u32,
+    },
+    BrGe {
+        a: Slot,
+        b: Slot,
+        t: u32,
+    },
+    BrEqI {
+        a: Slot,
+        imm: i64,
+        t: u32,
+    },
+    BrNeI {
+        a: Slot,
+        imm: i64,
+        t: u32,
+    },
+    BrLtI {
+        a: Slot,
+        imm: i64,
+        t: u32,
+    },
+    BrLeI {
+        a: Slot,
+        imm: i64,
+        t: u32,
+    },
+    BrGtI {
+        a: Slot,
+        imm: i64,
+        t: u32,
+    },
+    BrGeI {
+        a: Slot,
+        imm: i64,
+        t: u32,
+    },
     /// Calls through `f`'s dispatch entry; arguments are in `base..`, the result lands in `base`.
-    Call { f: FuncId, base: Slot },
-    Ret { a: Slot },
-    RetI { imm: i64 },
-    Mload { dst: Slot, idx: Slot },
-    Mstore { idx: Slot, val: Slot },
-    MstoreI { idx: Slot, imm: i64 },
-    AtomicAdd { dst: Slot, idx: Slot, val: Slot },
-    Cas { dst: Slot, idx: Slot, expected: Slot, new: Slot },
+    Call {
+        f: FuncId,
+        base: Slot,
+    },
+    Ret {
+        a: Slot,
+    },
+    RetI {
+        imm: i64,
+    },
+    Mload {
+        dst: Slot,
+        idx: Slot,
+    },
+    Mstore {
+        idx: Slot,
+        val: Slot,
+    },
+    MstoreI {
+        idx: Slot,
+        imm: i64,
+    },
+    AtomicAdd {
+        dst: Slot,
+        idx: Slot,
+        val: Slot,
+    },
+    Cas {
+        dst: Slot,
+        idx: Slot,
+        expected: Slot,
+        new: Slot,
+    },
     /// Starts `f` on a new thread with the arguments in `base..`; the handle lands in `base`.
-    Spawn { f: FuncId, base: Slot },
-    Join { dst: Slot, a: Slot },
-    Patch { f: FuncId, g: FuncId },
-    Print { a: Slot },
-    Putc { a: Slot },
-    Assert { a: Slot },
+    Spawn {
+        f: FuncId,
+        base: Slot,
+    },
+    Join {
+        dst: Slot,
+        a: Slot,
+    },
+    Patch {
+        f: FuncId,
+        g: FuncId,
+    },
+    Print {
+        a: Slot,
+    },
+    Putc {
+        a: Slot,
+    },
+    Assert {
+        a: Slot,
+    },
 }
 
 impl Op {
@@ -405,7 +652,11 @@ impl Lowerer<'_> {
         match self.stack[k] {
             // `add; store x`: the add writes x directly.
             Val::Canon if producer_is_last(self, self.canon(k)) => {
-                *self.ops.last_mut().and_then(Op::pure_dst_mut).expect("checked") = local;
+                *self
+                    .ops
+                    .last_mut()
+                    .and_then(Op::pure_dst_mut)
+                    .expect("checked") = local;
                 self.stack.pop();
             }
             // `add; dup; store x`: the add writes x, and the entry below now reads x.
@@ -415,7 +666,11 @@ impl Lowerer<'_> {
                     && self.stack[k - 1] == Val::Canon
                     && producer_is_last(self, s) =>
             {
-                *self.ops.last_mut().and_then(Op::pure_dst_mut).expect("checked") = local;
+                *self
+                    .ops
+                    .last_mut()
+                    .and_then(Op::pure_dst_mut)
+                    .expect("checked") = local;
                 self.stack.pop();
                 self.stack[k - 1] = Val::Slot(local);
             }
@@ -502,13 +757,21 @@ pub fn lower_function(module: &Module, f: &Function) -> LoweredFunction {
             }
             Instr::Neg | Instr::Not => match lw.stack.last().copied() {
                 Some(Val::Imm(c)) => {
-                    let folded = if instr == Instr::Neg { c.wrapping_neg() } else { (c == 0) as i64 };
+                    let folded = if instr == Instr::Neg {
+                        c.wrapping_neg()
+                    } else {
+                        (c == 0) as i64
+                    };
                     *lw.stack.last_mut().expect("verified height") = Val::Imm(folded);
                 }
                 _ => {
                     let a = lw.pop_slot();
                     let dst = lw.push_result();
-                    lw.emit(if instr == Instr::Neg { Op::Neg { dst, a } } else { Op::Not { dst, a } });
+                    lw.emit(if instr == Instr::Neg {
+                        Op::Neg { dst, a }
+                    } else {
+                        Op::Not { dst, a }
+                    });
                 }
             },
             Instr::Jmp(t) => {
@@ -518,7 +781,11 @@ pub fn lower_function(module: &Module, f: &Function) -> LoweredFunction {
             Instr::Jz(t) | Instr::Jnz(t) => {
                 let a = lw.pop_slot();
                 lw.flush_all();
-                lw.emit(if matches!(instr, Instr::Jz(_)) { Op::Jz { a, t } } else { Op::Jnz { a, t } });
+                lw.emit(if matches!(instr, Instr::Jz(_)) {
+                    Op::Jz { a, t }
+                } else {
+                    Op::Jnz { a, t }
+                });
             }
             Instr::Call(g) => {
                 let base = lw.arguments((lw.params)(g));
@@ -560,7 +827,12 @@ pub fn lower_function(module: &Module, f: &Function) -> LoweredFunction {
                 let expected = lw.pop_slot();
                 let idx = lw.pop_slot();
                 let dst = lw.push_result();
-                lw.emit(Op::Cas { dst, idx, expected, new });
+                lw.emit(Op::Cas {
+                    dst,
+                    idx,
+                    expected,
+                    new,
+                });
             }
             Instr::Join => {
                 let a = lw.pop_slot();
@@ -581,7 +853,9 @@ pub fn lower_function(module: &Module, f: &Function) -> LoweredFunction {
                 lw.emit(Op::Assert { a });
             }
             _ => {
-                let op = instr.binop().expect("the remaining instructions are binary operators");
+                let op = instr
+                    .binop()
+                    .expect("the remaining instructions are binary operators");
                 let next = f.code.get(i + 1).copied();
                 let fusable = op.is_comparison() && !is_label[i + 1];
                 match next {
@@ -640,11 +914,23 @@ mod tests {
         assert_eq!(
             ops,
             [
-                Op::RemI { dst: 4, a: 1, imm: 7 },
-                Op::RemI { dst: 5, a: 1, imm: 13 },
+                Op::RemI {
+                    dst: 4,
+                    a: 1,
+                    imm: 7
+                },
+                Op::RemI {
+                    dst: 5,
+                    a: 1,
+                    imm: 13
+                },
                 Op::Mul { dst: 4, a: 4, b: 5 },
                 Op::Add { dst: 2, a: 2, b: 4 },
-                Op::AddI { dst: 1, a: 1, imm: 1 },
+                Op::AddI {
+                    dst: 1,
+                    a: 1,
+                    imm: 1
+                },
                 Op::BrLt { a: 1, b: 0, t: 0 },
                 Op::Ret { a: 2 },
             ]
@@ -661,7 +947,9 @@ mod tests {
     #[test]
     fn store_protects_pending_reads_of_the_local() {
         // push x's old value, overwrite x, then use the old value.
-        let ops = lower_main("func main()\n local x\n push 5\n store x\n load x\n push 9\n store x\n ret\nend\n");
+        let ops = lower_main(
+            "func main()\n local x\n push 5\n store x\n load x\n push 9\n store x\n ret\nend\n",
+        );
         assert_eq!(
             ops,
             [
@@ -683,7 +971,11 @@ mod tests {
                 Op::Mov { dst: 2, src: 0 },
                 Op::MovI { dst: 3, imm: 2 },
                 Op::Call { f: 0, base: 2 },
-                Op::AddI { dst: 1, a: 2, imm: 1 },
+                Op::AddI {
+                    dst: 1,
+                    a: 2,
+                    imm: 1
+                },
                 Op::Ret { a: 1 },
             ]
         );

@@ -29,7 +29,10 @@ pub fn parse_module(src: &[u8]) -> Result<Module, Diagnostics> {
 fn invalid_utf8(src: &[u8], valid_up_to: usize) -> Diagnostic {
     let before = &src[..valid_up_to];
     let line = before.iter().filter(|&&b| b == b'\n').count() as u32 + 1;
-    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
     let col = (valid_up_to - line_start) as u32 + 1;
     Diagnostic::at(Pos { line, col }, "the file is not valid UTF-8 text")
 }
@@ -64,7 +67,10 @@ struct RawModule<'a> {
 fn tokens(line: &str, line_no: u32) -> Vec<Token<'_>> {
     let mut out = Vec::new();
     let mut start = None;
-    for (i, c) in line.char_indices().chain(std::iter::once((line.len(), ' '))) {
+    for (i, c) in line
+        .char_indices()
+        .chain(std::iter::once((line.len(), ' ')))
+    {
         let sep = c == ' ' || c == '\t';
         match (start, sep) {
             (None, false) => start = Some(i),
@@ -105,8 +111,8 @@ pub fn parse_literal(s: &str) -> Result<i64, String> {
         return Err(format!("malformed integer literal `{s}`"));
     }
     // Parse the magnitude as u64 so that -9223372036854775808 is representable.
-    let magnitude =
-        u64::from_str_radix(digits, radix).map_err(|_| format!("integer literal `{s}` does not fit in i64"))?;
+    let magnitude = u64::from_str_radix(digits, radix)
+        .map_err(|_| format!("integer literal `{s}` does not fit in i64"))?;
     let value = if negative {
         if magnitude > i64::MIN.unsigned_abs() {
             None
@@ -159,7 +165,14 @@ fn scan<'a>(text: &'a str, errors: &mut Vec<Diagnostic>) -> RawModule<'a> {
                     // Recover by closing the function and reading this line at top level.
                     func.end = first.pos;
                     module.functions.extend(current.take());
-                    top_level_line(code, &toks, &mut module, &mut memory_seen, &mut current, errors);
+                    top_level_line(
+                        code,
+                        &toks,
+                        &mut module,
+                        &mut memory_seen,
+                        &mut current,
+                        errors,
+                    );
                 }
                 "local" => {
                     if !func.instrs.is_empty() {
@@ -183,7 +196,13 @@ fn scan<'a>(text: &'a str, errors: &mut Vec<Diagnostic>) -> RawModule<'a> {
                     let name = &label[..label.len() - 1];
                     if is_identifier(name) {
                         let at = func.instrs.len() as u32;
-                        func.labels.push((Token { text: name, pos: first.pos }, at));
+                        func.labels.push((
+                            Token {
+                                text: name,
+                                pos: first.pos,
+                            },
+                            at,
+                        ));
                     } else {
                         errors.push(Diagnostic::at(
                             first.pos,
@@ -194,7 +213,14 @@ fn scan<'a>(text: &'a str, errors: &mut Vec<Diagnostic>) -> RawModule<'a> {
                 _ => instruction_line(&toks, func, errors),
             }
         } else {
-            top_level_line(code, &toks, &mut module, &mut memory_seen, &mut current, errors);
+            top_level_line(
+                code,
+                &toks,
+                &mut module,
+                &mut memory_seen,
+                &mut current,
+                errors,
+            );
         }
     }
     if let Some(func) = current {
@@ -232,14 +258,17 @@ fn top_level_line<'a>(
                     }
                     Ok(cells) => errors.push(Diagnostic::at(
                         size.pos,
-                        format!("memory size {cells} is out of range (0 to {MAX_MEMORY_CELLS} cells)"),
+                        format!(
+                            "memory size {cells} is out of range (0 to {MAX_MEMORY_CELLS} cells)"
+                        ),
                     )),
                     Err(msg) => errors.push(Diagnostic::at(size.pos, msg)),
                 },
                 [_] => errors.push(Diagnostic::at(first.pos, "`memory` needs a size in cells")),
-                [_, _, extra, ..] => {
-                    errors.push(Diagnostic::at(extra.pos, "unexpected text after the memory size"))
-                }
+                [_, _, extra, ..] => errors.push(Diagnostic::at(
+                    extra.pos,
+                    "unexpected text after the memory size",
+                )),
                 [] => unreachable!("a line with no tokens is skipped"),
             }
         }
@@ -261,7 +290,10 @@ fn top_level_line<'a>(
                     // Keep reading the body so its own errors are found, under a name that
                     // cannot clash with a real one.
                     *current = Some(RawFunction {
-                        name: Token { text: "", pos: first.pos },
+                        name: Token {
+                            text: "",
+                            pos: first.pos,
+                        },
                         params: Vec::new(),
                         locals: Vec::new(),
                         instrs: Vec::new(),
@@ -283,7 +315,11 @@ fn top_level_line<'a>(
 }
 
 /// `func NAME ( P , P )`, spaces allowed around the punctuation.
-fn parse_header(line: &str, start: usize, line_no: u32) -> Result<(Token<'_>, Vec<Token<'_>>), Diagnostic> {
+fn parse_header(
+    line: &str,
+    start: usize,
+    line_no: u32,
+) -> Result<(Token<'_>, Vec<Token<'_>>), Diagnostic> {
     let bytes = line.as_bytes();
     let at = |i: usize| Pos {
         line: line_no,
@@ -310,7 +346,10 @@ fn parse_header(line: &str, start: usize, line_no: u32) -> Result<(Token<'_>, Ve
         } else if text.is_empty() {
             Err(Diagnostic::at(at(i), format!("expected a {what}")))
         } else {
-            Err(Diagnostic::at(at(i), format!("`{text}` is not a valid {what}")))
+            Err(Diagnostic::at(
+                at(i),
+                format!("`{text}` is not a valid {what}"),
+            ))
         }
     };
 
@@ -321,7 +360,10 @@ fn parse_header(line: &str, start: usize, line_no: u32) -> Result<(Token<'_>, Ve
     let (name, i) = ident(i, "function name")?;
     let mut i = skip_blanks(i);
     if bytes.get(i) != Some(&b'(') {
-        return Err(Diagnostic::at(at(i), "expected `(` after the function name"));
+        return Err(Diagnostic::at(
+            at(i),
+            "expected `(` after the function name",
+        ));
     }
     i = skip_blanks(i + 1);
     let mut params = Vec::new();
@@ -338,18 +380,30 @@ fn parse_header(line: &str, start: usize, line_no: u32) -> Result<(Token<'_>, Ve
                     i += 1;
                     break;
                 }
-                _ => return Err(Diagnostic::at(at(i), "expected `,` or `)` in the parameter list")),
+                _ => {
+                    return Err(Diagnostic::at(
+                        at(i),
+                        "expected `,` or `)` in the parameter list",
+                    ))
+                }
             }
         }
     }
     let i = skip_blanks(i);
     if i < bytes.len() {
-        return Err(Diagnostic::at(at(i), "unexpected text after the parameter list"));
+        return Err(Diagnostic::at(
+            at(i),
+            "unexpected text after the parameter list",
+        ));
     }
     Ok((name, params))
 }
 
-fn instruction_line<'a>(toks: &[Token<'a>], func: &mut RawFunction<'a>, errors: &mut Vec<Diagnostic>) {
+fn instruction_line<'a>(
+    toks: &[Token<'a>],
+    func: &mut RawFunction<'a>,
+    errors: &mut Vec<Diagnostic>,
+) {
     let mnemonic = toks[0];
     let Some(&(_, kind)) = Instr::MNEMONICS.iter().find(|(m, _)| *m == mnemonic.text) else {
         let hint = if mnemonic.text.ends_with(':') {
@@ -383,9 +437,15 @@ fn instruction_line<'a>(toks: &[Token<'a>], func: &mut RawFunction<'a>, errors: 
     if operands.len() > wanted {
         let extra = operands[wanted];
         let message = if wanted == 0 {
-            format!("`{}` takes no operand, found `{}`", mnemonic.text, extra.text)
+            format!(
+                "`{}` takes no operand, found `{}`",
+                mnemonic.text, extra.text
+            )
         } else {
-            format!("unexpected extra operand `{}` for `{}`", extra.text, mnemonic.text)
+            format!(
+                "unexpected extra operand `{}` for `{}`",
+                extra.text, mnemonic.text
+            )
         };
         errors.push(Diagnostic::at(extra.pos, message));
         return;
@@ -449,10 +509,17 @@ fn resolve_function(
     let mut slots: HashMap<&str, u32> = HashMap::new();
     for (i, name) in f.params.iter().chain(&f.locals).enumerate() {
         if slots.insert(name.text, i as u32).is_some() {
-            let what = if i < f.params.len() { "parameter" } else { "local" };
+            let what = if i < f.params.len() {
+                "parameter"
+            } else {
+                "local"
+            };
             errors.push(Diagnostic::at(
                 name.pos,
-                format!("{what} `{}` is declared twice in `{}`", name.text, f.name.text),
+                format!(
+                    "{what} `{}` is declared twice in `{}`",
+                    name.text, f.name.text
+                ),
             ));
         }
     }
@@ -462,7 +529,10 @@ fn resolve_function(
         if labels.insert(name.text, *at).is_some() {
             errors.push(Diagnostic::at(
                 name.pos,
-                format!("label `{}` is defined twice in `{}`", name.text, f.name.text),
+                format!(
+                    "label `{}` is defined twice in `{}`",
+                    name.text, f.name.text
+                ),
             ));
         }
     }
@@ -534,7 +604,10 @@ fn resolve_instr(
         if t.text.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
             let n = parse_literal(t.text).map_err(|e| Diagnostic::at(t.pos, e))?;
             if n < 0 {
-                return Err(Diagnostic::at(t.pos, format!("local index {n} is negative")));
+                return Err(Diagnostic::at(
+                    t.pos,
+                    format!("local index {n} is negative"),
+                ));
             }
             if n >= num_slots as i64 {
                 return Err(Diagnostic::at(
@@ -552,7 +625,9 @@ fn resolve_instr(
     };
     let ops = &ins.operands;
     Ok(match m {
-        "push" => Instr::Push(parse_literal(ops[0].text).map_err(|e| Diagnostic::at(ops[0].pos, e))?),
+        "push" => {
+            Instr::Push(parse_literal(ops[0].text).map_err(|e| Diagnostic::at(ops[0].pos, e))?)
+        }
         "load" => Instr::Load(local(&ops[0])?),
         "store" => Instr::Store(local(&ops[0])?),
         "jmp" => Instr::Jmp(label(&ops[0])?),
@@ -606,7 +681,9 @@ mod tests {
         assert!(parse_literal("-9223372036854775809").is_err());
         assert!(parse_literal("0x8000000000000000").is_err());
         assert!(parse_literal("99999999999999999999999").is_err());
-        for bad in ["", "-", "0x", "12abc", "+5", "0X10", "1_000", "--1", "0xg", " 1"] {
+        for bad in [
+            "", "-", "0x", "12abc", "+5", "0X10", "1_000", "--1", "0xg", " 1",
+        ] {
             assert!(parse_literal(bad).is_err(), "{bad:?} should be rejected");
         }
     }
@@ -631,7 +708,10 @@ mod tests {
         let f = &m.functions[0];
         assert_eq!(f.params, ["a", "b", "c"]);
         assert_eq!(f.locals, ["x"]);
-        assert_eq!(f.code, [Instr::Load(2), Instr::Load(3), Instr::Add, Instr::Ret]);
+        assert_eq!(
+            f.code,
+            [Instr::Load(2), Instr::Load(3), Instr::Add, Instr::Ret]
+        );
         assert_eq!(m.functions[1].code[3], Instr::Call(0));
         assert_eq!(m.functions[1].max_stack, 3);
     }
@@ -643,23 +723,37 @@ mod tests {
         )
         .unwrap();
         let f = &m.functions[0];
-        assert_eq!(f.code, [Instr::Push(0), Instr::Jz(2), Instr::Push(0), Instr::Ret]);
-        let labels: Vec<_> = f.labels.iter().map(|l| (l.name.as_str(), l.target, l.pos.line)).collect();
+        assert_eq!(
+            f.code,
+            [Instr::Push(0), Instr::Jz(2), Instr::Push(0), Instr::Ret]
+        );
+        let labels: Vec<_> = f
+            .labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.target, l.pos.line))
+            .collect();
         assert_eq!(labels, [("top", 1, 4), ("top2", 2, 6)]);
         assert_eq!(f.heights, [0, 1, 0, 1]);
     }
 
     #[test]
     fn positions_of_errors() {
-        assert_eq!(first_error("func main()\n  push 1\n  frob\n  ret\nend\n"), "3:3: error: unknown instruction `frob`");
-        assert!(first_error("func main()\n  push 12abc\n  ret\nend\n").starts_with("2:8: error: malformed"));
-        assert!(first_error("func main()\n  push\n  ret\nend\n").starts_with("2:3: error: `push` needs 1 operand"));
+        assert_eq!(
+            first_error("func main()\n  push 1\n  frob\n  ret\nend\n"),
+            "3:3: error: unknown instruction `frob`"
+        );
+        assert!(first_error("func main()\n  push 12abc\n  ret\nend\n")
+            .starts_with("2:8: error: malformed"));
+        assert!(first_error("func main()\n  push\n  ret\nend\n")
+            .starts_with("2:3: error: `push` needs 1 operand"));
         assert!(first_error("func main()\n  push 1\n  add 2\n  ret\nend\n").starts_with("3:7:"));
         assert!(first_error("push 1\nfunc main()\n  push 0\n  ret\nend\n").starts_with("1:1:"));
         assert!(first_error("memory 4\nmemory 8\n").starts_with("2:1: error: a second"));
         assert!(first_error("memory 268435457\n").starts_with("1:8:"));
         assert!(first_error("memory -1\n").starts_with("1:8:"));
-        assert!(first_error("func f(a,b,c,d,e,f,g,h,i)\n push 0\n ret\nend\n").starts_with("1:24:"));
+        assert!(
+            first_error("func f(a,b,c,d,e,f,g,h,i)\n push 0\n ret\nend\n").starts_with("1:24:")
+        );
         assert!(first_error("func f(a,a)\n push 0\n ret\nend\n").starts_with("1:10:"));
         assert!(first_error("func f(a)\n local a\n push 0\n ret\nend\n").starts_with("2:8:"));
         assert!(first_error("func f(a,)\n push 0\n ret\nend\n").starts_with("1:10:"));
@@ -667,12 +761,21 @@ mod tests {
         assert!(first_error("func f() x\n push 0\n ret\nend\n").starts_with("1:10:"));
         assert!(first_error("func main()\n push 0\n ret\n").contains("no `end`"));
         assert!(first_error("func main()\n push 0\n local x\n ret\nend\n").starts_with("3:2:"));
-        assert!(first_error("func main()\n load 0\n ret\nend\n").starts_with("2:7: error: local index 0 is out of range"));
-        assert!(first_error("func main()\n local a\n load b\n ret\nend\n").starts_with("3:7: error: unknown local"));
-        assert!(first_error("func main()\n call nope\n ret\nend\n").starts_with("2:7: error: unknown function"));
-        assert!(first_error("func main()\n jmp nope\nend\n").starts_with("2:6: error: unknown label"));
-        assert!(first_error("func main()\nx:\nx:\n push 0\n ret\nend\n").starts_with("3:1: error: label `x` is defined twice"));
-        assert!(first_error("func f()\n push 1\n ret\nend\nfunc f()\n push 1\n ret\nend\n").starts_with("5:6:"));
+        assert!(first_error("func main()\n load 0\n ret\nend\n")
+            .starts_with("2:7: error: local index 0 is out of range"));
+        assert!(first_error("func main()\n local a\n load b\n ret\nend\n")
+            .starts_with("3:7: error: unknown local"));
+        assert!(first_error("func main()\n call nope\n ret\nend\n")
+            .starts_with("2:7: error: unknown function"));
+        assert!(
+            first_error("func main()\n jmp nope\nend\n").starts_with("2:6: error: unknown label")
+        );
+        assert!(first_error("func main()\nx:\nx:\n push 0\n ret\nend\n")
+            .starts_with("3:1: error: label `x` is defined twice"));
+        assert!(
+            first_error("func f()\n push 1\n ret\nend\nfunc f()\n push 1\n ret\nend\n")
+                .starts_with("5:6:")
+        );
         assert!(first_error("func f(a)\n load a\n ret\nend\nfunc g()\n push 1\n ret\nend\nfunc main()\n patch f g\n push 0\n ret\nend\n").starts_with("10:2:"));
         assert!(first_error("end\n").starts_with("1:1:"));
         assert!(first_error("func main()\n push 0\n ret\nend extra\n").starts_with("4:5:"));
@@ -695,7 +798,10 @@ mod tests {
 
     #[test]
     fn local_by_index_and_names_with_dots() {
-        let m = parse_module(b"func a.b(x)\n local y.z\n load 1\n load 0\n add\n store y.z\n load y.z\n ret\nend\n").unwrap();
+        let m = parse_module(
+            b"func a.b(x)\n local y.z\n load 1\n load 0\n add\n store y.z\n load y.z\n ret\nend\n",
+        )
+        .unwrap();
         assert_eq!(m.functions[0].code[0], Instr::Load(1));
         assert_eq!(m.functions[0].code[3], Instr::Store(1));
     }

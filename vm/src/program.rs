@@ -176,7 +176,11 @@ impl Program {
         Self::with_hot_hook(module, config, None)
     }
 
-    pub fn with_hot_hook(module: Arc<Module>, config: RunConfig, hot_hook: Option<Box<HotHook>>) -> Arc<Program> {
+    pub fn with_hot_hook(
+        module: Arc<Module>,
+        config: RunConfig,
+        hot_hook: Option<Box<HotHook>>,
+    ) -> Arc<Program> {
         let definitions: Box<[Definition]> = module
             .functions
             .iter()

@@ -68,8 +68,7 @@ pub fn verify(f: &mut Function, arity: &[u32]) -> Result<(), Diagnostic> {
                     worklist.push(s);
                 }
                 Some(seen) if seen != next => {
-                    let (what, at) =
-                        label_at(f, s as u32).unwrap_or(("instruction".into(), pos));
+                    let (what, at) = label_at(f, s as u32).unwrap_or(("instruction".into(), pos));
                     errors.push(Diagnostic::at(
                         at,
                         format!("{what} is reached with operand stack heights {seen} and {next}"),
@@ -90,7 +89,10 @@ pub fn verify(f: &mut Function, arity: &[u32]) -> Result<(), Diagnostic> {
     if let Some(first) = errors.into_iter().min_by_key(|d| d.pos) {
         return Err(first);
     }
-    f.heights = heights[..n].iter().map(|h| h.expect("all reachable")).collect();
+    f.heights = heights[..n]
+        .iter()
+        .map(|h| h.expect("all reachable"))
+        .collect();
     f.max_stack = max_stack;
     Ok(())
 }

@@ -33,12 +33,23 @@ pub fn discover(dir: &Path) -> std::io::Result<Vec<Case>> {
         let read = |ext: &str| std::fs::read(path.with_extension(ext)).ok();
         let text = |ext: &str| read(ext).map(|b| String::from_utf8_lossy(&b).into_owned());
         cases.push(Case {
-            name: path.file_stem().unwrap_or_default().to_string_lossy().into_owned(),
-            args: text("args").map_or_else(Vec::new, |a| a.split_whitespace().map(String::from).collect()),
+            name: path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            args: text("args").map_or_else(Vec::new, |a| {
+                a.split_whitespace().map(String::from).collect()
+            }),
             stdout: read("out").unwrap_or_default(),
-            status: text("status").and_then(|s| s.trim().parse().ok()).unwrap_or(0),
+            status: text("status")
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0),
             stderr_lines: text("err").map_or_else(Vec::new, |e| {
-                e.lines().filter(|l| !l.trim().is_empty()).map(String::from).collect()
+                e.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(String::from)
+                    .collect()
             }),
             file: path,
         });
@@ -102,12 +113,18 @@ pub fn run_command(binary: &Path, args: &[String], timeout: Duration) -> std::io
 }
 
 /// Runs one case; `Err` says how it failed.
-pub fn check_case(binary: &Path, case: &Case, extra: &[&str], timeout: Duration) -> Result<(), String> {
+pub fn check_case(
+    binary: &Path,
+    case: &Case,
+    extra: &[&str],
+    timeout: Duration,
+) -> Result<(), String> {
     let mut args = vec!["run".to_string()];
     args.extend(extra.iter().map(|s| s.to_string()));
     args.extend(case.args.iter().cloned());
     args.push(case.file.display().to_string());
-    let out = run_command(binary, &args, timeout).map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+    let out = run_command(binary, &args, timeout)
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
     if out.timed_out {
         return Err(format!("no answer in {timeout:?}"));
     }
@@ -132,18 +149,34 @@ pub fn check_case(binary: &Path, case: &Case, extra: &[&str], timeout: Duration)
             truncate(&String::from_utf8_lossy(&case.stdout), 200)
         ));
     }
-    if let Some(missing) = case.stderr_lines.iter().find(|l| !out.stderr.contains(l.as_str())) {
-        return Err(format!("stderr lacks {missing:?}; stderr: {:?}", truncate(&out.stderr, 300)));
+    if let Some(missing) = case
+        .stderr_lines
+        .iter()
+        .find(|l| !out.stderr.contains(l.as_str()))
+    {
+        return Err(format!(
+            "stderr lacks {missing:?}; stderr: {:?}",
+            truncate(&out.stderr, 300)
+        ));
     }
     Ok(())
 }
 
 /// Runs every case in `dir`; returns one line per failure.
-pub fn check_dir(binary: &Path, dir: &Path, extra: &[&str], timeout: Duration) -> std::io::Result<(usize, Vec<String>)> {
+pub fn check_dir(
+    binary: &Path,
+    dir: &Path,
+    extra: &[&str],
+    timeout: Duration,
+) -> std::io::Result<(usize, Vec<String>)> {
     let cases = discover(dir)?;
     let failures = cases
         .iter()
-        .filter_map(|case| check_case(binary, case, extra, timeout).err().map(|why| format!("FAIL {}: {why}", case.name)))
+        .filter_map(|case| {
+            check_case(binary, case, extra, timeout)
+                .err()
+                .map(|why| format!("FAIL {}: {why}", case.name))
+        })
         .collect();
     Ok((cases.len(), failures))
 }

@@ -73,10 +73,15 @@ impl ThreadState {
     }
 
     /// Makes the register file at least `len` slots long. Moves it: callers re-derive pointers.
+    /// Running out of memory for frames is the program's stack overflowing, not a crash.
     #[cold]
-    fn grow(&mut self, len: usize) {
+    fn grow(&mut self, len: usize) -> Result<(), Trap> {
         let new_len = len.max(self.regs.len() * 2);
+        self.regs
+            .try_reserve_exact(new_len - self.regs.len())
+            .map_err(|_| Trap::StackOverflow)?;
         self.regs.resize(new_len, 0);
+        Ok(())
     }
 }
 
@@ -95,7 +100,7 @@ pub fn run(
     let mut def: &Definition = program.dispatch(f);
     st.count_call(program, def.func);
     if st.regs.len() < def.code.frame_size as usize {
-        st.grow(def.code.frame_size as usize);
+        st.grow(def.code.frame_size as usize)?;
     }
     st.frames.clear();
     st.regs[..args.len()].copy_from_slice(args);
@@ -220,7 +225,7 @@ pub fn run(
                     let new_base = base + args as usize;
                     let needed = new_base + callee.code.frame_size as usize;
                     if needed > st.regs.len() {
-                        st.grow(needed);
+                        st.grow(needed)?;
                     }
                     st.frames.push(Frame { def, pc, base });
                     r = st.regs.as_mut_ptr().add(new_base);

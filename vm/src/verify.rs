@@ -101,3 +101,120 @@ fn label_at(f: &Function, index: u32) -> Option<(String, Pos)> {
     let label = f.labels.iter().find(|l| l.target == index)?;
     Some((format!("label `{}`", label.name), label.pos))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::bytecode::Pos;
+    use crate::parse_module;
+
+    fn error(src: &str) -> (Pos, String) {
+        let d = parse_module(src.as_bytes())
+            .expect_err("should not verify")
+            .0
+            .remove(0);
+        (d.pos.expect("positioned"), d.message)
+    }
+
+    fn at(line: u32, col: u32) -> Pos {
+        Pos { line, col }
+    }
+
+    #[test]
+    fn records_heights_and_max_stack() {
+        let m =
+            parse_module(b"func main()\n push 1\n push 2\n over\n add\n add\n ret\nend\n").unwrap();
+        let f = &m.functions[0];
+        assert_eq!(f.heights, [0, 1, 2, 3, 2, 1]);
+        assert_eq!(f.max_stack, 3);
+    }
+
+    #[test]
+    fn underflow_names_the_instruction() {
+        let (pos, msg) = error("func main()\n push 1\n swap\n ret\nend\n");
+        assert_eq!(pos, at(3, 2));
+        assert!(
+            msg.contains("`swap` pops 2 values but the operand stack holds 1"),
+            "{msg}"
+        );
+        // A call pops its callee's parameters.
+        let (pos, _) =
+            error("func f(a, b)\n load a\n ret\nend\nfunc main()\n push 1\n call f\n ret\nend\n");
+        assert_eq!(pos, at(7, 2));
+    }
+
+    #[test]
+    fn label_heights_must_agree() {
+        let (pos, msg) =
+            error("func main()\n push 1\n push 2\n jz join\n push 3\njoin:\n ret\nend\n");
+        assert_eq!(pos, at(6, 1), "{msg}");
+        assert!(
+            msg.contains("label `join`") && msg.contains('1') && msg.contains('2'),
+            "{msg}"
+        );
+        // A loop whose body leaves a value behind each iteration.
+        let (pos, _) = error("func main()\ntop:\n push 1\n push 1\n jnz top\n ret\nend\n");
+        assert_eq!(pos, at(2, 1));
+    }
+
+    #[test]
+    fn ret_needs_exactly_one_value() {
+        assert_eq!(
+            error("func main()\n push 1\n push 2\n ret\nend\n").0,
+            at(4, 2)
+        );
+        assert_eq!(error("func main()\n ret\nend\n").0, at(2, 2));
+    }
+
+    #[test]
+    fn falling_off_the_end_is_an_error() {
+        let (pos, msg) = error("func main()\n push 0\n jz out\n push 1\n ret\nout:\nend\n");
+        assert_eq!(pos, at(7, 1));
+        assert!(msg.contains("without `ret`"), "{msg}");
+        assert_eq!(error("func main()\nend\n").0, at(2, 1));
+        assert_eq!(error("func main()\n push 0\n pop\nend\n").0, at(4, 1));
+    }
+
+    #[test]
+    fn unreachable_code_is_an_error() {
+        let (pos, msg) = error("func main()\n push 0\n ret\n push 1\n ret\nend\n");
+        assert_eq!(pos, at(4, 2));
+        assert!(msg.contains("unreachable"), "{msg}");
+        // A labelled block that nothing jumps to is unreachable too.
+        assert_eq!(
+            error("func main()\n push 0\n ret\ndead:\n push 1\n ret\nend\n").0,
+            at(5, 2)
+        );
+        // A backward jump makes code reachable only through the loop: fine.
+        parse_module(b"func main()\n jmp start\nback:\n push 0\n ret\nstart:\n jmp back\nend\n")
+            .unwrap();
+    }
+
+    #[test]
+    fn stack_depth_is_capped_at_1024() {
+        let mut src = String::from("func main()\n");
+        for _ in 0..1024 {
+            src.push_str(" push 1\n");
+        }
+        let mut ok = src.clone();
+        for _ in 0..1023 {
+            ok.push_str(" pop\n");
+        }
+        ok.push_str(" ret\nend\n");
+        assert_eq!(
+            parse_module(ok.as_bytes()).unwrap().functions[0].max_stack,
+            1024
+        );
+        src.push_str(" push 1\n ret\nend\n");
+        let (pos, msg) = error(&src);
+        assert_eq!(pos, at(1026, 2));
+        assert!(msg.contains("deeper than 1024"), "{msg}");
+    }
+
+    #[test]
+    fn first_error_in_source_order_per_function() {
+        // An underflow (line 4) and a ret-height error (line 9) on different paths.
+        let (pos, _) =
+            error("func main()\n push 0\n jz a\n add\n ret\na:\n push 1\n push 1\n ret\nend\n");
+        assert_eq!(pos, at(4, 2));
+    }
+}

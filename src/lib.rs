@@ -89,15 +89,12 @@ pub fn entry_point(module: &Module) -> Result<u32, LoadError> {
     Ok(main)
 }
 
-/// Builds the program for `module`, with the profile hook the tiering policy listens on.
+/// Builds the program for `module`. With only the interpreter built, no tier has a compiler
+/// to hand hot code to, so no hot hook is installed; the profile still counts (see
+/// [`profile_report`]) and is what the tiering policy will read once the JITs land.
 pub fn instantiate(module: Module, tier: Tier, config: RunConfig) -> Arc<Program> {
-    debug_assert!(tier.is_available());
-    let module = Arc::new(module);
-    let hook: Option<Box<jitvm_vm::program::HotHook>> = match tier {
-        // Nothing to tier up to yet: count, and let `--stats` show what would be hot.
-        Tier::Auto | Tier::Interp | Tier::Baseline | Tier::Opt => None,
-    };
-    Program::with_hot_hook(module, config, hook)
+    debug_assert!(tier.is_available(), "callers refuse unavailable tiers first");
+    Program::new(Arc::new(module), config)
 }
 
 /// Per-function call and back-edge counts, as `jitvm run --stats` prints them.

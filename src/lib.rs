@@ -93,7 +93,10 @@ pub fn entry_point(module: &Module) -> Result<u32, LoadError> {
 /// to hand hot code to, so no hot hook is installed; the profile still counts (see
 /// [`profile_report`]) and is what the tiering policy will read once the JITs land.
 pub fn instantiate(module: Module, tier: Tier, config: RunConfig) -> Arc<Program> {
-    debug_assert!(tier.is_available(), "callers refuse unavailable tiers first");
+    debug_assert!(
+        tier.is_available(),
+        "callers refuse unavailable tiers first"
+    );
     Program::new(Arc::new(module), config)
 }
 

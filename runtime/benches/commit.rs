@@ -64,7 +64,8 @@ unsafe fn as_fn(addr: usize) -> CodeFn {
 /// What a commit replaces: `blobs` versions behind as many slots, the first
 /// slot and the call site being what the busy threads call.
 struct Target {
-    slots: Vec<Box<DispatchSlot>>,
+    // Heap elements of a Vec never built again: stable addresses.
+    slots: Vec<DispatchSlot>,
     site: Rel32Site,
     stubs: [usize; 2],
     current: Vec<Blob>,
@@ -73,7 +74,7 @@ struct Target {
 
 impl Target {
     fn new(rt: &Runtime, blobs: usize) -> Target {
-        let slots: Vec<_> = (0..blobs).map(|_| Box::new(DispatchSlot::new(0))).collect();
+        let slots: Vec<_> = (0..blobs).map(|_| DispatchSlot::new(0)).collect();
         let (code, at) = call_stub();
         let mut tx = rt.transaction();
         let d = tx.stage(&dispatch_stub(&slots[0]), 16).unwrap();
@@ -120,8 +121,12 @@ fn percentiles(mut v: Vec<u64>) -> (f64, f64) {
 fn with_busy<R>(rt: &Runtime, stubs: [usize; 2], busy: usize, f: impl FnOnce() -> R) -> R {
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
-        for _ in 0..busy {
-            s.spawn(|| {
+        for i in 0..busy {
+            let stop = &stop;
+            s.spawn(move || {
+                if cores() > 1 {
+                    pin(1 + i % (cores() - 1));
+                }
                 let me = rt.register_thread();
                 while !stop.load(Ordering::Relaxed) {
                     for stub in stubs {
@@ -139,6 +144,27 @@ fn with_busy<R>(rt: &Runtime, stubs: [usize; 2], busy: usize, f: impl FnOnce() -
         stop.store(true, Ordering::Relaxed);
         r
     })
+}
+
+/// Pins the calling thread to `cpu` (best effort). The committing thread
+/// gets CPU 0 and busy threads the others, so a busy thread never preempts
+/// the committer mid-measurement and every serialization with busy threads
+/// must reach another CPU.
+fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes within it;
+    // sched_setaffinity(0, ...) only changes this thread's affinity.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// CPUs available to the process, read once before any pinning (afterwards
+/// `available_parallelism` would report the pinned thread's single CPU).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 fn time(f: impl FnOnce()) -> u64 {
@@ -159,10 +185,14 @@ fn runtime(st: Strategy) -> Runtime {
 
 fn main() {
     let n = samples_wanted();
+    cores();
+    if cores() > 1 {
+        pin(0);
+    }
     let membarrier = Strategy::Membarrier.is_available();
     println!(
-        "cores: {}, samples per row: up to {n} (after {WARMUP} warm-up) or {:.1} s",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "cores: {} (committer pinned to CPU 0, busy threads to the others), samples per row: up to {n} (after {WARMUP} warm-up) or {:.1} s",
+        cores(),
         ROW_BUDGET.as_secs_f64()
     );
     if !membarrier {

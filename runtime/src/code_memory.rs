@@ -14,12 +14,14 @@
 //! different virtual address), so the serialization rules in [`crate::sync`]
 //! apply in full.
 //!
-//! The allocator is first-fit with coalescing over a `BTreeMap` of free ranges,
-//! in 16-byte granules. It is not on any hot path (one call per staged blob),
+//! The allocator is first-fit with coalescing over a `BTreeMap` of free ranges
+//! keyed by their *end* (so carving a blob off the front of a range updates the
+//! value in place, no tree restructuring), in 16-byte granules. It is not on any hot path (one call per staged blob),
 //! so simplicity wins over speed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::FromRawFd;
 use std::sync::Mutex;
 
@@ -103,10 +105,10 @@ struct Allocation {
 }
 
 struct Allocator {
-    /// offset -> length of each free range; ranges never touch (coalesced).
+    /// end -> start of each free range; ranges never touch (coalesced).
     free: BTreeMap<usize, usize>,
     /// offset -> allocation, for every byte range not in `free`.
-    blobs: BTreeMap<usize, Allocation>,
+    blobs: HashMap<usize, Allocation, BuildHasherDefault<AddrHasher>>,
     stats: CodeStats,
 }
 
@@ -119,6 +121,25 @@ pub(crate) struct CodeMemory {
     // Kept to unmap on drop; accessed through the bases above.
     _rw: MmapMut,
     _rx: Mmap,
+}
+
+/// Hashes blob offsets (distinct multiples of 16) by one multiplication:
+/// SipHash's flooding resistance buys nothing for addresses we chose.
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, x: usize) {
+        self.0 = (x as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 fn round_up(x: usize, to: usize) -> usize {
@@ -148,14 +169,14 @@ impl CodeMemory {
         // SAFETY: as above; the RX view is never mapped writable.
         let rx = unsafe { MmapOptions::new().len(capacity).map_exec(&file)? };
         let mut free = BTreeMap::new();
-        free.insert(0, capacity);
+        free.insert(capacity, 0);
         Ok(CodeMemory {
             rw_base: rw.as_ptr() as usize,
             rx_base: rx.as_ptr() as usize,
             capacity,
             alloc: Mutex::new(Allocator {
                 free,
-                blobs: BTreeMap::new(),
+                blobs: HashMap::default(),
                 stats: CodeStats {
                     capacity,
                     ..CodeStats::default()
@@ -199,26 +220,28 @@ impl CodeMemory {
         let size = round_up(len.max(1), GRANULE);
         let mut a = self.alloc.lock().unwrap();
         // First fit. Alignment is of the executable address.
+        let base = self.rx_base;
         let mut found = None;
-        for (&off, &flen) in a.free.iter() {
-            let start = round_up(self.rx_base + off, align) - self.rx_base;
-            if start + size <= off + flen {
-                found = Some((off, flen, start));
+        for (&end, fstart) in a.free.iter_mut() {
+            let start = round_up(base + *fstart, align) - base;
+            if start + size <= end {
+                let gap = (start > *fstart).then_some((start, *fstart));
+                *fstart = start + size; // carve off the front, in place
+                found = Some((end, start, gap));
                 break;
             }
         }
-        let Some((off, flen, start)) = found else {
+        let Some((end, start, gap)) = found else {
             return Err(Error::OutOfCodeMemory {
                 requested: size,
                 capacity: self.capacity,
             });
         };
-        a.free.remove(&off);
-        if start > off {
-            a.free.insert(off, start - off);
+        if start + size == end {
+            a.free.remove(&end);
         }
-        if start + size < off + flen {
-            a.free.insert(start + size, off + flen - start - size);
+        if let Some((gap_end, gap_start)) = gap {
+            a.free.insert(gap_end, gap_start); // alignment padding stays free
         }
         a.blobs.insert(
             start,
@@ -245,20 +268,6 @@ impl CodeMemory {
             .ok_or(Error::InvalidBlob)
     }
 
-    /// True if `[addr, addr+len)` lies inside one live (staged or published,
-    /// not retired) blob.
-    pub(crate) fn live_range(&self, addr: usize, len: usize) -> bool {
-        if !self.contains(addr) {
-            return false;
-        }
-        let off = addr - self.rx_base;
-        let a = self.alloc.lock().unwrap();
-        match a.blobs.range(..=off).next_back() {
-            Some((&start, al)) => al.state == State::Live && off + len <= start + al.size,
-            None => false,
-        }
-    }
-
     fn lookup<'a>(&self, a: &'a Allocator, blob: Blob) -> Option<&'a Allocation> {
         if !self.contains(blob.addr) {
             return None;
@@ -268,42 +277,72 @@ impl CodeMemory {
             .filter(|al| blob.len <= al.size)
     }
 
-    /// Moves `blob` from one state to another, keeping the counters.
-    pub(crate) fn transition(&self, blob: Blob, from: State, to: State) -> Result<(), Error> {
+    /// Moves every blob from `from` to `to` under one lock; all or nothing
+    /// (a blob not in `from`, or listed twice, fails the whole call).
+    pub(crate) fn transition_all(
+        &self,
+        blobs: &[Blob],
+        from: State,
+        to: State,
+    ) -> Result<(), Error> {
         let mut a = self.alloc.lock().unwrap();
-        let off = blob.addr.wrapping_sub(self.rx_base);
-        let size = match self.lookup(&a, blob) {
-            Some(al) if al.state == from => al.size,
-            _ => return Err(Error::InvalidBlob),
-        };
-        a.blobs.get_mut(&off).unwrap().state = to;
-        *counter(&mut a.stats, from) -= size;
-        *counter(&mut a.stats, to) += size;
+        let mut moved = 0;
+        for (i, b) in blobs.iter().enumerate() {
+            let ok = self.lookup(&a, *b).is_some_and(|al| al.state == from);
+            if !ok {
+                for done in &blobs[..i] {
+                    self.set_state(&mut a, *done, to, from);
+                }
+                return Err(Error::InvalidBlob);
+            }
+            self.set_state(&mut a, *b, from, to);
+            moved += 1;
+        }
+        debug_assert_eq!(moved, blobs.len());
         Ok(())
     }
 
-    /// Returns `blob` (currently in `from`) to the free list, coalescing.
-    pub(crate) fn free(&self, blob: Blob, from: State) -> Result<(), Error> {
-        let mut a = self.alloc.lock().unwrap();
-        let mut off = blob.addr.wrapping_sub(self.rx_base);
-        let mut size = match self.lookup(&a, blob) {
-            Some(al) if al.state == from => al.size,
-            _ => return Err(Error::InvalidBlob),
-        };
-        a.blobs.remove(&off);
+    fn set_state(&self, a: &mut Allocator, blob: Blob, from: State, to: State) {
+        let al = a.blobs.get_mut(&(blob.addr - self.rx_base)).unwrap();
+        al.state = to;
+        let size = al.size;
         *counter(&mut a.stats, from) -= size;
-        a.stats.bytes_freed += size as u64;
-        if let Some((&poff, &plen)) = a.free.range(..off).next_back() {
-            if poff + plen == off {
-                a.free.remove(&poff);
-                off = poff;
-                size += plen;
+        *counter(&mut a.stats, to) += size;
+    }
+
+    /// Returns `blob` (currently in `from`) to the free list, coalescing.
+    #[cfg(test)]
+    pub(crate) fn free(&self, blob: Blob, from: State) -> Result<(), Error> {
+        self.free_all(&[blob], from)
+    }
+
+    /// Frees every blob (each must be in `from`) under one lock. Stops at the
+    /// first that is not.
+    pub(crate) fn free_all(&self, blobs: &[Blob], from: State) -> Result<(), Error> {
+        let mut a = self.alloc.lock().unwrap();
+        for blob in blobs {
+            let mut off = blob.addr.wrapping_sub(self.rx_base);
+            let mut size = match self.lookup(&a, *blob) {
+                Some(al) if al.state == from => al.size,
+                _ => return Err(Error::InvalidBlob),
+            };
+            a.blobs.remove(&off);
+            *counter(&mut a.stats, from) -= size;
+            a.stats.bytes_freed += size as u64;
+            // Coalesce with the range ending where this one starts, and with
+            // the range starting where this one ends.
+            if let Some(pstart) = a.free.remove(&off) {
+                size += off - pstart;
+                off = pstart;
+            }
+            let end = off + size;
+            match a.free.range_mut(end + 1..).next() {
+                Some((_, nstart)) if *nstart == end => *nstart = off,
+                _ => {
+                    a.free.insert(end, off);
+                }
             }
         }
-        if let Some(nlen) = a.free.remove(&(off + size)) {
-            size += nlen;
-        }
-        a.free.insert(off, size);
         Ok(())
     }
 
@@ -392,8 +431,19 @@ mod tests {
         }
         let all = m.allocate(4096, 16).unwrap();
         assert_eq!(all.addr(), m.rx_base());
+        m.free(all, State::Live).unwrap();
+        // Alignment padding stays allocatable and coalesces back.
+        let small = m.allocate(16, 16).unwrap();
+        let big = m.allocate(64, 1024).unwrap();
+        assert_eq!(big.addr() - m.rx_base(), 1024);
+        let fill = m.allocate(1008, 16).unwrap();
+        assert_eq!(fill.addr(), small.addr() + 16, "the gap was reused");
+        for x in [big, small, fill] {
+            m.free(x, State::Live).unwrap();
+        }
+        assert_eq!(m.allocate(4096, 16).unwrap().addr(), m.rx_base());
         let s = m.stats();
-        assert_eq!(s.bytes_freed, 4 * 1024 + 2048);
+        assert_eq!(s.bytes_freed, 4 * 1024 + 2048 + 4096 + 16 + 64 + 1008);
         assert_eq!(s.high_water, 4096);
     }
 
@@ -402,9 +452,9 @@ mod tests {
         let m = CodeMemory::new(4096).unwrap();
         let a = m.allocate(64, 16).unwrap();
         assert!(m.free(a, State::Retired).is_err());
-        m.transition(a, State::Live, State::Retired).unwrap();
+        m.transition_all(&[a], State::Live, State::Retired).unwrap();
         assert_eq!(m.stats().bytes_retired, 64);
-        assert!(m.transition(a, State::Live, State::Retired).is_err());
+        assert!(m.transition_all(&[a], State::Live, State::Retired).is_err());
         m.free(a, State::Retired).unwrap();
         // Double free and foreign handles are errors.
         assert!(m.free(a, State::Retired).is_err());

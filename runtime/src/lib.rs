@@ -258,7 +258,7 @@ impl Runtime {
         if byte != kind.opcode() {
             return Err(Error::InvalidSite("opcode does not match the kind"));
         }
-        Ok(Rel32Site { kind, opcode })
+        Ok(Rel32Site { kind, blob, opcode })
     }
 
     /// Byte counters of the code region.

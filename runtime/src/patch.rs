@@ -96,6 +96,8 @@ pub fn emit_rel32_site(code: &mut Vec<u8>, kind: Rel32Kind) -> usize {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Rel32Site {
     pub(crate) kind: Rel32Kind,
+    /// The blob holding the site; a patch is refused once it is retired.
+    pub(crate) blob: crate::Blob,
     /// Executable address of the opcode byte.
     pub(crate) opcode: usize,
 }

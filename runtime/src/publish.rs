@@ -123,29 +123,25 @@ impl<'a> Transaction<'a> {
         let mut rec = rt.commit_lock();
 
         // Validate first, so a failing commit changes nothing.
+        let mut staged: Vec<usize> = self.staged.iter().map(|b| b.addr()).collect();
+        staged.sort_unstable();
+        let is_staged = |b: &Blob| staged.binary_search(&b.addr()).is_ok();
         for (site, _) in &self.rel32 {
-            if !mem.live_range(site.opcode, crate::patch::REL32_LEN) {
+            if mem.check(site.blob, State::Live).is_err() {
                 return Err(Error::InvalidSite("site is not in a live blob"));
             }
         }
-        // Retirement is accounting only until the epoch advances; undo it if
-        // any blob is not ours to retire.
-        for i in 0..self.retire.len() {
-            let b = self.retire[i];
-            let ok =
-                !self.staged.contains(&b) && mem.transition(b, State::Live, State::Retired).is_ok();
-            if !ok {
-                for done in &self.retire[..i] {
-                    let _ = mem.transition(*done, State::Retired, State::Live);
-                }
-                return Err(Error::InvalidBlob);
-            }
+        if self.retire.iter().any(is_staged) {
+            return Err(Error::InvalidBlob);
         }
+        // Retirement is accounting only until the epoch advances; all or
+        // nothing.
+        mem.transition_all(&self.retire, State::Live, State::Retired)?;
 
         // 1. Initial targets of sites inside blobs nobody can reach yet.
         let (init, live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.rel32)
             .into_iter()
-            .partition(|(s, _)| self.staged.iter().any(|b| b.contains(s.opcode)));
+            .partition(|(s, _)| is_staged(&s.blob));
         for (site, disp) in &init {
             store_disp(mem.rw_of(site.disp_addr()), *disp);
         }
@@ -196,8 +192,6 @@ impl<'a> Transaction<'a> {
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
         // Uncommitted: nothing points at the staged blobs, free them.
-        for b in self.staged.drain(..) {
-            let _ = self.rt.mem().free(b, State::Live);
-        }
+        let _ = self.rt.mem().free_all(&self.staged, State::Live);
     }
 }

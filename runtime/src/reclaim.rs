@@ -64,29 +64,34 @@ impl Reclaimer {
         poison: bool,
         quarantine_limit: usize,
     ) -> usize {
-        let mut n = 0;
+        let mut done = Vec::new();
         while let Some(&(tag, blob)) = self.waiting.front() {
             if tag >= horizon {
                 break;
             }
             self.waiting.pop_front();
-            n += 1;
-            if poison {
-                mem.poison(blob);
-                mem.transition(blob, State::Retired, State::Quarantined)
-                    .expect("retired blob");
-                self.quarantine.push_back(blob);
-                self.quarantine_bytes += size_of(blob);
-            } else {
-                mem.free(blob, State::Retired).expect("retired blob");
+            done.push(blob);
+        }
+        if poison {
+            for b in &done {
+                mem.poison(*b);
+                self.quarantine_bytes += size_of(*b);
             }
+            mem.transition_all(&done, State::Retired, State::Quarantined)
+                .expect("retired blobs");
+            self.quarantine.extend(done.iter().copied());
+            let mut out = Vec::new();
+            while self.quarantine_bytes > quarantine_limit {
+                let b = self.quarantine.pop_front().unwrap();
+                self.quarantine_bytes -= size_of(b);
+                out.push(b);
+            }
+            mem.free_all(&out, State::Quarantined)
+                .expect("quarantined blobs");
+        } else {
+            mem.free_all(&done, State::Retired).expect("retired blobs");
         }
-        while self.quarantine_bytes > quarantine_limit {
-            let b = self.quarantine.pop_front().unwrap();
-            self.quarantine_bytes -= size_of(b);
-            mem.free(b, State::Quarantined).expect("quarantined blob");
-        }
-        n
+        done.len()
     }
 
     /// Number of retired blobs not yet reclaimed.

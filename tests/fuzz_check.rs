@@ -1,28 +1,9 @@
 //! Random and mutated text must never crash the front end: `jitvm check` exits 0 or 2 with
 //! no panic, no signal and no hang, and whatever verifies must lower and disassemble.
 
+use jitvm_conformance::rng::Rng;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// xorshift64*: a deterministic generator, so a failure reproduces from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 const WORDS: &[&str] = &[
     "func",
@@ -116,11 +97,11 @@ fn seeds() -> Vec<Vec<u8>> {
 
 fn random_tokens(rng: &mut Rng) -> Vec<u8> {
     let mut out = String::new();
-    for _ in 0..rng.below(40) {
-        for _ in 0..rng.below(4) {
-            let word: &str = WORDS[rng.below(WORDS.len())];
+    for _ in 0..rng.index(40) {
+        for _ in 0..rng.index(4) {
+            let word: &str = rng.pick(WORDS);
             out.push_str(word);
-            out.push(if rng.below(5) == 0 { '\t' } else { ' ' });
+            out.push(if rng.index(5) == 0 { '\t' } else { ' ' });
         }
         out.push('\n');
     }
@@ -128,38 +109,38 @@ fn random_tokens(rng: &mut Rng) -> Vec<u8> {
 }
 
 fn random_bytes(rng: &mut Rng) -> Vec<u8> {
-    (0..rng.below(300)).map(|_| rng.next() as u8).collect()
+    (0..rng.index(300)).map(|_| rng.next_u64() as u8).collect()
 }
 
 fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     let mut lines: Vec<Vec<u8>> = seed.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
-    for _ in 0..1 + rng.below(4) {
+    for _ in 0..1 + rng.index(4) {
         let n = lines.len();
-        match rng.below(7) {
+        match rng.index(7) {
             0 if n > 0 => {
-                lines.remove(rng.below(n));
+                lines.remove(rng.index(n));
             }
             1 if n > 0 => {
-                let line = lines[rng.below(n)].clone();
-                lines.insert(rng.below(n + 1), line);
+                let line = lines[rng.index(n)].clone();
+                lines.insert(rng.index(n + 1), line);
             }
-            2 if n > 1 => lines.swap(rng.below(n), rng.below(n)),
-            3 => lines.insert(rng.below(n + 1), rng.pick(WORDS).as_bytes().to_vec()),
+            2 if n > 1 => lines.swap(rng.index(n), rng.index(n)),
+            3 => lines.insert(rng.index(n + 1), rng.pick(WORDS).as_bytes().to_vec()),
             4 if n > 0 => {
-                let i = rng.below(n);
+                let i = rng.index(n);
                 let line = &mut lines[i];
                 if !line.is_empty() {
-                    let j = rng.below(line.len());
-                    line[j] = rng.next() as u8;
+                    let j = rng.index(line.len());
+                    line[j] = rng.next_u64() as u8;
                 }
             }
             5 if n > 0 => {
-                let i = rng.below(n);
-                let cut = rng.below(lines[i].len() + 1);
+                let i = rng.index(n);
+                let cut = rng.index(lines[i].len() + 1);
                 lines[i].truncate(cut);
             }
             _ => {
-                let i = rng.below(n + 1);
+                let i = rng.index(n + 1);
                 let words = format!("  {} {}", rng.pick(WORDS), rng.pick(WORDS));
                 lines.insert(i, words.into_bytes());
             }
@@ -170,13 +151,13 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
 
 fn inputs(count: usize, seed: u64) -> Vec<Vec<u8>> {
     let seeds = seeds();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     (0..count)
         .map(|i| match i % 4 {
             0 => random_tokens(&mut rng),
             1 => random_bytes(&mut rng),
             _ => {
-                let seed = rng.pick(&seeds).clone();
+                let seed = seeds[rng.index(seeds.len())].clone();
                 mutate(&mut rng, &seed)
             }
         })

@@ -156,6 +156,25 @@ pub fn run(
         }};
     }
 
+    macro_rules! return_value {
+        ($value:expr) => {{
+            let value = $value;
+            match st.frames.pop() {
+                None => return Ok(value),
+                Some(caller) => {
+                    // The callee's frame starts at the caller's result slot.
+                    *r = value;
+                    // SAFETY: frames only hold definitions of this program.
+                    def = &*caller.def;
+                    ops = def.code.ops.as_ptr();
+                    pc = caller.pc;
+                    base = caller.base;
+                    r = st.regs.as_mut_ptr().add(base);
+                }
+            }
+        }};
+    }
+
     unsafe {
         loop {
             let op = *ops.add(pc);
@@ -237,33 +256,8 @@ pub fn run(
                     pc = 0;
                     base = new_base;
                 }
-                Op::Ret { a } => {
-                    let value = reg!(a);
-                    match st.frames.pop() {
-                        None => return Ok(value),
-                        Some(caller) => {
-                            // The callee's frame starts at the caller's result slot.
-                            *r = value;
-                            // SAFETY: frames only hold definitions of this program.
-                            def = &*caller.def;
-                            ops = def.code.ops.as_ptr();
-                            pc = caller.pc;
-                            base = caller.base;
-                            r = st.regs.as_mut_ptr().add(base);
-                        }
-                    }
-                }
-                Op::RetI { imm } => match st.frames.pop() {
-                    None => return Ok(imm),
-                    Some(caller) => {
-                        *r = imm;
-                        def = &*caller.def;
-                        ops = def.code.ops.as_ptr();
-                        pc = caller.pc;
-                        base = caller.base;
-                        r = st.regs.as_mut_ptr().add(base);
-                    }
-                },
+                Op::Ret { a } => return_value!(reg!(a)),
+                Op::RetI { imm } => return_value!(imm),
                 Op::Mload { dst, idx } => reg!(dst) = cell!(idx).load(Ordering::Acquire),
                 Op::Mstore { idx, val } => cell!(idx).store(reg!(val), Ordering::Release),
                 Op::MstoreI { idx, imm } => cell!(idx).store(imm, Ordering::Release),

@@ -274,34 +274,29 @@ fn top_level_line<'a>(
         }
         "func" => {
             let after = first.pos.col as usize - 1 + "func".len();
-            match parse_header(code, after, first.pos.line) {
-                Ok((name, params)) => {
-                    *current = Some(RawFunction {
-                        name,
-                        params,
-                        locals: Vec::new(),
-                        instrs: Vec::new(),
-                        labels: Vec::new(),
-                        end: first.pos,
-                    })
-                }
+            let (name, params) = match parse_header(code, after, first.pos.line) {
+                Ok(header) => header,
                 Err(e) => {
                     errors.push(e);
                     // Keep reading the body so its own errors are found, under a name that
                     // cannot clash with a real one.
-                    *current = Some(RawFunction {
-                        name: Token {
+                    (
+                        Token {
                             text: "",
                             pos: first.pos,
                         },
-                        params: Vec::new(),
-                        locals: Vec::new(),
-                        instrs: Vec::new(),
-                        labels: Vec::new(),
-                        end: first.pos,
-                    })
+                        Vec::new(),
+                    )
                 }
-            }
+            };
+            *current = Some(RawFunction {
+                name,
+                params,
+                locals: Vec::new(),
+                instrs: Vec::new(),
+                labels: Vec::new(),
+                end: first.pos,
+            });
         }
         other => {
             let message = if other.starts_with("func") {

@@ -2,30 +2,12 @@
 //! runs the register-lowered code) and in a plain stack-machine evaluator written straight
 //! from the spec must return the same value, leave the same memory, and trap the same way.
 
+use jitvm_conformance::rng::Rng;
 use jitvm_vm::bytecode::{FuncId, Instr, Module};
 use jitvm_vm::interp::{self, ThreadState};
 use jitvm_vm::{parse_module, Program, RunConfig, Trap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
 
 const CELLS: usize = 8;
 const VALUES: [i64; 12] = [0, 1, 2, 3, 7, -1, -5, 63, 64, i64::MAX, i64::MIN, 1 << 33];
@@ -202,7 +184,7 @@ impl Gen {
 
 fn program(seed: u64) -> String {
     let mut g = Gen {
-        rng: Rng(seed | 1),
+        rng: Rng::new(seed),
         lines: Vec::new(),
         labels: 0,
         budget: 60,

@@ -6,6 +6,8 @@
 //! non-empty line of `NAME.err` somewhere in stderr, finish within the timeout, not die by a
 //! signal, and never print a Rust panic.
 
+pub mod rng;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

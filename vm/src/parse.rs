@@ -16,6 +16,8 @@ pub fn parse_module(src: &[u8]) -> Result<Module, Diagnostics> {
         Ok(text) => text,
         Err(e) => return Err(Diagnostics(vec![invalid_utf8(src, e.valid_up_to())])),
     };
+    // Editors on some systems start UTF-8 files with a byte-order mark; it is not a token.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut errors = Vec::new();
     let raw = scan(text, &mut errors);
     let module = resolve(raw, &mut errors);
@@ -774,6 +776,12 @@ mod tests {
         assert!(first_error("func f(a)\n load a\n ret\nend\nfunc g()\n push 1\n ret\nend\nfunc main()\n patch f g\n push 0\n ret\nend\n").starts_with("10:2:"));
         assert!(first_error("end\n").starts_with("1:1:"));
         assert!(first_error("func main()\n push 0\n ret\nend extra\n").starts_with("4:5:"));
+    }
+
+    #[test]
+    fn byte_order_mark_is_ignored() {
+        let m = parse_module("\u{feff}func main()\n push 0\n ret\nend\n".as_bytes()).unwrap();
+        assert_eq!(m.functions[0].name, "main");
     }
 
     #[test]

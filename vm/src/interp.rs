@@ -25,7 +25,13 @@ pub struct ThreadState {
     /// Per definition: calls / back-edges left before the next report to the shared profile.
     calls_left: Vec<u32>,
     back_edges_left: Vec<u32>,
+    /// Back-edge batches until this thread next offers its CPU (see `offer_cpu`).
+    batches_until_yield: u32,
 }
+
+/// How many back-edge batches a thread runs between offers of its CPU, when the program has
+/// more running threads than the machine has CPUs: about every 16,000 loop iterations.
+const BATCHES_PER_YIELD: u32 = 16;
 
 impl ThreadState {
     pub fn new(definitions: usize) -> Self {
@@ -34,6 +40,7 @@ impl ThreadState {
             frames: Vec::with_capacity(256),
             calls_left: vec![PROFILE_BATCH; definitions],
             back_edges_left: vec![PROFILE_BATCH; definitions],
+            batches_until_yield: BATCHES_PER_YIELD,
         }
     }
 
@@ -69,6 +76,23 @@ impl ThreadState {
         if *left == 0 {
             *left = PROFILE_BATCH;
             program.report_hot(def, 0, PROFILE_BATCH);
+            self.offer_cpu(program);
+        }
+    }
+
+    /// A loop that runs long without calling anything may be a spin-wait for another thread
+    /// (`mload` until a flag changes). When threads outnumber CPUs, the thread it waits for may
+    /// not be running at all, and spinning out a whole scheduler time slice (milliseconds)
+    /// delays it. So long loops offer the CPU now and then, as a VM safepoint would; a
+    /// compute-bound loop loses only a context switch per few hundred microseconds.
+    #[cold]
+    fn offer_cpu(&mut self, program: &Program) {
+        self.batches_until_yield -= 1;
+        if self.batches_until_yield == 0 {
+            self.batches_until_yield = BATCHES_PER_YIELD;
+            if program.oversubscribed() {
+                std::thread::yield_now();
+            }
         }
     }
 

@@ -153,6 +153,8 @@ fn write_stdout(buf: &mut Vec<u8>) {
 struct Threads {
     /// Threads running now, `main` included.
     running: AtomicUsize,
+    /// CPUs this process may run on.
+    cpus: usize,
     next_handle: AtomicI64,
     unjoined: Mutex<HashMap<i64, std::thread::JoinHandle<i64>>>,
 }
@@ -213,6 +215,7 @@ impl Program {
             output: Output::new(),
             threads: Threads {
                 running: AtomicUsize::new(0),
+                cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
                 next_handle: AtomicI64::new(1),
                 unjoined: Mutex::new(HashMap::new()),
             },
@@ -256,6 +259,11 @@ impl Program {
         if let Some(hook) = &self.hot_hook {
             hook(def);
         }
+    }
+
+    /// Whether more VM threads are running than there are CPUs to run them.
+    pub(crate) fn oversubscribed(&self) -> bool {
+        self.threads.running.load(Ordering::Relaxed) > self.threads.cpus
     }
 
     /// Runs `main` on a VM thread and returns its result. A trap anywhere ends the process

@@ -14,14 +14,13 @@
 //! different virtual address), so the serialization rules in [`crate::sync`]
 //! apply in full.
 //!
-//! The allocator is first-fit with coalescing over a `BTreeMap` of free ranges
-//! keyed by their *end* (so carving a blob off the front of a range updates the
-//! value in place, no tree restructuring), in 16-byte granules. It is not on any hot path (one call per staged blob),
-//! so simplicity wins over speed.
+//! The allocator keeps exact-size free lists for small blobs and a first-fit
+//! `BTreeMap` of free ranges for everything else, in 16-byte granules; see
+//! [`Allocator`]. A JIT stages and frees many small blobs per commit (a
+//! method plus its stubs), so the per-blob cost matters once a batch is large.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::FromRawFd;
 use std::sync::Mutex;
 
@@ -93,23 +92,137 @@ pub struct CodeStats {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum State {
+    /// Allocated by a transaction that has not committed: unreachable.
+    Staged,
+    /// Published (or about to be, under the commit lock).
     Live,
     Retired,
     Quarantined,
 }
 
-struct Allocation {
-    /// Rounded size actually taken from the free list.
-    size: usize,
-    state: State,
+impl State {
+    /// Code in the low [`STATE_BITS`] of a table entry; 0 means "none".
+    fn code(self) -> u32 {
+        self as u32 + 1
+    }
+
+    fn from_code(code: u32) -> Option<State> {
+        match code {
+            1 => Some(State::Staged),
+            2 => Some(State::Live),
+            3 => Some(State::Retired),
+            4 => Some(State::Quarantined),
+            _ => None,
+        }
+    }
 }
 
+const STATE_BITS: u32 = 3;
+
+/// Blobs of at most this many bytes are recycled through exact-size free
+/// lists; larger ones go back to the coalescing range map.
+pub(crate) const SMALL_MAX: usize = 4096;
+const SMALL_CLASSES: usize = SMALL_MAX / GRANULE;
+
+/// The allocator of one region. Offsets are from the region start.
+///
+/// * **Small blobs** (<= [`SMALL_MAX`] bytes, the common case) are freed onto
+///   a LIFO list per size in granules and reused from it with one pop: no
+///   search, no tree update, and the bytes reused are ones recently written,
+///   so their pages are resident and their lines often still cached.
+/// * **Large blobs, aligned requests and fresh memory** come from `free`,
+///   first-fit with coalescing over ranges keyed by their *end* (carving off
+///   the front of a range updates the value in place).
+/// * When `free` has no fitting range, every small list is given back to it
+///   (coalescing) and the search is retried, so segregation never makes an
+///   allocation fail that one coalesced free list could satisfy.
+///
+/// Allocation state lives in `table`, one `u32` per granule of the region
+/// carved so far (a quarter of the bytes ever carved, never the whole
+/// region): `size_in_granules << STATE_BITS | state` at each allocation's first
+/// granule, 0 elsewhere. Checking, transitioning and freeing a blob are each
+/// one indexed load and store.
 struct Allocator {
     /// end -> start of each free range; ranges never touch (coalesced).
     free: BTreeMap<usize, usize>,
-    /// offset -> allocation, for every byte range not in `free`.
-    blobs: HashMap<usize, Allocation, BuildHasherDefault<AddrHasher>>,
+    /// `small[g - 1]`: free blocks of exactly `g` granules, by start granule.
+    small: Vec<Vec<u32>>,
+    /// Per granule: the allocation starting there, see above.
+    table: Vec<u32>,
     stats: CodeStats,
+}
+
+impl Allocator {
+    /// First fit in `free`; `base` is the executable address of offset 0 (the
+    /// alignment is of the executable address).
+    fn carve(&mut self, base: usize, size: usize, align: usize) -> Option<usize> {
+        let mut found = None;
+        for (&end, fstart) in self.free.iter_mut() {
+            let start = round_up(base + *fstart, align) - base;
+            if start + size <= end {
+                let gap = (start > *fstart).then_some((start, *fstart));
+                *fstart = start + size; // carve off the front, in place
+                found = Some((end, start, gap));
+                break;
+            }
+        }
+        let (end, start, gap) = found?;
+        if start + size == end {
+            self.free.remove(&end);
+        }
+        if let Some((gap_end, gap_start)) = gap {
+            self.free.insert(gap_end, gap_start); // alignment padding stays free
+        }
+        let granules = (start + size) / GRANULE;
+        if self.table.len() < granules {
+            self.table.resize(granules, 0);
+        }
+        Some(start)
+    }
+
+    /// Returns `[off, off + size)` to `free`, coalescing with its neighbours.
+    fn release(&mut self, mut off: usize, mut size: usize) {
+        // Coalesce with the range ending where this one starts, and with the
+        // range starting where this one ends.
+        if let Some(pstart) = self.free.remove(&off) {
+            size += off - pstart;
+            off = pstart;
+        }
+        let end = off + size;
+        match self.free.range_mut(end + 1..).next() {
+            Some((_, nstart)) if *nstart == end => *nstart = off,
+            _ => {
+                self.free.insert(end, off);
+            }
+        }
+    }
+
+    /// Gives every small free block back to `free`, coalescing.
+    fn drain_small(&mut self) {
+        let mut small = std::mem::take(&mut self.small);
+        for (i, list) in small.iter_mut().enumerate() {
+            for g in list.drain(..) {
+                self.release(g as usize * GRANULE, (i + 1) * GRANULE);
+            }
+        }
+        self.small = small;
+    }
+
+    /// The rounded size and state of the allocation at `off`, if `blob_len`
+    /// fits it.
+    fn entry(&self, off: usize, blob_len: usize) -> Option<(usize, State)> {
+        if off % GRANULE != 0 {
+            return None;
+        }
+        let e = *self.table.get(off / GRANULE)?;
+        let size = (e >> STATE_BITS) as usize * GRANULE;
+        let state = State::from_code(e & ((1 << STATE_BITS) - 1))?;
+        (blob_len <= size).then_some((size, state))
+    }
+
+    fn set_entry(&mut self, off: usize, size: usize, state: State) {
+        self.table[off / GRANULE] = ((size / GRANULE) as u32) << STATE_BITS | state.code();
+    }
 }
 
 /// The double-mapped region and its allocator.
@@ -121,25 +234,6 @@ pub(crate) struct CodeMemory {
     // Kept to unmap on drop; accessed through the bases above.
     _rw: MmapMut,
     _rx: Mmap,
-}
-
-/// Hashes blob offsets (distinct multiples of 16) by one multiplication:
-/// SipHash's flooding resistance buys nothing for addresses we chose.
-#[derive(Default)]
-struct AddrHasher(u64);
-
-impl Hasher for AddrHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_usize(&mut self, x: usize) {
-        self.0 = (x as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
 }
 
 fn round_up(x: usize, to: usize) -> usize {
@@ -176,7 +270,8 @@ impl CodeMemory {
             capacity,
             alloc: Mutex::new(Allocator {
                 free,
-                blobs: HashMap::default(),
+                small: vec![Vec::new(); SMALL_CLASSES],
+                table: Vec::new(),
                 stats: CodeStats {
                     capacity,
                     ..CodeStats::default()
@@ -210,71 +305,85 @@ impl CodeMemory {
         self.alloc.lock().unwrap().stats
     }
 
-    /// Allocates `len` bytes aligned to `align` (a power of two; at least
-    /// [`GRANULE`] is applied).
+    /// Allocates `len` bytes aligned to `align`, as [`State::Live`].
+    #[cfg(test)]
     pub(crate) fn allocate(&self, len: usize, align: usize) -> Result<Blob, Error> {
+        self.allocate_as(len, align, State::Live)
+    }
+
+    /// Allocates `len` bytes aligned to `align` (a power of two; at least
+    /// [`GRANULE`] is applied), in `state`.
+    pub(crate) fn allocate_as(
+        &self,
+        len: usize,
+        align: usize,
+        state: State,
+    ) -> Result<Blob, Error> {
         if !align.is_power_of_two() {
             return Err(Error::InvalidArgument("alignment must be a power of two"));
         }
         let align = align.max(GRANULE);
         let size = round_up(len.max(1), GRANULE);
-        let mut a = self.alloc.lock().unwrap();
-        // First fit. Alignment is of the executable address.
+        let granules = size / GRANULE;
         let base = self.rx_base;
-        let mut found = None;
-        for (&end, fstart) in a.free.iter_mut() {
-            let start = round_up(base + *fstart, align) - base;
-            if start + size <= end {
-                let gap = (start > *fstart).then_some((start, *fstart));
-                *fstart = start + size; // carve off the front, in place
-                found = Some((end, start, gap));
-                break;
-            }
-        }
-        let Some((end, start, gap)) = found else {
-            return Err(Error::OutOfCodeMemory {
-                requested: size,
-                capacity: self.capacity,
-            });
-        };
-        if start + size == end {
-            a.free.remove(&end);
-        }
-        if let Some((gap_end, gap_start)) = gap {
-            a.free.insert(gap_end, gap_start); // alignment padding stays free
-        }
-        a.blobs.insert(
-            start,
-            Allocation {
-                size,
-                state: State::Live,
+        let mut a = self.alloc.lock().unwrap();
+        // A recycled block of exactly this size, if its address is aligned
+        // enough (always, for the usual GRANULE alignment).
+        let reused = match a.small.get_mut(granules.wrapping_sub(1)) {
+            Some(list) => match list.last() {
+                Some(&g) if (base + g as usize * GRANULE) & (align - 1) == 0 => {
+                    list.pop();
+                    Some(g as usize * GRANULE)
+                }
+                _ => None,
             },
-        );
-        a.stats.bytes_live += size;
+            None => None,
+        };
+        let start = match reused {
+            Some(start) => start,
+            None => match a.carve(base, size, align) {
+                Some(start) => start,
+                None => {
+                    a.drain_small();
+                    a.carve(base, size, align).ok_or(Error::OutOfCodeMemory {
+                        requested: size,
+                        capacity: self.capacity,
+                    })?
+                }
+            },
+        };
+        // The size fits the entry: the region has at most 2^26 granules.
+        a.set_entry(start, size, state);
+        *counter(&mut a.stats, state) += size;
         a.stats.allocations += 1;
         bump_high_water(&mut a.stats);
         Ok(Blob {
-            addr: self.rx_base + start,
+            addr: base + start,
             len,
         })
     }
 
     /// Checks that `blob` is an allocation of this region in `state`.
+    #[cfg(test)]
     pub(crate) fn check(&self, blob: Blob, state: State) -> Result<(), Error> {
-        let a = self.alloc.lock().unwrap();
-        self.lookup(&a, blob)
-            .filter(|al| al.state == state)
-            .map(|_| ())
-            .ok_or(Error::InvalidBlob)
+        match self.state(blob) {
+            Some(st) if st == state => Ok(()),
+            _ => Err(Error::InvalidBlob),
+        }
     }
 
-    fn lookup<'a>(&self, a: &'a Allocator, blob: Blob) -> Option<&'a Allocation> {
+    /// The state of `blob`, if it names an allocation of this region.
+    pub(crate) fn state(&self, blob: Blob) -> Option<State> {
+        let a = self.alloc.lock().unwrap();
+        self.lookup(&a, blob).map(|(_, st)| st)
+    }
+
+    /// The rounded size and state of the allocation `blob` names.
+    fn lookup(&self, a: &Allocator, blob: Blob) -> Option<(usize, State)> {
         if !self.contains(blob.addr) {
             return None;
         }
-        a.blobs
-            .get(&(blob.addr - self.rx_base))
-            .filter(|al| blob.len <= al.size)
+        a.entry(blob.addr - self.rx_base, blob.len)
     }
 
     /// Moves every blob from `from` to `to` under one lock; all or nothing
@@ -286,31 +395,49 @@ impl CodeMemory {
         to: State,
     ) -> Result<(), Error> {
         let mut a = self.alloc.lock().unwrap();
+        self.transition_locked(&mut a, blobs, from, to)
+    }
+
+    /// A commit's accounting, under one lock and all or nothing: `retire`
+    /// goes from Live to Retired (a blob that is staged, retired already or
+    /// listed twice fails the call), then `staged` from Staged to Live.
+    pub(crate) fn publish(&self, staged: &[Blob], retire: &[Blob]) -> Result<(), Error> {
+        let mut a = self.alloc.lock().unwrap();
+        self.transition_locked(&mut a, retire, State::Live, State::Retired)?;
+        let r = self.transition_locked(&mut a, staged, State::Staged, State::Live);
+        debug_assert!(r.is_ok(), "a transaction's staged blobs are Staged");
+        r
+    }
+
+    fn transition_locked(
+        &self,
+        a: &mut Allocator,
+        blobs: &[Blob],
+        from: State,
+        to: State,
+    ) -> Result<(), Error> {
         let mut moved = 0;
         for (i, b) in blobs.iter().enumerate() {
-            let ok = self.lookup(&a, *b).is_some_and(|al| al.state == from);
-            if !ok {
-                for done in &blobs[..i] {
-                    self.set_state(&mut a, *done, to, from);
+            match self.lookup(a, *b) {
+                Some((size, st)) if st == from => {
+                    a.set_entry(b.addr - self.rx_base, size, to);
+                    moved += size;
                 }
-                return Err(Error::InvalidBlob);
+                _ => {
+                    for done in &blobs[..i] {
+                        let (size, _) = self.lookup(a, *done).unwrap();
+                        a.set_entry(done.addr - self.rx_base, size, from);
+                    }
+                    return Err(Error::InvalidBlob);
+                }
             }
-            self.set_state(&mut a, *b, from, to);
-            moved += 1;
         }
-        debug_assert_eq!(moved, blobs.len());
+        *counter(&mut a.stats, from) -= moved;
+        *counter(&mut a.stats, to) += moved;
         Ok(())
     }
 
-    fn set_state(&self, a: &mut Allocator, blob: Blob, from: State, to: State) {
-        let al = a.blobs.get_mut(&(blob.addr - self.rx_base)).unwrap();
-        al.state = to;
-        let size = al.size;
-        *counter(&mut a.stats, from) -= size;
-        *counter(&mut a.stats, to) += size;
-    }
-
-    /// Returns `blob` (currently in `from`) to the free list, coalescing.
+    /// Returns `blob` (currently in `from`) to the free lists.
     #[cfg(test)]
     pub(crate) fn free(&self, blob: Blob, from: State) -> Result<(), Error> {
         self.free_all(&[blob], from)
@@ -321,26 +448,17 @@ impl CodeMemory {
     pub(crate) fn free_all(&self, blobs: &[Blob], from: State) -> Result<(), Error> {
         let mut a = self.alloc.lock().unwrap();
         for blob in blobs {
-            let mut off = blob.addr.wrapping_sub(self.rx_base);
-            let mut size = match self.lookup(&a, *blob) {
-                Some(al) if al.state == from => al.size,
+            let size = match self.lookup(&a, *blob) {
+                Some((size, st)) if st == from => size,
                 _ => return Err(Error::InvalidBlob),
             };
-            a.blobs.remove(&off);
+            let off = blob.addr - self.rx_base;
+            a.table[off / GRANULE] = 0;
             *counter(&mut a.stats, from) -= size;
             a.stats.bytes_freed += size as u64;
-            // Coalesce with the range ending where this one starts, and with
-            // the range starting where this one ends.
-            if let Some(pstart) = a.free.remove(&off) {
-                size += off - pstart;
-                off = pstart;
-            }
-            let end = off + size;
-            match a.free.range_mut(end + 1..).next() {
-                Some((_, nstart)) if *nstart == end => *nstart = off,
-                _ => {
-                    a.free.insert(end, off);
-                }
+            match a.small.get_mut(size / GRANULE - 1) {
+                Some(list) => list.push((off / GRANULE) as u32),
+                None => a.release(off, size),
             }
         }
         Ok(())
@@ -371,7 +489,7 @@ impl CodeMemory {
 
 fn counter(s: &mut CodeStats, st: State) -> &mut usize {
     match st {
-        State::Live => &mut s.bytes_live,
+        State::Staged | State::Live => &mut s.bytes_live,
         State::Retired => &mut s.bytes_retired,
         State::Quarantined => &mut s.bytes_quarantined,
     }
@@ -460,6 +578,96 @@ mod tests {
         assert!(m.free(a, State::Retired).is_err());
         let foreign = Blob { addr: 16, len: 1 };
         assert!(m.check(foreign, State::Live).is_err());
+    }
+
+    #[test]
+    fn small_blocks_are_reused_by_size() {
+        let m = CodeMemory::new(1 << 20).unwrap();
+        let a = m.allocate(40, 16).unwrap(); // 48 bytes
+        let b = m.allocate(100, 16).unwrap(); // 112 bytes
+        let c = m.allocate(40, 16).unwrap();
+        m.free(a, State::Live).unwrap();
+        m.free(c, State::Live).unwrap();
+        m.free(b, State::Live).unwrap();
+        // Same size class, most recently freed first; other sizes do not
+        // take them (no splitting) and carve fresh memory instead.
+        assert_eq!(m.allocate(33, 16).unwrap().addr(), c.addr());
+        let other = m.allocate(16, 16).unwrap();
+        assert!(other.addr() > c.addr());
+        assert_eq!(m.allocate(48, 16).unwrap().addr(), a.addr());
+        assert_eq!(m.allocate(112, 16).unwrap().addr(), b.addr());
+        // A cached block that is not aligned enough is skipped.
+        let d = m.allocate(64, 16).unwrap();
+        let e = m.allocate(64, 16).unwrap();
+        let misaligned = if d.addr() % 128 != 0 { d } else { e };
+        m.free(misaligned, State::Live).unwrap();
+        let f = m.allocate(64, 128).unwrap();
+        assert_eq!(f.addr() % 128, 0);
+        assert_ne!(f.addr(), misaligned.addr());
+        let s = m.stats();
+        assert_eq!(s.allocations, 10);
+        assert_eq!(s.bytes_live, 48 + 16 + 48 + 112 + 64 + 64);
+        assert_eq!(s.bytes_freed, 48 + 48 + 112 + 64);
+        assert_eq!(s.high_water, s.bytes_live);
+    }
+
+    #[test]
+    fn large_blocks_coalesce_and_exhaustion_drains_small_lists() {
+        let m = CodeMemory::new(64 << 10).unwrap();
+        // Large blobs go back to the range map and coalesce at once.
+        let big: Vec<_> = (0..4).map(|_| m.allocate(8 << 10, 16).unwrap()).collect();
+        for b in &big[1..3] {
+            m.free(*b, State::Live).unwrap();
+        }
+        assert_eq!(m.allocate(16 << 10, 16).unwrap().addr(), big[1].addr());
+        // Fill the rest with small blobs, free them all (they sit in the
+        // small lists), then ask for one range spanning them: the lists are
+        // drained into the range map, coalesced, and it fits.
+        let rest = (64 << 10) - 4 * (8 << 10);
+        let small: Vec<_> = (0..rest / 64)
+            .map(|_| m.allocate(64, 16).unwrap())
+            .collect();
+        assert!(matches!(
+            m.allocate(16, 16),
+            Err(Error::OutOfCodeMemory { .. })
+        ));
+        for b in &small {
+            m.free(*b, State::Live).unwrap();
+        }
+        let whole = m.allocate(rest, 16).unwrap();
+        assert_eq!(whole.addr(), small[0].addr());
+        assert!(matches!(
+            m.allocate(16, 16),
+            Err(Error::OutOfCodeMemory { requested: 16, .. })
+        ));
+        let s = m.stats();
+        assert_eq!(s.bytes_live, 64 << 10);
+        assert_eq!(s.high_water, 64 << 10);
+    }
+
+    #[test]
+    fn staged_blobs_count_as_live_and_publish_is_all_or_nothing() {
+        let m = CodeMemory::new(4096).unwrap();
+        let old = m.allocate(32, 16).unwrap();
+        let new = m.allocate_as(32, 16, State::Staged).unwrap();
+        assert_eq!(m.stats().bytes_live, 64);
+        assert_eq!(m.state(new), Some(State::Staged));
+        // Retiring a staged blob fails and changes nothing.
+        assert!(m.publish(&[new], &[old, new]).is_err());
+        assert_eq!(m.state(old), Some(State::Live));
+        assert_eq!(m.state(new), Some(State::Staged));
+        m.publish(&[new], &[old]).unwrap();
+        assert_eq!(m.state(old), Some(State::Retired));
+        assert_eq!(m.state(new), Some(State::Live));
+        let s = m.stats();
+        assert_eq!((s.bytes_live, s.bytes_retired), (32, 32));
+        // A handle longer than its allocation, or inside one, is not a blob.
+        assert_eq!(m.state(Blob { len: 33, ..new }), None);
+        let inner = Blob {
+            addr: new.addr() + 16,
+            len: 1,
+        };
+        assert_eq!(m.state(inner), None);
     }
 
     #[test]

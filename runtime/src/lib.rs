@@ -69,6 +69,7 @@ pub use sync::{bare_membarrier_sync_core, select_strategy, Strategy, SYNC_ENV};
 pub use threads::{JitEntry, ThreadHandle};
 
 use code_memory::{CodeMemory, State};
+use publish::TxBuffers;
 use reclaim::Reclaimer;
 use sync::Serializer;
 use threads::Registry;
@@ -177,6 +178,8 @@ pub struct Runtime {
     /// Commits are serialized by this lock, which also guards the reclaimer.
     /// Committing is rare and each commit costs a serialization anyway.
     commit: Mutex<Reclaimer>,
+    /// Vectors of finished transactions, reused by the next ones.
+    spare_tx: Mutex<Vec<TxBuffers>>,
     config: Config,
 }
 
@@ -193,6 +196,7 @@ impl Runtime {
             registry: Registry::default(),
             epoch: AtomicU64::new(0),
             commit: Mutex::new(Reclaimer::default()),
+            spare_tx: Mutex::new(Vec::new()),
             config,
         };
         log::info!(
@@ -245,7 +249,9 @@ impl Runtime {
         offset: usize,
         kind: Rel32Kind,
     ) -> Result<Rel32Site, Error> {
-        self.mem.check(blob, State::Live)?;
+        if !matches!(self.mem.state(blob), Some(State::Staged | State::Live)) {
+            return Err(Error::InvalidBlob);
+        }
         if offset + REL32_LEN > blob.len() {
             return Err(Error::InvalidSite("site extends past the blob"));
         }
@@ -304,6 +310,24 @@ impl Runtime {
     }
     pub(crate) fn epoch(&self) -> &AtomicU64 {
         &self.epoch
+    }
+    /// Empty transaction vectors, recycled if any are spare.
+    pub(crate) fn tx_buffers(&self) -> TxBuffers {
+        self.spare_tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+    /// Keeps a finished transaction's vectors (a few, and not huge ones).
+    pub(crate) fn recycle_tx_buffers(&self, mut buf: TxBuffers) {
+        const KEEP: usize = 4;
+        if buf.recycle() {
+            let mut spare = self.spare_tx.lock().unwrap_or_else(|p| p.into_inner());
+            if spare.len() < KEEP {
+                spare.push(buf);
+            }
+        }
     }
     pub(crate) fn commit_lock(&self) -> MutexGuard<'_, Reclaimer> {
         self.commit.lock().unwrap_or_else(|p| p.into_inner())

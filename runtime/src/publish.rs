@@ -22,6 +22,7 @@
 //! So a commit costs one or two serializations whatever the number of blobs
 //! and patches: batch them.
 
+use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 
 use crate::code_memory::{Blob, State};
@@ -58,20 +59,50 @@ pub struct CommitInfo {
 /// frees its staged blobs and changes nothing.
 pub struct Transaction<'a> {
     rt: &'a Runtime,
+    buf: TxBuffers,
+    /// The slots in `buf.dispatch` are borrowed for `'a`.
+    _slots: PhantomData<&'a DispatchSlot>,
+}
+
+/// The vectors of a transaction. The runtime keeps a few between
+/// transactions ([`Runtime::tx_buffers`]), so a commit of n blobs does not
+/// regrow them from empty (about a dozen reallocations for n = 100).
+#[derive(Default)]
+pub(crate) struct TxBuffers {
     staged: Vec<Blob>,
-    dispatch: Vec<(&'a DispatchSlot, usize)>,
-    rel32: Vec<(Rel32Site, i32)>,
+    /// (address of a `DispatchSlot` borrowed for the transaction's `'a`,
+    /// target). An address, not a reference, so the vector outlives `'a`.
+    dispatch: Vec<(usize, usize)>,
+    /// (site, displacement, whether the site is in a staged blob).
+    rel32: Vec<(Rel32Site, i32, bool)>,
     retire: Vec<Blob>,
+}
+
+impl TxBuffers {
+    /// Empties every vector for reuse; false if one grew too large to keep.
+    pub(crate) fn recycle(&mut self) -> bool {
+        const KEEP: usize = 1 << 12;
+        self.staged.clear();
+        self.dispatch.clear();
+        self.rel32.clear();
+        self.retire.clear();
+        [
+            self.staged.capacity(),
+            self.dispatch.capacity(),
+            self.rel32.capacity(),
+            self.retire.capacity(),
+        ]
+        .iter()
+        .all(|&c| c <= KEEP)
+    }
 }
 
 impl<'a> Transaction<'a> {
     pub(crate) fn new(rt: &'a Runtime) -> Transaction<'a> {
         Transaction {
             rt,
-            staged: Vec::new(),
-            dispatch: Vec::new(),
-            rel32: Vec::new(),
-            retire: Vec::new(),
+            buf: rt.tx_buffers(),
+            _slots: PhantomData,
         }
     }
 
@@ -90,29 +121,30 @@ impl<'a> Transaction<'a> {
         fill: impl FnOnce(&mut [u8], usize),
     ) -> Result<Blob, Error> {
         let mem = self.rt.mem();
-        let blob = mem.allocate(len, align)?;
-        self.staged.push(blob);
+        let blob = mem.allocate_as(len, align, State::Staged)?;
+        self.buf.staged.push(blob);
         fill(mem.staged_slice(blob), blob.addr());
         Ok(blob)
     }
 
     /// Points `slot` at `target` when the transaction commits.
     pub fn set_dispatch(&mut self, slot: &'a DispatchSlot, target: usize) {
-        self.dispatch.push((slot, target));
+        let addr = slot as *const DispatchSlot as usize;
+        self.buf.dispatch.push((addr, target));
     }
 
     /// Points a rel32 `call`/`jmp` site at `target` when the transaction
     /// commits. Fails if `target` is out of rel32 reach.
     pub fn patch_rel32(&mut self, site: Rel32Site, target: usize) -> Result<(), Error> {
         let disp = rel32_disp(site.opcode, target).ok_or(Error::OutOfRange)?;
-        self.rel32.push((site, disp));
+        self.buf.rel32.push((site, disp, false));
         Ok(())
     }
 
     /// Marks `blob` as replaced: after the commit it is reclaimed once no
     /// thread can be running it.
     pub fn retire(&mut self, blob: Blob) {
-        self.retire.push(blob);
+        self.buf.retire.push(blob);
     }
 
     /// Publishes everything; see the module docs for the steps. On error
@@ -121,32 +153,29 @@ impl<'a> Transaction<'a> {
         let rt = self.rt;
         let mem = rt.mem();
         let mut rec = rt.commit_lock();
+        let b = &mut self.buf;
 
-        // Validate first, so a failing commit changes nothing.
-        let mut staged: Vec<usize> = self.staged.iter().map(|b| b.addr()).collect();
-        staged.sort_unstable();
-        let is_staged = |b: &Blob| staged.binary_search(&b.addr()).is_ok();
-        for (site, _) in &self.rel32 {
-            if mem.check(site.blob, State::Live).is_err() {
-                return Err(Error::InvalidSite("site is not in a live blob"));
-            }
-        }
-        if self.retire.iter().any(is_staged) {
-            return Err(Error::InvalidBlob);
+        // Validate first, so a failing commit changes nothing. A site in a
+        // blob that is still staged (here or, a misuse, in another open
+        // transaction) is unreachable, so it is initialised before the
+        // serialization; any other must be in a published blob.
+        for (site, _, staged) in &mut b.rel32 {
+            *staged = match mem.state(site.blob) {
+                Some(State::Staged) => true,
+                Some(State::Live) => false,
+                _ => return Err(Error::InvalidSite("site is not in a live blob")),
+            };
         }
         // Retirement is accounting only until the epoch advances; all or
-        // nothing.
-        mem.transition_all(&self.retire, State::Live, State::Retired)?;
+        // nothing. A staged blob cannot be retired: it is not Live yet.
+        mem.publish(&b.staged, &b.retire)?;
 
         // 1. Initial targets of sites inside blobs nobody can reach yet.
-        let (init, live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.rel32)
-            .into_iter()
-            .partition(|(s, _)| is_staged(&s.blob));
-        for (site, disp) in &init {
+        for (site, disp, _) in b.rel32.iter().filter(|r| r.2) {
             store_disp(mem.rw_of(site.disp_addr()), *disp);
         }
         // 2. Cache maintenance over everything written.
-        for b in &self.staged {
+        for b in &b.staged {
             flush_icache(mem.rw_of(b.addr()) as *const u8, b.entry(), b.len());
         }
         // 3. First serialization: new bytes are visible to every core before
@@ -154,32 +183,33 @@ impl<'a> Transaction<'a> {
         //    are unreachable from here on.
         rt.serializer().serialize_all(rt.registry());
         let mut serializations = 1;
-        let mut covered = std::mem::take(&mut rec.eventual);
 
         // 4. Patches.
-        for (slot, target) in &self.dispatch {
-            slot.publish(*target);
+        for &(slot, target) in &b.dispatch {
+            // SAFETY: `slot` is the address of a `&'a DispatchSlot` given to
+            // `set_dispatch`; the transaction holds that borrow (`_slots`), so
+            // the slot is alive and unmoved.
+            let slot = unsafe { &*(slot as *const DispatchSlot) };
+            slot.publish(target);
         }
-        for (site, disp) in &live {
+        for (site, disp, _) in b.rel32.iter().filter(|r| !r.2) {
             store_disp(mem.rw_of(site.disp_addr()), *disp);
         }
 
         // 5. Second serialization for Strong.
-        match guarantee {
-            Guarantee::Strong => {
-                rt.serializer().serialize_all(rt.registry());
-                serializations += 1;
-                covered.append(&mut self.retire);
-            }
-            Guarantee::Eventual => rec.eventual.append(&mut self.retire),
+        let strong = guarantee == Guarantee::Strong;
+        if strong {
+            rt.serializer().serialize_all(rt.registry());
+            serializations += 1;
         }
 
         // 6. Advance the epoch (release: a thread that reads the new epoch at
         //    a quiescent point also sees every dispatch slot store above),
-        //    tag, reclaim.
+        //    tag (earlier Eventual retirements, covered by step 3, and for
+        //    Strong this commit's, covered by step 5), reclaim.
         let epoch = rt.epoch().fetch_add(1, Ordering::AcqRel);
-        rec.push(epoch, covered);
-        self.staged.clear(); // published: no longer ours to free on drop
+        rec.tag(epoch, &mut b.retire, strong);
+        b.staged.clear(); // published: no longer ours to free on drop
         let reclaimed = rt.reclaim_locked(&mut rec);
         Ok(CommitInfo {
             serializations,
@@ -192,6 +222,9 @@ impl<'a> Transaction<'a> {
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
         // Uncommitted: nothing points at the staged blobs, free them.
-        let _ = self.rt.mem().free_all(&self.staged, State::Live);
+        if !self.buf.staged.is_empty() {
+            let _ = self.rt.mem().free_all(&self.buf.staged, State::Staged);
+        }
+        self.rt.recycle_tx_buffers(std::mem::take(&mut self.buf));
     }
 }

@@ -42,6 +42,8 @@ pub(crate) struct Reclaimer {
     waiting: VecDeque<(u64, Blob)>,
     quarantine: VecDeque<Blob>,
     quarantine_bytes: usize,
+    /// Scratch for `reclaim`, kept to avoid regrowing it every commit.
+    done: Vec<Blob>,
 }
 
 fn size_of(b: Blob) -> usize {
@@ -49,10 +51,20 @@ fn size_of(b: Blob) -> usize {
 }
 
 impl Reclaimer {
-    /// Blobs whose unreachability is now guaranteed as of epoch tag `r`.
-    pub(crate) fn push(&mut self, tag: u64, blobs: impl IntoIterator<Item = Blob>) {
+    /// Tags retirements at the end of a commit that advanced the epoch from
+    /// `tag`: the blobs retired by earlier `Eventual` commits (its first
+    /// serialization covered them) and, if `strong`, the commit's own
+    /// `retired` (its second did); otherwise those wait in `eventual` for the
+    /// next commit. Leaves `retired` empty.
+    pub(crate) fn tag(&mut self, tag: u64, retired: &mut Vec<Blob>, strong: bool) {
         debug_assert!(self.waiting.back().map_or(true, |&(t, _)| t <= tag));
-        self.waiting.extend(blobs.into_iter().map(|b| (tag, b)));
+        self.waiting
+            .extend(self.eventual.drain(..).map(|b| (tag, b)));
+        if strong {
+            self.waiting.extend(retired.drain(..).map(|b| (tag, b)));
+        } else {
+            self.eventual.append(retired);
+        }
     }
 
     /// Frees (or poisons and quarantines) every blob whose tag is below
@@ -64,7 +76,8 @@ impl Reclaimer {
         poison: bool,
         quarantine_limit: usize,
     ) -> usize {
-        let mut done = Vec::new();
+        let mut done = std::mem::take(&mut self.done);
+        done.clear();
         while let Some(&(tag, blob)) = self.waiting.front() {
             if tag >= horizon {
                 break;
@@ -91,7 +104,9 @@ impl Reclaimer {
         } else {
             mem.free_all(&done, State::Retired).expect("retired blobs");
         }
-        done.len()
+        let n = done.len();
+        self.done = done;
+        n
     }
 
     /// Number of retired blobs not yet reclaimed.

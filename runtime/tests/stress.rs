@@ -127,7 +127,7 @@ fn stress(st: Strategy) {
     assert_eq!(o.violations, 0, "a caller got a version older than it read");
     assert!(o.commits >= 10, "patcher made progress");
     assert!(o.calls >= 1000, "callers made progress");
-    assert!(o.high_water < 1 << 20, "code memory bounded");
+    assert!(o.high_water < 2 << 20, "code memory bounded: {}", o.high_water);
 }
 
 #[test]
@@ -160,6 +160,11 @@ fn hundred_thousand_commits_stay_bounded() {
     assert_eq!(o.commits, 100_000);
     assert_eq!(o.violations, 0);
     // Working set: four small blobs, plus the 64 KiB quarantine and the
-    // retirements the callers have not yet moved past.
-    assert!(o.high_water < 512 << 10, "high-water {}", o.high_water);
+    // retirements the caller has not yet moved past. Without reclamation the
+    // 100,000 versions would take about 10 MB. Observed high-waters are
+    // 77-632 KB: a caller preempted by the scheduler cannot poll, so it holds
+    // back reclamation for as long as it is off the CPU (inherent to QSBR), and
+    // on a loaded 2-core machine that can be a good fraction of a second. The
+    // bound leaves room for that and still fails if reclamation stops.
+    assert!(o.high_water < 2 << 20, "high-water {}", o.high_water);
 }

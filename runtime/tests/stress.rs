@@ -127,7 +127,11 @@ fn stress(st: Strategy) {
     assert_eq!(o.violations, 0, "a caller got a version older than it read");
     assert!(o.commits >= 10, "patcher made progress");
     assert!(o.calls >= 1000, "callers made progress");
-    assert!(o.high_water < 2 << 20, "code memory bounded: {}", o.high_water);
+    assert!(
+        o.high_water < 2 << 20,
+        "code memory bounded: {}",
+        o.high_water
+    );
 }
 
 #[test]

@@ -328,13 +328,22 @@ impl Program {
 
     /// `join h`: waits for thread `h` and returns its result. Each handle joins once.
     pub fn join(&self, handle: i64) -> Result<i64, Trap> {
-        let thread = self
-            .threads
-            .unjoined
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&handle)
-            .ok_or(Trap::InvalidThreadHandle)?;
+        let thread = {
+            let mut unjoined = self
+                .threads
+                .unjoined
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let own = unjoined
+                .get(&handle)
+                .is_some_and(|t| t.thread().id() == std::thread::current().id());
+            if own {
+                // A thread waiting for itself would wait forever (and pthread_join refuses);
+                // its own handle is not one it can join.
+                return Err(Trap::InvalidThreadHandle);
+            }
+            unjoined.remove(&handle).ok_or(Trap::InvalidThreadHandle)?
+        };
         match thread.join() {
             Ok(value) => Ok(value),
             Err(panic) => std::panic::resume_unwind(panic),

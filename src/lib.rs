@@ -58,7 +58,9 @@ pub enum LoadError {
 impl LoadError {
     pub fn render(&self, path: &str) -> String {
         match self {
-            LoadError::Read(e) => format!("{path}: error: cannot read the file: {e}\n"),
+            LoadError::Read(e) => {
+                Diagnostic::file(format!("cannot read the file: {e}")).render(path) + "\n"
+            }
             LoadError::Invalid(d) => d.render(path),
             LoadError::Main(d) => format!("{}\n", d.render(path)),
         }

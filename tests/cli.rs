@@ -68,7 +68,7 @@ fn missing_file_names_the_file() {
         assert_eq!(out.status, Some(2));
         assert!(
             out.stderr
-                .starts_with("/nonexistent/prog.bc: error: cannot read the file"),
+                .starts_with("/nonexistent/prog.bc:1:1: error: cannot read the file"),
             "{}",
             out.stderr
         );
@@ -99,7 +99,7 @@ fn main_is_needed_only_to_run() {
     assert_eq!(out.status, Some(2));
     assert!(
         out.stderr
-            .starts_with(&format!("{lib}: error: no function `main`")),
+            .starts_with(&format!("{lib}:1:1: error: no function `main`")),
         "{}",
         out.stderr
     );

@@ -25,12 +25,11 @@ impl Diagnostic {
         }
     }
 
-    /// The line a compiler prints: `PATH:LINE:COL: error: MESSAGE`.
+    /// The line a compiler prints: `PATH:LINE:COL: error: MESSAGE`. The spec asks for this
+    /// form for every static error, so one about the whole file points at its start.
     pub fn render(&self, path: &str) -> String {
-        match self.pos {
-            Some(pos) => format!("{path}:{}:{}: error: {}", pos.line, pos.col, self.message),
-            None => format!("{path}: error: {}", self.message),
-        }
+        let pos = self.pos.unwrap_or(Pos { line: 1, col: 1 });
+        format!("{path}:{}:{}: error: {}", pos.line, pos.col, self.message)
     }
 }
 

@@ -29,9 +29,14 @@ pub fn disassemble(module: &Module, lowered: bool) -> String {
             let _ = writeln!(out, "  local {local}");
         }
         let _ = writeln!(out, "  ; offset  height  instruction");
+        // Labels by the instruction they name (several may name one), built once.
+        let mut labels_at: Vec<Vec<&str>> = vec![Vec::new(); f.code.len() + 1];
+        for label in &f.labels {
+            labels_at[label.target as usize].push(&label.name);
+        }
         for (i, instr) in f.code.iter().enumerate() {
-            for label in f.labels.iter().filter(|l| l.target as usize == i) {
-                let _ = writeln!(out, "{}:", label.name);
+            for name in &labels_at[i] {
+                let _ = writeln!(out, "{name}:");
             }
             let operands = match *instr {
                 Instr::Push(c) => format!(" {c}"),

@@ -18,7 +18,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::ThreadId;
 
 /// The reasons a program traps (spec §6), worded exactly as the spec prints them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,14 +150,41 @@ fn write_stdout(buf: &mut Vec<u8>) {
     buf.clear();
 }
 
-/// Spawned threads not yet joined, by handle.
+/// Where a spawned thread leaves its result for `join`. The OS thread itself is detached,
+/// so a thread that finishes and is never joined releases its stack at once and costs only
+/// this cell (a program may spawn any number of threads over its life).
+#[derive(Default)]
+struct Completion {
+    result: Mutex<Option<i64>>,
+    done: Condvar,
+}
+
+impl Completion {
+    fn finish(&self, value: i64) {
+        *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+        self.done.notify_all();
+    }
+
+    fn wait(&self) -> i64 {
+        let mut result = self.result.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(value) = *result {
+                return value;
+            }
+            result = self.done.wait(result).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// The program's spawned threads.
 struct Threads {
     /// Threads running now, `main` included.
     running: AtomicUsize,
     /// CPUs this process may run on.
     cpus: usize,
     next_handle: AtomicI64,
-    unjoined: Mutex<HashMap<i64, std::thread::JoinHandle<i64>>>,
+    /// Threads not yet joined, by handle: which OS thread it is, and its completion.
+    unjoined: Mutex<HashMap<i64, (ThreadId, Arc<Completion>)>>,
 }
 
 /// A loaded module. Shared by all its threads through an `Arc`.
@@ -305,17 +333,21 @@ impl Program {
         let handle = self.threads.next_handle.fetch_add(1, Ordering::Relaxed);
         let program = Arc::clone(self);
         let args = args.to_vec();
+        let completion = Arc::new(Completion::default());
+        let finished = Arc::clone(&completion);
         let spawned = std::thread::Builder::new()
             .name(format!("vm-{handle}"))
             .stack_size(self.config.thread_stack_bytes())
-            .spawn(move || program.run_thread(f, &args));
+            .spawn(move || finished.finish(program.run_thread(f, &args)));
         match spawned {
             Ok(thread) => {
+                let id = thread.thread().id();
+                drop(thread); // detach: `join` waits on the completion instead
                 self.threads
                     .unjoined
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(handle, thread);
+                    .insert(handle, (id, completion));
                 Ok(handle)
             }
             Err(_) => {
@@ -328,26 +360,23 @@ impl Program {
 
     /// `join h`: waits for thread `h` and returns its result. Each handle joins once.
     pub fn join(&self, handle: i64) -> Result<i64, Trap> {
-        let thread = {
+        let completion = {
             let mut unjoined = self
                 .threads
                 .unjoined
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            let own = unjoined
-                .get(&handle)
-                .is_some_and(|t| t.thread().id() == std::thread::current().id());
-            if own {
-                // A thread waiting for itself would wait forever (and pthread_join refuses);
-                // its own handle is not one it can join.
-                return Err(Trap::InvalidThreadHandle);
+            match unjoined.get(&handle) {
+                None => return Err(Trap::InvalidThreadHandle),
+                // A thread waiting for itself would wait forever; its own handle is not one
+                // it can join.
+                Some((id, _)) if *id == std::thread::current().id() => {
+                    return Err(Trap::InvalidThreadHandle)
+                }
+                Some(_) => unjoined.remove(&handle).expect("present").1,
             }
-            unjoined.remove(&handle).ok_or(Trap::InvalidThreadHandle)?
         };
-        match thread.join() {
-            Ok(value) => Ok(value),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        Ok(completion.wait())
     }
 
     /// Ends the process for a trap (spec §6): what was printed stays printed, the reason goes

@@ -3,7 +3,7 @@
 //! value, and that no path runs past `end`. Every tier relies on these facts: the interpreter
 //! and both JITs index stack slots by the heights recorded here without checking.
 
-use crate::bytecode::{Function, Instr, Pos, MAX_STACK};
+use crate::bytecode::{Function, Instr, Label, MAX_STACK};
 use crate::diag::Diagnostic;
 
 /// Verifies `f` and records its per-instruction heights and maximum stack depth.
@@ -14,6 +14,13 @@ pub fn verify(f: &mut Function, arity: &[u32]) -> Result<(), Diagnostic> {
     let mut heights: Vec<Option<u32>> = vec![None; n + 1];
     let mut errors: Vec<Diagnostic> = Vec::new();
     let mut max_stack = 0;
+    // The first label naming each instruction, for pointing height errors at it; and whether
+    // a target's mismatch was already reported (one error per label keeps this linear).
+    let mut label_of: Vec<Option<&Label>> = vec![None; n + 1];
+    for label in f.labels.iter().rev() {
+        label_of[label.target as usize] = Some(label);
+    }
+    let mut mismatch_reported = vec![false; n + 1];
     let mut worklist = vec![0usize];
     heights[0] = Some(0);
 
@@ -67,8 +74,12 @@ pub fn verify(f: &mut Function, arity: &[u32]) -> Result<(), Diagnostic> {
                     heights[s] = Some(next);
                     worklist.push(s);
                 }
-                Some(seen) if seen != next => {
-                    let (what, at) = label_at(f, s as u32).unwrap_or(("instruction".into(), pos));
+                Some(seen) if seen != next && !mismatch_reported[s] => {
+                    mismatch_reported[s] = true;
+                    let (what, at) = match label_of[s] {
+                        Some(label) => (format!("label `{}`", label.name), label.pos),
+                        None => ("instruction".to_string(), pos),
+                    };
                     errors.push(Diagnostic::at(
                         at,
                         format!("{what} is reached with operand stack heights {seen} and {next}"),
@@ -95,11 +106,6 @@ pub fn verify(f: &mut Function, arity: &[u32]) -> Result<(), Diagnostic> {
         .collect();
     f.max_stack = max_stack;
     Ok(())
-}
-
-fn label_at(f: &Function, index: u32) -> Option<(String, Pos)> {
-    let label = f.labels.iter().find(|l| l.target == index)?;
-    Some((format!("label `{}`", label.name), label.pos))
 }
 
 #[cfg(test)]

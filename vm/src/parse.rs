@@ -49,6 +49,19 @@ struct Token<'a> {
 struct RawInstr<'a> {
     mnemonic: Token<'a>,
     operands: Vec<Token<'a>>,
+    /// False for a line already reported as malformed: it stays in the function as an opaque
+    /// placeholder, so the verifier checks the rest without inventing errors around it.
+    well_formed: bool,
+}
+
+impl<'a> RawInstr<'a> {
+    fn malformed(mnemonic: Token<'a>) -> Self {
+        RawInstr {
+            mnemonic,
+            operands: Vec::new(),
+            well_formed: false,
+        }
+    }
 }
 
 struct RawFunction<'a> {
@@ -412,6 +425,7 @@ fn instruction_line<'a>(
             mnemonic.pos,
             format!("unknown instruction `{}`{hint}", mnemonic.text),
         ));
+        func.instrs.push(RawInstr::malformed(mnemonic));
         return;
     };
     let wanted = match kind {
@@ -429,6 +443,7 @@ fn instruction_line<'a>(
                 if wanted == 1 { "" } else { "s" }
             ),
         ));
+        func.instrs.push(RawInstr::malformed(mnemonic));
         return;
     }
     if operands.len() > wanted {
@@ -445,11 +460,13 @@ fn instruction_line<'a>(
             )
         };
         errors.push(Diagnostic::at(extra.pos, message));
+        func.instrs.push(RawInstr::malformed(mnemonic));
         return;
     }
     func.instrs.push(RawInstr {
         mnemonic,
         operands: operands.to_vec(),
+        well_formed: true,
     });
 }
 
@@ -482,12 +499,11 @@ fn resolve(raw: RawModule<'_>, errors: &mut Vec<Diagnostic>) -> Module {
 
     let mut functions = Vec::with_capacity(raw.functions.len());
     for f in &raw.functions {
-        let errors_before = errors.len();
-        let mut function = resolve_function(f, &index, &arity, errors);
-        if errors.len() == errors_before {
-            if let Err(e) = verify::verify(&mut function, &arity) {
-                errors.push(e);
-            }
+        let (mut function, opaque) = resolve_function(f, &index, &arity, errors);
+        // Verified even when some instructions are broken: those are opaque to the
+        // verifier, so what it reports is wrong whatever the broken lines meant.
+        if let Err(e) = verify::verify(&mut function, &arity, &opaque) {
+            errors.push(e);
         }
         functions.push(function);
     }
@@ -502,7 +518,7 @@ fn resolve_function(
     index: &HashMap<&str, FuncId>,
     arity: &[u32],
     errors: &mut Vec<Diagnostic>,
-) -> Function {
+) -> (Function, Vec<bool>) {
     let mut slots: HashMap<&str, u32> = HashMap::new();
     for (i, name) in f.params.iter().chain(&f.locals).enumerate() {
         if slots.insert(name.text, i as u32).is_some() {
@@ -536,17 +552,18 @@ fn resolve_function(
 
     let mut code = Vec::with_capacity(f.instrs.len());
     let mut positions = Vec::with_capacity(f.instrs.len());
+    let mut opaque = Vec::with_capacity(f.instrs.len());
     for ins in &f.instrs {
-        match resolve_instr(ins, &slots, num_slots, &labels, index, arity) {
-            Ok(instr) => code.push(instr),
-            Err(e) => {
-                errors.push(e);
-                code.push(Instr::Nop);
-            }
-        }
+        let resolved = if ins.well_formed {
+            resolve_instr(ins, &slots, num_slots, &labels, index, arity).map_err(|e| errors.push(e))
+        } else {
+            Err(())
+        };
+        opaque.push(resolved.is_err());
+        code.push(resolved.unwrap_or(Instr::Nop));
         positions.push(ins.mnemonic.pos);
     }
-    Function {
+    let function = Function {
         name: f.name.text.to_string(),
         params: f.params.iter().map(|t| t.text.to_string()).collect(),
         locals: f.locals.iter().map(|t| t.text.to_string()).collect(),
@@ -565,7 +582,8 @@ fn resolve_function(
         max_stack: 0,
         pos: f.name.pos,
     }
-    .with_end(f.end)
+    .with_end(f.end);
+    (function, opaque)
 }
 
 impl Function {
@@ -776,6 +794,24 @@ mod tests {
         assert!(first_error("func f(a)\n load a\n ret\nend\nfunc g()\n push 1\n ret\nend\nfunc main()\n patch f g\n push 0\n ret\nend\n").starts_with("10:2:"));
         assert!(first_error("end\n").starts_with("1:1:"));
         assert!(first_error("func main()\n push 0\n ret\nend extra\n").starts_with("4:5:"));
+    }
+
+    #[test]
+    fn errors_around_broken_lines_are_still_found_and_never_invented() {
+        // The underflow before an unknown function is reported too.
+        let errs = errors("func main()\n  add\n  call nope\n  ret\nend\n");
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].starts_with("2:3: error: `add` pops 2"), "{errs:?}");
+        assert!(
+            errs[1].starts_with("3:8: error: unknown function"),
+            "{errs:?}"
+        );
+        // Nothing is concluded past a broken line: `push 1; push 2; ret` after it could be
+        // anything the author meant, and a malformed `push` does not make `add` underflow.
+        let errs = errors("func main()\n  frob\n  push 1\n  push 2\n  ret\nend\n");
+        assert_eq!(errs, ["2:3: error: unknown instruction `frob`"]);
+        let errs = errors("func main()\n  push 1\n  push 1x\n  add\n  ret\nend\n");
+        assert_eq!(errs.len(), 1, "{errs:?}");
     }
 
     #[test]

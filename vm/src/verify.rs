@@ -7,8 +7,10 @@ use crate::bytecode::{Function, Instr, Label, MAX_STACK};
 use crate::diag::Diagnostic;
 
 /// Verifies `f` and records its per-instruction heights and maximum stack depth.
-/// `arity[g]` is the parameter count of function `g`. Returns the first error in source order.
-pub fn verify(f: &mut Function, arity: &[u32]) -> Result<(), Diagnostic> {
+/// `arity[g]` is the parameter count of function `g`. `opaque[i]` marks an instruction that
+/// failed to parse or resolve (already reported): nothing is concluded past it, so every
+/// error this returns is real. Returns the first error in source order.
+pub fn verify(f: &mut Function, arity: &[u32], opaque: &[bool]) -> Result<(), Diagnostic> {
     let n = f.code.len();
     let end_pos = f.positions[n];
     let mut heights: Vec<Option<u32>> = vec![None; n + 1];
@@ -31,6 +33,9 @@ pub fn verify(f: &mut Function, arity: &[u32]) -> Result<(), Diagnostic> {
                 end_pos,
                 format!("control reaches the `end` of `{}` without `ret`", f.name),
             ));
+            continue;
+        }
+        if opaque[i] {
             continue;
         }
         let instr = f.code[i];
@@ -89,7 +94,8 @@ pub fn verify(f: &mut Function, arity: &[u32]) -> Result<(), Diagnostic> {
             }
         }
     }
-    if errors.is_empty() {
+    let any_opaque = opaque.contains(&true);
+    if errors.is_empty() && !any_opaque {
         if let Some(i) = heights[..n].iter().position(Option::is_none) {
             errors.push(Diagnostic::at(
                 f.positions[i],
@@ -99,6 +105,9 @@ pub fn verify(f: &mut Function, arity: &[u32]) -> Result<(), Diagnostic> {
     }
     if let Some(first) = errors.into_iter().min_by_key(|d| d.pos) {
         return Err(first);
+    }
+    if any_opaque {
+        return Ok(()); // the caller has errors to report; heights would be incomplete
     }
     f.heights = heights[..n]
         .iter()

@@ -24,31 +24,16 @@ impl fmt::Display for Pos {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Instr {
     Push(i64),
+    /// One of the binary operators (`add` ... `ge`): `[a b] -> [a OP b]`.
+    Bin(BinOp),
     Pop,
     Dup,
     Swap,
     Over,
     Load(u32),
     Store(u32),
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Rem,
     Neg,
-    And,
-    Or,
-    Xor,
-    Shl,
-    Shr,
-    Ushr,
     Not,
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
     Jmp(u32),
     Jz(u32),
     Jnz(u32),
@@ -102,6 +87,26 @@ pub enum BinOp {
 }
 
 impl BinOp {
+    pub const ALL: [BinOp; 17] = [
+        BinOp::Add,
+        BinOp::Sub,
+        BinOp::Mul,
+        BinOp::Div,
+        BinOp::Rem,
+        BinOp::And,
+        BinOp::Or,
+        BinOp::Xor,
+        BinOp::Shl,
+        BinOp::Shr,
+        BinOp::Ushr,
+        BinOp::Eq,
+        BinOp::Ne,
+        BinOp::Lt,
+        BinOp::Le,
+        BinOp::Gt,
+        BinOp::Ge,
+    ];
+
     /// Whether `a OP b == b OP a`.
     pub fn is_commutative(self) -> bool {
         matches!(
@@ -257,76 +262,12 @@ impl Instr {
             "putc" => Instr::Putc,
             "assert" => Instr::Assert,
             "nop" => Instr::Nop,
-            other => return Self::binary_mnemonic(other).map(Instr::from_binop),
-        })
-    }
-
-    fn binary_mnemonic(m: &str) -> Option<BinOp> {
-        Some(match m {
-            "add" => BinOp::Add,
-            "sub" => BinOp::Sub,
-            "mul" => BinOp::Mul,
-            "div" => BinOp::Div,
-            "rem" => BinOp::Rem,
-            "and" => BinOp::And,
-            "or" => BinOp::Or,
-            "xor" => BinOp::Xor,
-            "shl" => BinOp::Shl,
-            "shr" => BinOp::Shr,
-            "ushr" => BinOp::Ushr,
-            "eq" => BinOp::Eq,
-            "ne" => BinOp::Ne,
-            "lt" => BinOp::Lt,
-            "le" => BinOp::Le,
-            "gt" => BinOp::Gt,
-            "ge" => BinOp::Ge,
-            _ => return None,
-        })
-    }
-
-    pub fn from_binop(op: BinOp) -> Instr {
-        match op {
-            BinOp::Add => Instr::Add,
-            BinOp::Sub => Instr::Sub,
-            BinOp::Mul => Instr::Mul,
-            BinOp::Div => Instr::Div,
-            BinOp::Rem => Instr::Rem,
-            BinOp::And => Instr::And,
-            BinOp::Or => Instr::Or,
-            BinOp::Xor => Instr::Xor,
-            BinOp::Shl => Instr::Shl,
-            BinOp::Shr => Instr::Shr,
-            BinOp::Ushr => Instr::Ushr,
-            BinOp::Eq => Instr::Eq,
-            BinOp::Ne => Instr::Ne,
-            BinOp::Lt => Instr::Lt,
-            BinOp::Le => Instr::Le,
-            BinOp::Gt => Instr::Gt,
-            BinOp::Ge => Instr::Ge,
-        }
-    }
-
-    /// The binary operator this instruction applies, if it is one.
-    pub fn binop(self) -> Option<BinOp> {
-        Some(match self {
-            Instr::Add => BinOp::Add,
-            Instr::Sub => BinOp::Sub,
-            Instr::Mul => BinOp::Mul,
-            Instr::Div => BinOp::Div,
-            Instr::Rem => BinOp::Rem,
-            Instr::And => BinOp::And,
-            Instr::Or => BinOp::Or,
-            Instr::Xor => BinOp::Xor,
-            Instr::Shl => BinOp::Shl,
-            Instr::Shr => BinOp::Shr,
-            Instr::Ushr => BinOp::Ushr,
-            Instr::Eq => BinOp::Eq,
-            Instr::Ne => BinOp::Ne,
-            Instr::Lt => BinOp::Lt,
-            Instr::Le => BinOp::Le,
-            Instr::Gt => BinOp::Gt,
-            Instr::Ge => BinOp::Ge,
-            _ => return None,
+            other => {
+                return BinOp::ALL
+                    .into_iter()
+                    .find(|op| op.mnemonic() == other)
+                    .map(Instr::Bin)
+            }
         })
     }
 
@@ -345,7 +286,7 @@ impl Instr {
             Instr::Cas => (3, 1),
             Instr::Call(f) | Instr::Spawn(f) => (params(f), 1),
             Instr::Jmp(_) | Instr::Patch(..) | Instr::Nop => (0, 0),
-            _ => (2, 1), // the binary operators
+            Instr::Bin(_) => (2, 1),
         }
     }
 
@@ -363,10 +304,8 @@ impl Instr {
     }
 
     pub fn mnemonic(self) -> &'static str {
-        if let Some(op) = self.binop() {
-            return op.mnemonic();
-        }
         match self {
+            Instr::Bin(op) => op.mnemonic(),
             Instr::Push(_) => "push",
             Instr::Pop => "pop",
             Instr::Dup => "dup",
@@ -392,7 +331,7 @@ impl Instr {
             Instr::Print => "print",
             Instr::Putc => "putc",
             Instr::Assert => "assert",
-            _ => "nop",
+            Instr::Nop => "nop",
         }
     }
 }

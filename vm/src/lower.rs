@@ -852,10 +852,7 @@ pub fn lower_function(module: &Module, f: &Function) -> LoweredFunction {
                 let a = lw.pop_slot();
                 lw.emit(Op::Assert { a });
             }
-            _ => {
-                let op = instr
-                    .binop()
-                    .expect("the remaining instructions are binary operators");
+            Instr::Bin(op) => {
                 let next = f.code.get(i + 1).copied();
                 let fusable = op.is_comparison() && !is_label[i + 1];
                 match next {

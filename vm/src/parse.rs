@@ -670,6 +670,7 @@ fn resolve_instr(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bytecode::BinOp;
 
     fn errors(src: &str) -> Vec<String> {
         match parse_module(src.as_bytes()) {
@@ -725,7 +726,12 @@ mod tests {
         assert_eq!(f.locals, ["x"]);
         assert_eq!(
             f.code,
-            [Instr::Load(2), Instr::Load(3), Instr::Add, Instr::Ret]
+            [
+                Instr::Load(2),
+                Instr::Load(3),
+                Instr::Bin(BinOp::Add),
+                Instr::Ret
+            ]
         );
         assert_eq!(m.functions[1].code[3], Instr::Call(0));
         assert_eq!(m.functions[1].max_stack, 3);

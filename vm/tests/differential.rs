@@ -292,14 +292,12 @@ fn reference(module: &Module, f: FuncId, args: &[i64], memory: &mut [i64]) -> Re
                     memory[i] = new;
                 }
             }
-            other => {
-                let op = other
-                    .binop()
-                    .unwrap_or_else(|| panic!("the generator does not emit {other:?}"));
+            Instr::Bin(op) => {
                 let b = pop();
                 let a = pop();
                 stack.push(op.eval(a, b).ok_or(Trap::DivisionByZero)?);
             }
+            other => panic!("the generator does not emit {other:?}"),
         }
     }
 }

@@ -1,12 +1,18 @@
-//! The jitvm engine: loads a `.bc` file, picks the tiers it may run in, and runs it.
+//! The jitvm engine: reads a `.bc` program, picks the tiers it may run in, decides what each
+//! of its threads runs, and runs it.
 //!
 //! The crates underneath: `jitvm-vm` (bytecode, verifier, interpreter), `jitvm-runtime`
 //! (code memory and the machinery that changes code while threads run it) and `jitvm-jit`
 //! (the native backends). This crate owns the policy that ties them together.
 
-use jitvm_vm::{parse_module, Diagnostic, Diagnostics, Module, Program, RunConfig};
+use clap::builder::PossibleValue;
+use jitvm_vm::interp;
+use jitvm_vm::program::ThreadBody;
+use jitvm_vm::state::ThreadState;
+use jitvm_vm::{parse_module, Diagnostic, Diagnostics, FuncId, Module, Program, RunConfig, Trap};
 use std::fmt;
-use std::path::Path;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Which execution tiers a run may use (`jitvm run --tier`).
@@ -34,6 +40,16 @@ impl Tier {
         }
     }
 
+    /// What the tier does, for `jitvm run --help`.
+    fn summary(self) -> &'static str {
+        match self {
+            Tier::Interp => "the interpreter only",
+            Tier::Baseline => "every function compiled by the baseline JIT (not built yet)",
+            Tier::Opt => "every function compiled by the optimizing JIT (not built yet)",
+            Tier::Auto => "start in the interpreter, tier up what gets hot",
+        }
+    }
+
     /// Whether this build can run the tier. The JIT backends have not landed yet; asking for
     /// one is refused rather than silently run in another tier.
     pub fn is_available(self) -> bool {
@@ -47,10 +63,76 @@ impl fmt::Display for Tier {
     }
 }
 
-/// Why a file could not be run: each renders as the line(s) `jitvm` prints before exit 2.
+/// `--tier` takes exactly the tiers above, by [`Tier::name`].
+impl clap::ValueEnum for Tier {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Self::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()).help(self.summary()))
+    }
+}
+
+/// The largest program `jitvm` reads (64 MiB). Larger input is refused after reading no more
+/// than this, so `jitvm check /dev/zero` ends at once with bounded memory.
+pub const MAX_INPUT_BYTES: usize = 64 << 20;
+
+/// Where a program comes from: a file, or standard input for `-`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    File(PathBuf),
+    Stdin,
+}
+
+impl Input {
+    /// `-` is standard input, anything else a path (`./-` for a file named `-`).
+    pub fn from_arg(arg: &Path) -> Input {
+        if arg == Path::new("-") {
+            Input::Stdin
+        } else {
+            Input::File(arg.to_path_buf())
+        }
+    }
+
+    /// The name messages give it: the path, or `<stdin>`.
+    pub fn name(&self) -> String {
+        match self {
+            Input::File(path) => path.display().to_string(),
+            Input::Stdin => "<stdin>".to_string(),
+        }
+    }
+
+    /// The whole input, if it is no larger than [`MAX_INPUT_BYTES`].
+    pub fn read(&self) -> Result<Vec<u8>, LoadError> {
+        match self {
+            Input::File(path) => {
+                let file = std::fs::File::open(path).map_err(LoadError::Read)?;
+                read_limited(file)
+            }
+            Input::Stdin => read_limited(std::io::stdin().lock()),
+        }
+    }
+}
+
+/// Reads at most one byte past [`MAX_INPUT_BYTES`], enough to know the input is too large.
+fn read_limited(source: impl Read) -> Result<Vec<u8>, LoadError> {
+    let mut bytes = Vec::new();
+    source
+        .take(MAX_INPUT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(LoadError::Read)?;
+    if bytes.len() > MAX_INPUT_BYTES {
+        return Err(LoadError::TooLarge);
+    }
+    Ok(bytes)
+}
+
+/// Why a program could not be run: each renders as the line(s) `jitvm` prints before exit 2.
 #[derive(Debug)]
 pub enum LoadError {
     Read(std::io::Error),
+    TooLarge,
     Invalid(Diagnostics),
     Main(Diagnostic),
 }
@@ -61,6 +143,14 @@ impl LoadError {
             LoadError::Read(e) => {
                 Diagnostic::file(format!("cannot read the file: {e}")).render(path) + "\n"
             }
+            LoadError::TooLarge => {
+                Diagnostic::file(format!(
+                    "the file is larger than {} MiB, the most jitvm reads",
+                    MAX_INPUT_BYTES >> 20
+                ))
+                .render(path)
+                    + "\n"
+            }
             LoadError::Invalid(d) => d.render(path),
             LoadError::Main(d) => format!("{}\n", d.render(path)),
         }
@@ -68,13 +158,13 @@ impl LoadError {
 }
 
 /// Reads, parses and verifies a module.
-pub fn load(path: &Path) -> Result<Module, LoadError> {
-    let bytes = std::fs::read(path).map_err(LoadError::Read)?;
+pub fn load(input: &Input) -> Result<Module, LoadError> {
+    let bytes = input.read()?;
     parse_module(&bytes).map_err(LoadError::Invalid)
 }
 
 /// The function `run` starts: `main`, taking no parameters (spec §4, §6).
-pub fn entry_point(module: &Module) -> Result<u32, LoadError> {
+pub fn entry_point(module: &Module) -> Result<FuncId, LoadError> {
     let main = module
         .function_index("main")
         .ok_or_else(|| LoadError::Main(Diagnostic::file("no function `main` to run")))?;
@@ -91,27 +181,31 @@ pub fn entry_point(module: &Module) -> Result<u32, LoadError> {
     Ok(main)
 }
 
-/// Builds the program for `module`. With only the interpreter built, no tier has a compiler
-/// to hand hot code to, so no hot hook is installed; the profile still counts (see
-/// [`profile_report`]) and is what the tiering policy will read once the JITs land.
+/// Builds the program for `module`, with the thread body for `tier`. With only the
+/// interpreter built, no tier has a compiler to hand hot code to, so no hot hook is
+/// installed; the profile still counts (`jitvm run --stats` prints it) and is what the
+/// tiering policy will read once the JITs land.
 pub fn instantiate(module: Module, tier: Tier, config: RunConfig) -> Arc<Program> {
     debug_assert!(
         tier.is_available(),
         "callers refuse unavailable tiers first"
     );
-    Program::new(Arc::new(module), config)
+    Program::new(Arc::new(module), config, thread_body(tier), None)
 }
 
-/// Per-function call and back-edge counts, as `jitvm run --stats` prints them.
-pub fn profile_report(program: &Program) -> String {
-    let mut out = String::from("function                          calls     back-edges\n");
-    let profile = &program.profile;
-    for (i, f) in program.module.functions.iter().enumerate() {
-        let calls = profile.calls[i].load(std::sync::atomic::Ordering::Relaxed);
-        let loops = profile.back_edges[i].load(std::sync::atomic::Ordering::Relaxed);
-        if calls + loops > 0 {
-            out.push_str(&format!("{:<28} {:>12} {:>14}\n", f.name, calls, loops));
-        }
+/// What every thread of a program in `tier` runs, `main` and spawned alike. Today each tier
+/// that runs starts every thread in the interpreter; a JIT tier will enter native code here.
+pub fn thread_body(tier: Tier) -> Box<ThreadBody> {
+    match tier {
+        Tier::Interp | Tier::Auto | Tier::Baseline | Tier::Opt => Box::new(interpreter_thread),
     }
-    out
+}
+
+/// A thread that runs `f(args)` in the interpreter: its own [`ThreadState`], counted calls
+/// added to the profile when it ends, trap or not.
+pub fn interpreter_thread(program: &Arc<Program>, f: FuncId, args: &[i64]) -> Result<i64, Trap> {
+    let mut state = ThreadState::new(program.definitions().len());
+    let result = interp::run(program, &mut state, f, args, 0);
+    state.flush_profile(program);
+    result
 }

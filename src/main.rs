@@ -1,68 +1,69 @@
 //! `jitvm`: run, check and disassemble `.bc` programs.
 
-use clap::{Parser, Subcommand, ValueEnum};
-use jitvm::{entry_point, instantiate, load, profile_report, Tier};
+use clap::{Parser, Subcommand};
+use jitvm::{entry_point, instantiate, load, Input, Tier};
+use jitvm_vm::lower::lower_module;
 use jitvm_vm::RunConfig;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// A small JIT compiler and VM that hot-patches code while other threads run it.
-///
-/// Exit status: 0 success, 1 trap at run time, 2 usage or static error.
 #[derive(Parser)]
-#[command(name = "jitvm", version, about, long_about = None)]
+#[command(name = "jitvm", version, about, long_about = None, after_help = EXIT_STATUS)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+const EXIT_STATUS: &str = "\
+FILE is a `.bc` program of at most 64 MiB, or `-` to read it from standard input.
+
+Exit status:
+  0    success
+  1    a trap at run time (`error: trap: REASON` on stderr), or stdout could not be
+       written (`error: cannot write output: ...`)
+  2    a usage error, or a static error in the program (`FILE:LINE:COL: error: ...`)
+  141  stdout is a pipe whose reader has gone (`jitvm run p.bc | head -1`); nothing
+       is printed, as for a tool killed by SIGPIPE";
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a program: calls `main()` and exits when it returns.
+    #[command(after_help = EXIT_STATUS)]
     Run {
-        /// Execution tier: interp, baseline, opt, or auto (tier up what gets hot).
-        #[arg(long, value_enum, default_value_t = TierArg::Auto)]
-        tier: TierArg,
+        /// Execution tier.
+        #[arg(long, value_enum, default_value_t = Tier::Auto)]
+        tier: Tier,
         /// Deepest call nesting allowed per thread (main is depth 1).
         #[arg(long, default_value_t = RunConfig::DEFAULT_MAX_DEPTH,
               value_parser = clap::value_parser!(u32).range(1..=RunConfig::LIMIT_MAX_DEPTH as i64))]
         max_depth: u32,
-        /// After the run, print per-function call and loop back-edge counts to stderr.
+        /// When the run ends (trap included), print per-function call and loop back-edge
+        /// counts to stderr.
         #[arg(long)]
         stats: bool,
-        /// The `.bc` file.
+        /// The `.bc` file, or `-` for standard input.
         file: PathBuf,
     },
     /// Parse and verify a program without running it.
-    Check { file: PathBuf },
+    #[command(after_help = EXIT_STATUS)]
+    Check {
+        /// The `.bc` file, or `-` for standard input.
+        file: PathBuf,
+    },
     /// Print each function's instructions with offsets and operand stack heights.
+    #[command(after_help = EXIT_STATUS)]
     Dis {
-        /// Also show the interpreter's lowered register code.
+        /// Also show the interpreter's register code (`R[3] := R[1] + 1`).
         #[arg(long)]
         lowered: bool,
+        /// The `.bc` file, or `-` for standard input.
         file: PathBuf,
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum TierArg {
-    Interp,
-    Baseline,
-    Opt,
-    Auto,
-}
-
-impl From<TierArg> for Tier {
-    fn from(t: TierArg) -> Tier {
-        match t {
-            TierArg::Interp => Tier::Interp,
-            TierArg::Baseline => Tier::Baseline,
-            TierArg::Opt => Tier::Opt,
-            TierArg::Auto => Tier::Auto,
-        }
-    }
-}
-
+/// A usage or static error.
 const STATIC_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
@@ -74,35 +75,60 @@ fn main() -> ExitCode {
             max_depth,
             stats,
             file,
-        } => run(tier.into(), RunConfig { max_depth }, stats, &file),
-        Command::Check { file } => match load(&file) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => fail(&e.render(&file.display().to_string())),
-        },
-        Command::Dis { lowered, file } => match load(&file) {
-            Ok(module) => {
-                print!("{}", jitvm_vm::disassemble(&module, lowered));
-                ExitCode::SUCCESS
+        } => run(
+            tier,
+            RunConfig { max_depth, stats },
+            &Input::from_arg(&file),
+        ),
+        Command::Check { file } => {
+            let input = Input::from_arg(&file);
+            match load(&input) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => fail(&e.render(&input.name())),
             }
-            Err(e) => fail(&e.render(&file.display().to_string())),
-        },
+        }
+        Command::Dis { lowered, file } => {
+            let input = Input::from_arg(&file);
+            match load(&input) {
+                Ok(module) => {
+                    let code = lowered.then(|| lower_module(&module));
+                    print_out(&jitvm_vm::disassemble(&module, code.as_deref()))
+                }
+                Err(e) => fail(&e.render(&input.name())),
+            }
+        }
     }
 }
 
 fn fail(message: &str) -> ExitCode {
-    eprint!("{message}");
+    let _ = std::io::stderr().write_all(message.as_bytes());
     ExitCode::from(STATIC_ERROR)
 }
 
-fn run(tier: Tier, config: RunConfig, stats: bool, file: &std::path::Path) -> ExitCode {
+/// Writes `text` to stdout; a failed write exits as a failed write of a run does.
+fn print_out(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::from(jitvm_vm::program::EXIT_BROKEN_PIPE as u8)
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: cannot write output: {e}");
+            ExitCode::from(jitvm_vm::program::EXIT_OUTPUT_ERROR as u8)
+        }
+    }
+}
+
+fn run(tier: Tier, config: RunConfig, input: &Input) -> ExitCode {
     if !tier.is_available() {
         return fail(&format!(
             "error: tier `{tier}` is not available in this build (its JIT backend has not landed yet); \
              use --tier interp or --tier auto\n"
         ));
     }
-    let path = file.display().to_string();
-    let module = match load(file) {
+    let path = input.name();
+    let module = match load(input) {
         Ok(m) => m,
         Err(e) => return fail(&e.render(&path)),
     };
@@ -112,8 +138,5 @@ fn run(tier: Tier, config: RunConfig, stats: bool, file: &std::path::Path) -> Ex
     };
     let program = instantiate(module, tier, config);
     program.run_main(main);
-    if stats {
-        eprint!("{}", profile_report(&program));
-    }
     program.exit_normally()
 }

@@ -170,10 +170,8 @@ fn front_end_never_panics_in_process() {
     for (i, input) in inputs(20_000, 0x5eed_1234_abcd_ef01).iter().enumerate() {
         let result = std::panic::catch_unwind(|| match jitvm_vm::parse_module(input) {
             Ok(module) => {
-                for f in &module.functions {
-                    jitvm_vm::lower::lower_function(&module, f);
-                }
-                jitvm_vm::disassemble(&module, true);
+                let lowered = jitvm_vm::lower::lower_module(&module);
+                jitvm_vm::disassemble(&module, Some(&lowered));
                 true
             }
             Err(errors) => {

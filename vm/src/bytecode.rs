@@ -195,80 +195,66 @@ impl BinOp {
 }
 
 impl Instr {
-    /// Every mnemonic with its operand syntax; the parser's table.
-    pub const MNEMONICS: &'static [(&'static str, OperandKind)] = &[
-        ("push", OperandKind::Imm),
-        ("pop", OperandKind::None),
-        ("dup", OperandKind::None),
-        ("swap", OperandKind::None),
-        ("over", OperandKind::None),
-        ("load", OperandKind::Local),
-        ("store", OperandKind::Local),
-        ("add", OperandKind::None),
-        ("sub", OperandKind::None),
-        ("mul", OperandKind::None),
-        ("div", OperandKind::None),
-        ("rem", OperandKind::None),
-        ("neg", OperandKind::None),
-        ("and", OperandKind::None),
-        ("or", OperandKind::None),
-        ("xor", OperandKind::None),
-        ("shl", OperandKind::None),
-        ("shr", OperandKind::None),
-        ("ushr", OperandKind::None),
-        ("not", OperandKind::None),
-        ("eq", OperandKind::None),
-        ("ne", OperandKind::None),
-        ("lt", OperandKind::None),
-        ("le", OperandKind::None),
-        ("gt", OperandKind::None),
-        ("ge", OperandKind::None),
-        ("jmp", OperandKind::Label),
-        ("jz", OperandKind::Label),
-        ("jnz", OperandKind::Label),
-        ("call", OperandKind::Func),
-        ("ret", OperandKind::None),
-        ("mload", OperandKind::None),
-        ("mstore", OperandKind::None),
-        ("atomic_add", OperandKind::None),
-        ("cas", OperandKind::None),
-        ("msize", OperandKind::None),
-        ("spawn", OperandKind::Func),
-        ("join", OperandKind::None),
-        ("patch", OperandKind::TwoFuncs),
-        ("print", OperandKind::None),
-        ("putc", OperandKind::None),
-        ("assert", OperandKind::None),
-        ("nop", OperandKind::None),
+    /// Every instruction but the binary operators (those come from [`BinOp::ALL`]): its
+    /// mnemonic, how its operands are written, and the instruction (operands zero until the
+    /// parser resolves them). The parser, the disassembler and error messages all read it.
+    const TABLE: &'static [(&'static str, OperandKind, Instr)] = &[
+        ("push", OperandKind::Imm, Instr::Push(0)),
+        ("pop", OperandKind::None, Instr::Pop),
+        ("dup", OperandKind::None, Instr::Dup),
+        ("swap", OperandKind::None, Instr::Swap),
+        ("over", OperandKind::None, Instr::Over),
+        ("load", OperandKind::Local, Instr::Load(0)),
+        ("store", OperandKind::Local, Instr::Store(0)),
+        ("neg", OperandKind::None, Instr::Neg),
+        ("not", OperandKind::None, Instr::Not),
+        ("jmp", OperandKind::Label, Instr::Jmp(0)),
+        ("jz", OperandKind::Label, Instr::Jz(0)),
+        ("jnz", OperandKind::Label, Instr::Jnz(0)),
+        ("call", OperandKind::Func, Instr::Call(0)),
+        ("ret", OperandKind::None, Instr::Ret),
+        ("mload", OperandKind::None, Instr::Mload),
+        ("mstore", OperandKind::None, Instr::Mstore),
+        ("atomic_add", OperandKind::None, Instr::AtomicAdd),
+        ("cas", OperandKind::None, Instr::Cas),
+        ("msize", OperandKind::None, Instr::Msize),
+        ("spawn", OperandKind::Func, Instr::Spawn(0)),
+        ("join", OperandKind::None, Instr::Join),
+        ("patch", OperandKind::TwoFuncs, Instr::Patch(0, 0)),
+        ("print", OperandKind::None, Instr::Print),
+        ("putc", OperandKind::None, Instr::Putc),
+        ("assert", OperandKind::None, Instr::Assert),
+        ("nop", OperandKind::None, Instr::Nop),
     ];
 
-    /// The instruction for an operand-less mnemonic.
-    pub fn simple(mnemonic: &str) -> Option<Instr> {
-        Some(match mnemonic {
-            "pop" => Instr::Pop,
-            "dup" => Instr::Dup,
-            "swap" => Instr::Swap,
-            "over" => Instr::Over,
-            "neg" => Instr::Neg,
-            "not" => Instr::Not,
-            "ret" => Instr::Ret,
-            "mload" => Instr::Mload,
-            "mstore" => Instr::Mstore,
-            "atomic_add" => Instr::AtomicAdd,
-            "cas" => Instr::Cas,
-            "msize" => Instr::Msize,
-            "join" => Instr::Join,
-            "print" => Instr::Print,
-            "putc" => Instr::Putc,
-            "assert" => Instr::Assert,
-            "nop" => Instr::Nop,
-            other => {
-                return BinOp::ALL
-                    .into_iter()
-                    .find(|op| op.mnemonic() == other)
-                    .map(Instr::Bin)
+    /// The instruction `mnemonic` names and how its operands are written; its operands are
+    /// zero until the parser resolves them.
+    pub fn lookup(mnemonic: &str) -> Option<(OperandKind, Instr)> {
+        let binary = || {
+            BinOp::ALL
+                .into_iter()
+                .find(|op| op.mnemonic() == mnemonic)
+                .map(|op| (OperandKind::None, Instr::Bin(op)))
+        };
+        Self::TABLE
+            .iter()
+            .find(|(m, ..)| *m == mnemonic)
+            .map(|&(_, kind, instr)| (kind, instr))
+            .or_else(binary)
+    }
+
+    pub fn mnemonic(self) -> &'static str {
+        match self {
+            Instr::Bin(op) => op.mnemonic(),
+            _ => {
+                let opcode = std::mem::discriminant(&self);
+                Self::TABLE
+                    .iter()
+                    .find(|(_, _, instr)| std::mem::discriminant(instr) == opcode)
+                    .expect("every instruction but `Bin` is in the table")
+                    .0
             }
-        })
+        }
     }
 
     /// (values popped, values pushed). `params` gives a callee's parameter count.
@@ -300,38 +286,6 @@ impl Instr {
         match self {
             Instr::Jmp(t) | Instr::Jz(t) | Instr::Jnz(t) => Some(t),
             _ => None,
-        }
-    }
-
-    pub fn mnemonic(self) -> &'static str {
-        match self {
-            Instr::Bin(op) => op.mnemonic(),
-            Instr::Push(_) => "push",
-            Instr::Pop => "pop",
-            Instr::Dup => "dup",
-            Instr::Swap => "swap",
-            Instr::Over => "over",
-            Instr::Load(_) => "load",
-            Instr::Store(_) => "store",
-            Instr::Neg => "neg",
-            Instr::Not => "not",
-            Instr::Jmp(_) => "jmp",
-            Instr::Jz(_) => "jz",
-            Instr::Jnz(_) => "jnz",
-            Instr::Call(_) => "call",
-            Instr::Ret => "ret",
-            Instr::Mload => "mload",
-            Instr::Mstore => "mstore",
-            Instr::AtomicAdd => "atomic_add",
-            Instr::Cas => "cas",
-            Instr::Msize => "msize",
-            Instr::Spawn(_) => "spawn",
-            Instr::Join => "join",
-            Instr::Patch(..) => "patch",
-            Instr::Print => "print",
-            Instr::Putc => "putc",
-            Instr::Assert => "assert",
-            Instr::Nop => "nop",
         }
     }
 }

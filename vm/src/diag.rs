@@ -1,7 +1,46 @@
-//! Static errors, rendered as `PATH:LINE:COL: error: MESSAGE` (spec §6).
+//! Static errors, rendered as `PATH:LINE:COL: error: MESSAGE` (spec §6), and how they quote
+//! the text they complain about.
 
 use crate::bytecode::Pos;
-use std::fmt;
+use std::fmt::{self, Write};
+
+/// The most characters of a token an error message quotes; longer ones end in `...`.
+pub const QUOTE_CHARS: usize = 32;
+
+/// `token` in backticks, as error messages quote what they complain about: at most
+/// [`QUOTE_CHARS`] characters, then `...`, and escaped so that nothing is invisible or hidden:
+/// ASCII controls as `\0`, `\t`, `\r`, `\n` or `\x0b`, and Unicode that is blank or
+/// unprintable (a no-break space, a zero-width space, a byte-order mark) as `\u{a0}`. A
+/// backslash is doubled, so an escape always means an escaped character.
+pub fn quote(token: &str) -> String {
+    let mut out = String::with_capacity(QUOTE_CHARS + 8);
+    out.push('`');
+    for (n, c) in token.chars().enumerate() {
+        if n == QUOTE_CHARS {
+            out.push_str("...");
+            break;
+        }
+        match c {
+            '\0' => out.push_str("\\0"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_ascii_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            // Printable ASCII, and Unicode that is visible (`escape_debug` leaves it alone).
+            c if c.is_ascii() || !(c.is_whitespace() || c.escape_debug().nth(1).is_some()) => {
+                out.push(c)
+            }
+            c => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+        }
+    }
+    out.push('`');
+    out
+}
 
 /// One static error. `pos` is `None` for errors about the file as a whole.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,5 +119,32 @@ impl fmt::Display for Diagnostics {
             writeln!(f, "{d}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_shows_invisible_characters() {
+        assert_eq!(quote("frob"), "`frob`");
+        assert_eq!(quote("a\u{a0}b"), "`a\\u{a0}b`");
+        assert_eq!(quote("\u{b}"), "`\\x0b`");
+        assert_eq!(quote("\0\0"), "`\\0\\0`");
+        assert_eq!(quote("x\ry"), "`x\\ry`");
+        assert_eq!(quote("\u{200b}\u{feff}\u{7f}"), "`\\u{200b}\\u{feff}\\x7f`");
+        assert_eq!(quote("a\\b"), "`a\\\\b`");
+        // Visible Unicode stays as it is.
+        assert_eq!(quote("größe→λ"), "`größe→λ`");
+    }
+
+    #[test]
+    fn quoting_shortens_long_tokens() {
+        let long = "9".repeat(10_000_000);
+        assert_eq!(quote(&long), format!("`{}...`", "9".repeat(QUOTE_CHARS)));
+        let exactly = "x".repeat(QUOTE_CHARS);
+        assert_eq!(quote(&exactly), format!("`{exactly}`"));
+        assert_eq!(quote(&"\0".repeat(100_000)).len(), 2 * QUOTE_CHARS + 5);
     }
 }

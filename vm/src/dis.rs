@@ -2,12 +2,13 @@
 //! the operand stack height before it, and optionally the interpreter's lowered ops.
 
 use crate::bytecode::{Instr, Module};
-use crate::lower::lower_function;
+use crate::regcode::LoweredFunction;
 use std::fmt::Write;
 
-/// Disassembles `module`. With `lowered`, each function is followed by its register-encoded
-/// form (slot numbers: parameters, then locals, then operand stack heights).
-pub fn disassemble(module: &Module, lowered: bool) -> String {
+/// Disassembles `module`. With `lowered` (one entry per function, as
+/// [`crate::lower::lower_module`] makes them), each function is followed by its register code
+/// in the notation of [`crate::regcode`].
+pub fn disassemble(module: &Module, lowered: Option<&[LoweredFunction]>) -> String {
     let mut out = String::new();
     if module.memory_cells > 0 {
         let _ = writeln!(out, "memory {}\n", module.memory_cells);
@@ -73,8 +74,7 @@ pub fn disassemble(module: &Module, lowered: bool) -> String {
             let _ = writeln!(out, "{}:", label.name);
         }
         let _ = writeln!(out, "end");
-        if lowered {
-            let code = lower_function(module, f);
+        if let Some(code) = lowered.map(|all| &all[index]) {
             let _ = writeln!(
                 out,
                 "  ; lowered: {} ops, frame of {} slots (slots 0..{} are parameters and locals)",
@@ -83,7 +83,7 @@ pub fn disassemble(module: &Module, lowered: bool) -> String {
                 code.slots
             );
             for (i, op) in code.ops.iter().enumerate() {
-                let _ = writeln!(out, "  ; {i:04}  {op:?}");
+                let _ = writeln!(out, "  ; {i:04}  {op}");
             }
         }
     }
@@ -93,6 +93,7 @@ pub fn disassemble(module: &Module, lowered: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lower::lower_module;
     use crate::parse_module;
 
     #[test]
@@ -101,7 +102,7 @@ mod tests {
         // `jmp top` reaches `top` with height 0 but the fallthrough brings 1: not valid.
         assert!(m.is_err());
         let m = parse_module(b"func main()\n local x\ntop:\n load x\n jz done\n jmp top\ndone:\n push 0\n ret\nend\n").unwrap();
-        let text = disassemble(&m, true);
+        let text = disassemble(&m, Some(&lower_module(&m)));
         assert!(text.contains("func main()"), "{text}");
         assert!(text.contains("top:\n  0000    [   0]  load x\n"), "{text}");
         assert!(

@@ -1,138 +1,75 @@
-//! The interpreter: one loop over the register encoding of [`crate::lower`].
+//! The interpreter: one loop over the register code of [`crate::regcode`], running on a
+//! thread's [`ThreadState`].
 //!
-//! Frames live in one growable register file per thread. A callee's frame starts at the
-//! caller's first argument slot, so arguments are never copied and the result is written
-//! where the caller expects it. Calls and returns push and pop a small frame record instead
-//! of recursing on the native stack, so `--max-depth 1000000` needs no native stack at all.
+//! A callee's frame starts at the caller's first argument slot, so arguments are never
+//! copied and the result is written where the caller expects it.
 
 use crate::bytecode::FuncId;
-use crate::lower::Op;
-use crate::program::{Definition, Program, Trap, PROFILE_BATCH};
+use crate::program::{Definition, Program};
+use crate::regcode::Op;
+use crate::state::{Frame, ThreadState};
+use crate::trap::Trap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// A suspended caller.
-struct Frame {
-    def: *const Definition,
-    pc: usize,
-    base: usize,
-}
-
-/// What one VM thread keeps between calls into the interpreter.
-pub struct ThreadState {
-    regs: Vec<i64>,
-    frames: Vec<Frame>,
-    /// Per definition: calls / back-edges left before the next report to the shared profile.
-    calls_left: Vec<u32>,
-    back_edges_left: Vec<u32>,
-    /// Back-edge batches until this thread next offers its CPU (see `offer_cpu`).
-    batches_until_yield: u32,
-}
-
-/// How many back-edge batches a thread runs between offers of its CPU, when the program has
-/// more running threads than the machine has CPUs: about every 16,000 loop iterations.
-const BATCHES_PER_YIELD: u32 = 16;
-
-impl ThreadState {
-    pub fn new(definitions: usize) -> Self {
-        ThreadState {
-            regs: vec![0; 4096],
-            frames: Vec::with_capacity(256),
-            calls_left: vec![PROFILE_BATCH; definitions],
-            back_edges_left: vec![PROFILE_BATCH; definitions],
-            batches_until_yield: BATCHES_PER_YIELD,
-        }
-    }
-
-    /// Adds the counts not yet reported to the shared profile (at thread exit).
-    pub fn flush_profile(&mut self, program: &Program) {
-        for def in 0..self.calls_left.len() {
-            let calls = PROFILE_BATCH - self.calls_left[def];
-            let back_edges = PROFILE_BATCH - self.back_edges_left[def];
-            if calls + back_edges > 0 {
-                program.report_hot(def as FuncId, calls, back_edges);
-            }
-            self.calls_left[def] = PROFILE_BATCH;
-            self.back_edges_left[def] = PROFILE_BATCH;
-        }
-    }
-
-    #[inline(always)]
-    fn count_call(&mut self, program: &Program, def: FuncId) {
-        // SAFETY: `def` indexes a definition, and both arrays have one entry per definition.
-        let left = unsafe { self.calls_left.get_unchecked_mut(def as usize) };
-        *left -= 1;
-        if *left == 0 {
-            *left = PROFILE_BATCH;
-            program.report_hot(def, PROFILE_BATCH, 0);
-        }
-    }
-
-    #[inline(always)]
-    fn count_back_edge(&mut self, program: &Program, def: FuncId) {
-        // SAFETY: as in `count_call`.
-        let left = unsafe { self.back_edges_left.get_unchecked_mut(def as usize) };
-        *left -= 1;
-        if *left == 0 {
-            *left = PROFILE_BATCH;
-            program.report_hot(def, 0, PROFILE_BATCH);
-            self.offer_cpu(program);
-        }
-    }
-
-    /// A loop that runs long without calling anything may be a spin-wait for another thread
-    /// (`mload` until a flag changes). When threads outnumber CPUs, the thread it waits for may
-    /// not be running at all, and spinning out a whole scheduler time slice (milliseconds)
-    /// delays it. So long loops offer the CPU now and then, as a VM safepoint would; a
-    /// compute-bound loop loses only a context switch per few hundred microseconds.
-    #[cold]
-    fn offer_cpu(&mut self, program: &Program) {
-        self.batches_until_yield -= 1;
-        if self.batches_until_yield == 0 {
-            self.batches_until_yield = BATCHES_PER_YIELD;
-            if program.oversubscribed() {
-                std::thread::yield_now();
-            }
-        }
-    }
-
-    /// Makes the register file at least `len` slots long. Moves it: callers re-derive pointers.
-    /// Running out of memory for frames is the program's stack overflowing, not a crash.
-    #[cold]
-    fn grow(&mut self, len: usize) -> Result<(), Trap> {
-        let new_len = len.max(self.regs.len() * 2);
-        self.regs
-            .try_reserve_exact(new_len - self.regs.len())
-            .map_err(|_| Trap::StackOverflow)?;
-        self.regs.resize(new_len, 0);
-        Ok(())
-    }
-}
-
-/// Runs `f(args)` to completion on this thread.
+/// Runs `f(args)` on this thread until it returns, and returns its result (or its trap).
+///
+/// `depth_base` is how many calls are already active on this thread below this run (0 for a
+/// thread's first run): `f` runs at depth `depth_base + 1`, and a call that would go deeper
+/// than `--max-depth` traps `stack overflow`, counting those levels too.
+///
+/// Reentrant: native code may call `run` while another run on the same thread is suspended
+/// lower on the native stack. This run's frames go above `st`'s current ones and its registers
+/// from `st.reg_top` up, and both are as they were when it returns, trap or not. A run that
+/// calls out must set `st.reg_top` past its own frame first, and re-derive its register
+/// pointer afterwards (a nested run may grow, and so move, the register file).
 pub fn run(
     program: &Arc<Program>,
     st: &mut ThreadState,
     f: FuncId,
     args: &[i64],
+    depth_base: u32,
+) -> Result<i64, Trap> {
+    let frame_base = st.frames.len();
+    let result = execute(program, st, f, args, depth_base as usize, frame_base);
+    // A trap leaves this run's frames behind; the suspended runs below find theirs on top.
+    st.frames.truncate(frame_base);
+    result
+}
+
+/// The loop of [`run`]; its frames are those above `frame_base`.
+fn execute(
+    program: &Arc<Program>,
+    st: &mut ThreadState,
+    f: FuncId,
+    args: &[i64],
+    depth_base: usize,
+    frame_base: usize,
 ) -> Result<i64, Trap> {
     let max_depth = program.config.max_depth as usize;
+    if depth_base >= max_depth {
+        return Err(Trap::StackOverflow);
+    }
+    // The running frame is at depth depth_base + (frames.len() - frame_base) + 1, so a call
+    // is refused when frames.len() + 2 > frame_limit: one compare, as in a thread's first run.
+    let frame_limit = max_depth - depth_base + frame_base;
     let memory = program.memory();
     let mem = memory.as_ptr();
     let cells = memory.len() as u64;
 
     let mut def: &Definition = program.dispatch(f);
     st.count_call(program, def.func);
-    if st.regs.len() < def.code.frame_size as usize {
-        st.grow(def.code.frame_size as usize)?;
+    let mut base: usize = st.reg_top;
+    let needed = base + def.code.frame_size as usize;
+    if st.regs.len() < needed {
+        st.grow(needed)?;
     }
-    st.frames.clear();
-    st.regs[..args.len()].copy_from_slice(args);
-    st.regs[args.len()..def.code.slots as usize].fill(0);
+    st.regs[base..base + args.len()].copy_from_slice(args);
+    st.regs[base + args.len()..base + def.code.slots as usize].fill(0);
     let mut ops: *const Op = def.code.ops.as_ptr();
     let mut pc: usize = 0;
-    let mut base: usize = 0;
-    let mut r: *mut i64 = st.regs.as_mut_ptr();
+    // SAFETY: `base` is within the register file, just grown to hold the frame.
+    let mut r: *mut i64 = unsafe { st.regs.as_mut_ptr().add(base) };
 
     // SAFETY (the whole loop): the verifier and lowering guarantee that
     // - every slot an op names is below its function's `frame_size`, and the register file
@@ -183,19 +120,19 @@ pub fn run(
     macro_rules! return_value {
         ($value:expr) => {{
             let value = $value;
-            match st.frames.pop() {
-                None => return Ok(value),
-                Some(caller) => {
-                    // The callee's frame starts at the caller's result slot.
-                    *r = value;
-                    // SAFETY: frames only hold definitions of this program.
-                    def = &*caller.def;
-                    ops = def.code.ops.as_ptr();
-                    pc = caller.pc;
-                    base = caller.base;
-                    r = st.regs.as_mut_ptr().add(base);
-                }
+            if st.frames.len() == frame_base {
+                return Ok(value);
             }
+            // SAFETY: this run pushed every frame above `frame_base`.
+            let caller = st.frames.pop().unwrap_unchecked();
+            // The callee's frame starts at the caller's result slot.
+            *r = value;
+            // SAFETY: frames only hold definitions of this program.
+            def = &*caller.def;
+            ops = def.code.ops.as_ptr();
+            pc = caller.pc;
+            base = caller.base;
+            r = st.regs.as_mut_ptr().add(base);
         }};
     }
 
@@ -260,8 +197,7 @@ pub fn run(
                 Op::BrGeI { a, imm, t } => branch!(reg!(a) >= imm, t),
                 Op::Call { f, base: args } => {
                     let callee = program.dispatch(f);
-                    // Depth now is frames + 1; the call makes it frames + 2.
-                    if st.frames.len() + 2 > max_depth {
+                    if st.frames.len() + 2 > frame_limit {
                         return Err(Trap::StackOverflow);
                     }
                     st.count_call(program, callee.func);
@@ -310,8 +246,8 @@ pub fn run(
                 }
                 Op::Join { dst, a } => reg!(dst) = program.join(reg!(a))?,
                 Op::Patch { f, g } => program.patch(f, g),
-                Op::Print { a } => program.output().print(reg!(a)),
-                Op::Putc { a } => program.output().write(&[reg!(a) as u8]),
+                Op::Print { a } => program.print(reg!(a)),
+                Op::Putc { a } => program.putc(reg!(a)),
                 Op::Assert { a } => {
                     if reg!(a) == 0 {
                         return Err(Trap::AssertionFailed);

@@ -1,22 +1,35 @@
 //! The `.bc` language and its interpreter.
 //!
-//! - [`parse_module`] reads text into a verified [`Module`] (spec §2, §6).
-//! - [`disassemble`] prints it back with offsets and stack heights.
-//! - [`lower`] turns each function into the interpreter's register encoding.
-//! - [`Program`] runs a module: threads, shared memory, output, traps, and the
-//!   per-function dispatch entries that `patch` flips and the JIT tiers will fill.
+//! From text to a checked module: [`parse`] reads it (reporting errors with [`diag`]),
+//! [`verify`] proves each function's stack discipline, and [`bytecode`] is what comes out.
+//! [`dis`] prints it back.
+//!
+//! From a module to running code: [`lower`] turns each function into the register code of
+//! [`regcode`]; a [`Program`] holds everything a run shares (definitions and their dispatch
+//! entries, memory, [`profile`], [`output`], [`threads`]); [`interp`] runs register code on a
+//! thread's [`state::ThreadState`]. What a thread runs is the engine's choice
+//! ([`program::ThreadBody`]). A [`trap`] ends the process.
+//!
+//! Modules only import those listed before them here, so no two import each other.
 
 pub mod bytecode;
 pub mod diag;
 pub mod dis;
 pub mod interp;
 pub mod lower;
+pub mod output;
 pub mod parse;
+pub mod profile;
 pub mod program;
+pub mod regcode;
+pub mod state;
+pub mod threads;
+pub mod trap;
 pub mod verify;
 
 pub use bytecode::{BinOp, FuncId, Function, Instr, Module, Pos};
 pub use diag::{Diagnostic, Diagnostics};
 pub use dis::disassemble;
 pub use parse::parse_module;
-pub use program::{Program, RunConfig, Trap};
+pub use program::{Program, RunConfig};
+pub use trap::Trap;

@@ -6,7 +6,7 @@
 
 use crate::bytecode::{FuncId, Function, Instr, Label, Module, OperandKind, Pos};
 use crate::bytecode::{MAX_MEMORY_CELLS, MAX_PARAMS};
-use crate::diag::{Diagnostic, Diagnostics};
+use crate::diag::{quote, Diagnostic, Diagnostics};
 use crate::verify;
 use std::collections::HashMap;
 
@@ -18,14 +18,11 @@ pub fn parse_module(src: &[u8]) -> Result<Module, Diagnostics> {
     };
     // Editors on some systems start UTF-8 files with a byte-order mark; it is not a token.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut errors = Vec::new();
-    let raw = scan(text, &mut errors);
-    let module = resolve(raw, &mut errors);
-    if errors.is_empty() {
-        Ok(module)
-    } else {
-        Err(Diagnostics(errors).sorted())
+    let mut parser = Parser::default();
+    for (index, line) in text.split('\n').enumerate() {
+        parser.line(index as u32 + 1, line);
     }
+    parser.finish()
 }
 
 fn invalid_utf8(src: &[u8], valid_up_to: usize) -> Diagnostic {
@@ -49,19 +46,10 @@ struct Token<'a> {
 struct RawInstr<'a> {
     mnemonic: Token<'a>,
     operands: Vec<Token<'a>>,
-    /// False for a line already reported as malformed: it stays in the function as an opaque
-    /// placeholder, so the verifier checks the rest without inventing errors around it.
-    well_formed: bool,
-}
-
-impl<'a> RawInstr<'a> {
-    fn malformed(mnemonic: Token<'a>) -> Self {
-        RawInstr {
-            mnemonic,
-            operands: Vec::new(),
-            well_formed: false,
-        }
-    }
+    /// The instruction the mnemonic names, operands unresolved; `None` for a line already
+    /// reported as malformed: it stays in the function as an opaque placeholder, so the
+    /// verifier checks the rest without inventing errors around it.
+    instr: Option<Instr>,
 }
 
 struct RawFunction<'a> {
@@ -74,9 +62,17 @@ struct RawFunction<'a> {
     end: Pos,
 }
 
-struct RawModule<'a> {
+/// Everything the parser knows while it reads the file line by line.
+#[derive(Default)]
+struct Parser<'a> {
+    errors: Vec<Diagnostic>,
     memory_cells: u64,
+    memory_seen: bool,
+    /// Functions read to their `end` (or to where a missing `end` was noticed).
     functions: Vec<RawFunction<'a>>,
+    /// The function being read, from its `func` line on.
+    current: Option<RawFunction<'a>>,
+    last_line: u32,
 }
 
 fn tokens(line: &str, line_no: u32) -> Vec<Token<'_>> {
@@ -123,11 +119,11 @@ pub fn parse_literal(s: &str) -> Result<i64, String> {
     };
     let well_formed = !digits.is_empty() && digits.chars().all(|c| c.is_digit(radix));
     if !well_formed {
-        return Err(format!("malformed integer literal `{s}`"));
+        return Err(format!("malformed integer literal {}", quote(s)));
     }
+    let too_big = || format!("integer literal {} does not fit in i64", quote(s));
     // Parse the magnitude as u64 so that -9223372036854775808 is representable.
-    let magnitude = u64::from_str_radix(digits, radix)
-        .map_err(|_| format!("integer literal `{s}` does not fit in i64"))?;
+    let magnitude = u64::from_str_radix(digits, radix).map_err(|_| too_big())?;
     let value = if negative {
         if magnitude > i64::MIN.unsigned_abs() {
             None
@@ -137,189 +133,251 @@ pub fn parse_literal(s: &str) -> Result<i64, String> {
     } else {
         i64::try_from(magnitude).ok()
     };
-    value.ok_or_else(|| format!("integer literal `{s}` does not fit in i64"))
+    value.ok_or_else(too_big)
 }
 
-fn scan<'a>(text: &'a str, errors: &mut Vec<Diagnostic>) -> RawModule<'a> {
-    let mut module = RawModule {
-        memory_cells: 0,
-        functions: Vec::new(),
-    };
-    let mut memory_seen = false;
-    let mut current: Option<RawFunction<'a>> = None;
-    let mut last_line = 0;
+impl<'a> Parser<'a> {
+    fn error(&mut self, pos: Pos, message: impl Into<String>) {
+        self.errors.push(Diagnostic::at(pos, message));
+    }
 
-    for (index, line) in text.split('\n').enumerate() {
-        let line_no = index as u32 + 1;
-        last_line = line_no;
+    /// Reads one line of the file.
+    fn line(&mut self, line_no: u32, line: &'a str) {
+        self.last_line = line_no;
         // Tolerate CRLF files: the \r is part of the line terminator, not a token.
         let line = line.strip_suffix('\r').unwrap_or(line);
         let code = line.split(';').next().unwrap_or("");
         let toks = tokens(code, line_no);
         let Some(first) = toks.first().copied() else {
-            continue;
+            return;
         };
-
-        if let Some(func) = current.as_mut() {
-            match first.text {
-                "end" => {
-                    if let Some(extra) = toks.get(1) {
-                        errors.push(Diagnostic::at(extra.pos, "unexpected text after `end`"));
-                    }
-                    func.end = first.pos;
-                    module.functions.extend(current.take());
-                }
-                "func" | "memory" => {
-                    errors.push(Diagnostic::at(
-                        first.pos,
-                        format!(
-                            "`{}` inside function `{}`: the function has no `end`",
-                            first.text, func.name.text
-                        ),
-                    ));
-                    // Recover by closing the function and reading this line at top level.
-                    func.end = first.pos;
-                    module.functions.extend(current.take());
-                    top_level_line(
-                        code,
-                        &toks,
-                        &mut module,
-                        &mut memory_seen,
-                        &mut current,
-                        errors,
-                    );
-                }
-                "local" => {
-                    if !func.instrs.is_empty() {
-                        errors.push(Diagnostic::at(
-                            first.pos,
-                            "`local` must come before the function's first instruction",
-                        ));
-                    } else if toks.len() != 2 {
-                        let pos = toks.get(2).map_or(first.pos, |t| t.pos);
-                        errors.push(Diagnostic::at(pos, "`local` takes exactly one name"));
-                    } else if !is_identifier(toks[1].text) {
-                        errors.push(Diagnostic::at(
-                            toks[1].pos,
-                            format!("`{}` is not a valid local name", toks[1].text),
-                        ));
-                    } else {
-                        func.locals.push(toks[1]);
-                    }
-                }
-                label if label.ends_with(':') && toks.len() == 1 => {
-                    let name = &label[..label.len() - 1];
-                    if is_identifier(name) {
-                        let at = func.instrs.len() as u32;
-                        func.labels.push((
-                            Token {
-                                text: name,
-                                pos: first.pos,
-                            },
-                            at,
-                        ));
-                    } else {
-                        errors.push(Diagnostic::at(
-                            first.pos,
-                            format!("`{name}` is not a valid label name"),
-                        ));
-                    }
-                }
-                _ => instruction_line(&toks, func, errors),
+        if self.current.is_none() {
+            return self.top_level_line(code, &toks);
+        }
+        match first.text {
+            "end" => self.end_line(&toks),
+            "func" | "memory" => {
+                let name = self.current.as_ref().map_or("", |f| f.name.text);
+                self.error(
+                    first.pos,
+                    format!(
+                        "`{}` inside function {}: the function has no `end`",
+                        first.text,
+                        quote(name)
+                    ),
+                );
+                // Recover by closing the function and reading this line at top level.
+                self.close_function(first.pos);
+                self.top_level_line(code, &toks);
             }
-        } else {
-            top_level_line(
-                code,
-                &toks,
-                &mut module,
-                &mut memory_seen,
-                &mut current,
-                errors,
+            "local" => self.local_line(&toks),
+            label if label.ends_with(':') && toks.len() == 1 => self.label_line(first),
+            _ => self.instruction_line(&toks),
+        }
+    }
+
+    fn close_function(&mut self, end: Pos) {
+        if let Some(mut func) = self.current.take() {
+            func.end = end;
+            self.functions.push(func);
+        }
+    }
+
+    fn end_line(&mut self, toks: &[Token<'a>]) {
+        if let Some(extra) = toks.get(1) {
+            self.error(extra.pos, "unexpected text after `end`");
+        }
+        self.close_function(toks[0].pos);
+    }
+
+    fn local_line(&mut self, toks: &[Token<'a>]) {
+        let first = toks[0];
+        let started = self.current.as_ref().is_some_and(|f| !f.instrs.is_empty());
+        if started {
+            self.error(
+                first.pos,
+                "`local` must come before the function's first instruction",
             );
+        } else if toks.len() != 2 {
+            let pos = toks.get(2).map_or(first.pos, |t| t.pos);
+            self.error(pos, "`local` takes exactly one name");
+        } else if !is_identifier(toks[1].text) {
+            let message = format!("{} is not a valid local name", quote(toks[1].text));
+            self.error(toks[1].pos, message);
+        } else if let Some(func) = self.current.as_mut() {
+            func.locals.push(toks[1]);
         }
     }
-    if let Some(func) = current {
-        errors.push(Diagnostic::at(
-            func.name.pos,
-            format!(
-                "function `{}` has no `end` (the file ends at line {last_line})",
-                func.name.text
-            ),
-        ));
-    }
-    module
-}
 
-fn top_level_line<'a>(
-    code: &'a str,
-    toks: &[Token<'a>],
-    module: &mut RawModule<'a>,
-    memory_seen: &mut bool,
-    current: &mut Option<RawFunction<'a>>,
-    errors: &mut Vec<Diagnostic>,
-) {
-    let first = toks[0];
-    match first.text {
-        "memory" => {
-            if *memory_seen {
-                errors.push(Diagnostic::at(first.pos, "a second `memory` line"));
-                return;
-            }
-            *memory_seen = true;
-            match toks {
-                [_, size] => match parse_literal(size.text) {
-                    Ok(cells) if (0..=MAX_MEMORY_CELLS as i64).contains(&cells) => {
-                        module.memory_cells = cells as u64
-                    }
-                    Ok(cells) => errors.push(Diagnostic::at(
-                        size.pos,
-                        format!(
-                            "memory size {cells} is out of range (0 to {MAX_MEMORY_CELLS} cells)"
-                        ),
-                    )),
-                    Err(msg) => errors.push(Diagnostic::at(size.pos, msg)),
-                },
-                [_] => errors.push(Diagnostic::at(first.pos, "`memory` needs a size in cells")),
-                [_, _, extra, ..] => errors.push(Diagnostic::at(
-                    extra.pos,
-                    "unexpected text after the memory size",
-                )),
-                [] => unreachable!("a line with no tokens is skipped"),
+    fn label_line(&mut self, token: Token<'a>) {
+        let name = &token.text[..token.text.len() - 1];
+        if !is_identifier(name) {
+            let message = format!("{} is not a valid label name", quote(name));
+            return self.error(token.pos, message);
+        }
+        if let Some(func) = self.current.as_mut() {
+            let at = func.instrs.len() as u32;
+            let label = Token {
+                text: name,
+                pos: token.pos,
+            };
+            func.labels.push((label, at));
+        }
+    }
+
+    fn top_level_line(&mut self, code: &'a str, toks: &[Token<'a>]) {
+        let first = toks[0];
+        match first.text {
+            "memory" => self.memory_line(toks),
+            "func" => self.func_line(code, first),
+            other => {
+                let message = if other.starts_with("func") {
+                    "expected `func NAME(PARAMS)`".to_string()
+                } else {
+                    format!(
+                        "{} outside a function (only `memory` and `func` may appear at top level)",
+                        quote(other)
+                    )
+                };
+                self.error(first.pos, message);
             }
         }
-        "func" => {
-            let after = first.pos.col as usize - 1 + "func".len();
-            let (name, params) = match parse_header(code, after, first.pos.line) {
-                Ok(header) => header,
-                Err(e) => {
-                    errors.push(e);
-                    // Keep reading the body so its own errors are found, under a name that
-                    // cannot clash with a real one.
-                    (
-                        Token {
-                            text: "",
-                            pos: first.pos,
-                        },
-                        Vec::new(),
-                    )
+    }
+
+    fn memory_line(&mut self, toks: &[Token<'a>]) {
+        let first = toks[0];
+        if self.memory_seen {
+            return self.error(first.pos, "a second `memory` line");
+        }
+        self.memory_seen = true;
+        match toks {
+            [_, size] => match parse_literal(size.text) {
+                Ok(cells) if (0..=MAX_MEMORY_CELLS as i64).contains(&cells) => {
+                    self.memory_cells = cells as u64
                 }
-            };
-            *current = Some(RawFunction {
-                name,
-                params,
-                locals: Vec::new(),
-                instrs: Vec::new(),
-                labels: Vec::new(),
-                end: first.pos,
+                Ok(cells) => self.error(
+                    size.pos,
+                    format!("memory size {cells} is out of range (0 to {MAX_MEMORY_CELLS} cells)"),
+                ),
+                Err(msg) => self.error(size.pos, msg),
+            },
+            [_] => self.error(first.pos, "`memory` needs a size in cells"),
+            [_, _, extra, ..] => self.error(extra.pos, "unexpected text after the memory size"),
+            [] => unreachable!("a line with no tokens is skipped"),
+        }
+    }
+
+    fn func_line(&mut self, code: &'a str, first: Token<'a>) {
+        let after = first.pos.col as usize - 1 + "func".len();
+        let (name, params) = match parse_header(code, after, first.pos.line) {
+            Ok(header) => header,
+            Err(e) => {
+                self.errors.push(e);
+                // Keep reading the body so its own errors are found, under a name that
+                // cannot clash with a real one.
+                let nameless = Token {
+                    text: "",
+                    pos: first.pos,
+                };
+                (nameless, Vec::new())
+            }
+        };
+        self.current = Some(RawFunction {
+            name,
+            params,
+            locals: Vec::new(),
+            instrs: Vec::new(),
+            labels: Vec::new(),
+            end: first.pos,
+        });
+    }
+
+    fn instruction_line(&mut self, toks: &[Token<'a>]) {
+        let mnemonic = toks[0];
+        let instr = match self.check_operands(toks) {
+            Ok(instr) => Some(instr),
+            Err(e) => {
+                self.errors.push(e);
+                None
+            }
+        };
+        if let Some(func) = self.current.as_mut() {
+            func.instrs.push(RawInstr {
+                mnemonic,
+                operands: if instr.is_some() {
+                    toks[1..].to_vec()
+                } else {
+                    Vec::new()
+                },
+                instr,
             });
         }
-        other => {
-            let message = if other.starts_with("func") {
-                "expected `func NAME(PARAMS)`".to_string()
+    }
+
+    /// The instruction an instruction line names, if it has the operands it needs.
+    fn check_operands(&self, toks: &[Token<'a>]) -> Result<Instr, Diagnostic> {
+        let mnemonic = toks[0];
+        let Some((kind, instr)) = Instr::lookup(mnemonic.text) else {
+            let hint = if mnemonic.text.ends_with(':') {
+                " (a label stands alone on its line)"
             } else {
-                format!("`{other}` outside a function (only `memory` and `func` may appear at top level)")
+                ""
             };
-            errors.push(Diagnostic::at(first.pos, message));
+            return Err(Diagnostic::at(
+                mnemonic.pos,
+                format!("unknown instruction {}{hint}", quote(mnemonic.text)),
+            ));
+        };
+        let wanted = match kind {
+            OperandKind::None => 0,
+            OperandKind::TwoFuncs => 2,
+            _ => 1,
+        };
+        let operands = &toks[1..];
+        if operands.len() < wanted {
+            return Err(Diagnostic::at(
+                mnemonic.pos,
+                format!(
+                    "`{}` needs {wanted} operand{}",
+                    mnemonic.text,
+                    if wanted == 1 { "" } else { "s" }
+                ),
+            ));
+        }
+        if let Some(extra) = operands.get(wanted) {
+            let message = if wanted == 0 {
+                format!(
+                    "`{}` takes no operand, found {}",
+                    mnemonic.text,
+                    quote(extra.text)
+                )
+            } else {
+                format!(
+                    "unexpected extra operand {} for `{}`",
+                    quote(extra.text),
+                    mnemonic.text
+                )
+            };
+            return Err(Diagnostic::at(extra.pos, message));
+        }
+        Ok(instr)
+    }
+
+    /// After the last line: reports a function left open, then resolves and verifies.
+    fn finish(mut self) -> Result<Module, Diagnostics> {
+        if let Some(func) = self.current.take() {
+            let message = format!(
+                "function {} has no `end` (the file ends at line {})",
+                quote(func.name.text),
+                self.last_line
+            );
+            self.error(func.name.pos, message);
+        }
+        let module = resolve(&self.functions, self.memory_cells, &mut self.errors);
+        if self.errors.is_empty() {
+            Ok(module)
+        } else {
+            Err(Diagnostics(self.errors).sorted())
         }
     }
 }
@@ -358,7 +416,7 @@ fn parse_header(
         } else {
             Err(Diagnostic::at(
                 at(i),
-                format!("`{text}` is not a valid {what}"),
+                format!("{} is not a valid {what}", quote(text)),
             ))
         }
     };
@@ -409,116 +467,71 @@ fn parse_header(
     Ok((name, params))
 }
 
-fn instruction_line<'a>(
-    toks: &[Token<'a>],
-    func: &mut RawFunction<'a>,
-    errors: &mut Vec<Diagnostic>,
-) {
-    let mnemonic = toks[0];
-    let Some(&(_, kind)) = Instr::MNEMONICS.iter().find(|(m, _)| *m == mnemonic.text) else {
-        let hint = if mnemonic.text.ends_with(':') {
-            " (a label stands alone on its line)"
-        } else {
-            ""
-        };
-        errors.push(Diagnostic::at(
-            mnemonic.pos,
-            format!("unknown instruction `{}`{hint}", mnemonic.text),
-        ));
-        func.instrs.push(RawInstr::malformed(mnemonic));
-        return;
-    };
-    let wanted = match kind {
-        OperandKind::None => 0,
-        OperandKind::TwoFuncs => 2,
-        _ => 1,
-    };
-    let operands = &toks[1..];
-    if operands.len() < wanted {
-        errors.push(Diagnostic::at(
-            mnemonic.pos,
-            format!(
-                "`{}` needs {wanted} operand{}",
-                mnemonic.text,
-                if wanted == 1 { "" } else { "s" }
-            ),
-        ));
-        func.instrs.push(RawInstr::malformed(mnemonic));
-        return;
-    }
-    if operands.len() > wanted {
-        let extra = operands[wanted];
-        let message = if wanted == 0 {
-            format!(
-                "`{}` takes no operand, found `{}`",
-                mnemonic.text, extra.text
-            )
-        } else {
-            format!(
-                "unexpected extra operand `{}` for `{}`",
-                extra.text, mnemonic.text
-            )
-        };
-        errors.push(Diagnostic::at(extra.pos, message));
-        func.instrs.push(RawInstr::malformed(mnemonic));
-        return;
-    }
-    func.instrs.push(RawInstr {
-        mnemonic,
-        operands: operands.to_vec(),
-        well_formed: true,
-    });
+/// The module's functions by name, and each one's parameter count.
+struct Names<'a> {
+    index: HashMap<&'a str, FuncId>,
+    arity: Vec<u32>,
 }
 
-fn resolve(raw: RawModule<'_>, errors: &mut Vec<Diagnostic>) -> Module {
-    let mut index: HashMap<&str, FuncId> = HashMap::new();
-    let mut arity = Vec::new();
-    for (i, f) in raw.functions.iter().enumerate() {
+/// What names mean inside one function: its parameters and locals, and its labels.
+struct Scope<'a> {
+    slots: HashMap<&'a str, u32>,
+    num_slots: u32,
+    labels: HashMap<&'a str, u32>,
+}
+
+fn resolve(raw: &[RawFunction<'_>], memory_cells: u64, errors: &mut Vec<Diagnostic>) -> Module {
+    let names = function_names(raw, errors);
+    let functions = raw
+        .iter()
+        .map(|f| {
+            let (mut function, opaque) = resolve_function(f, &names, errors);
+            // Verified even when some instructions are broken: those are opaque to the
+            // verifier, so what it reports is wrong whatever the broken lines meant.
+            if let Err(e) = verify::verify(&mut function, &names.arity, &opaque) {
+                errors.push(e);
+            }
+            function
+        })
+        .collect();
+    Module {
+        memory_cells,
+        functions,
+    }
+}
+
+fn function_names<'a>(raw: &[RawFunction<'a>], errors: &mut Vec<Diagnostic>) -> Names<'a> {
+    let mut names = Names {
+        index: HashMap::new(),
+        arity: Vec::with_capacity(raw.len()),
+    };
+    for (i, f) in raw.iter().enumerate() {
         if f.params.len() > MAX_PARAMS {
             errors.push(Diagnostic::at(
                 f.params[MAX_PARAMS].pos,
                 format!(
-                    "function `{}` has {} parameters; at most {MAX_PARAMS} are allowed",
-                    f.name.text,
+                    "function {} has {} parameters; at most {MAX_PARAMS} are allowed",
+                    quote(f.name.text),
                     f.params.len()
                 ),
             ));
         }
         if f.name.text.is_empty() {
             // A header that did not parse; already reported.
-        } else if index.contains_key(f.name.text) {
+        } else if names.index.contains_key(f.name.text) {
             errors.push(Diagnostic::at(
                 f.name.pos,
-                format!("function `{}` is defined twice", f.name.text),
+                format!("function {} is defined twice", quote(f.name.text)),
             ));
         } else {
-            index.insert(f.name.text, i as FuncId);
+            names.index.insert(f.name.text, i as FuncId);
         }
-        arity.push(f.params.len() as u32);
+        names.arity.push(f.params.len() as u32);
     }
-
-    let mut functions = Vec::with_capacity(raw.functions.len());
-    for f in &raw.functions {
-        let (mut function, opaque) = resolve_function(f, &index, &arity, errors);
-        // Verified even when some instructions are broken: those are opaque to the
-        // verifier, so what it reports is wrong whatever the broken lines meant.
-        if let Err(e) = verify::verify(&mut function, &arity, &opaque) {
-            errors.push(e);
-        }
-        functions.push(function);
-    }
-    Module {
-        memory_cells: raw.memory_cells,
-        functions,
-    }
+    names
 }
 
-fn resolve_function(
-    f: &RawFunction<'_>,
-    index: &HashMap<&str, FuncId>,
-    arity: &[u32],
-    errors: &mut Vec<Diagnostic>,
-) -> (Function, Vec<bool>) {
+fn function_scope<'a>(f: &RawFunction<'a>, errors: &mut Vec<Diagnostic>) -> Scope<'a> {
     let mut slots: HashMap<&str, u32> = HashMap::new();
     for (i, name) in f.params.iter().chain(&f.locals).enumerate() {
         if slots.insert(name.text, i as u32).is_some() {
@@ -530,39 +543,53 @@ fn resolve_function(
             errors.push(Diagnostic::at(
                 name.pos,
                 format!(
-                    "{what} `{}` is declared twice in `{}`",
-                    name.text, f.name.text
+                    "{what} {} is declared twice in {}",
+                    quote(name.text),
+                    quote(f.name.text)
                 ),
             ));
         }
     }
-    let num_slots = (f.params.len() + f.locals.len()) as u32;
     let mut labels: HashMap<&str, u32> = HashMap::new();
     for (name, at) in &f.labels {
         if labels.insert(name.text, *at).is_some() {
             errors.push(Diagnostic::at(
                 name.pos,
                 format!(
-                    "label `{}` is defined twice in `{}`",
-                    name.text, f.name.text
+                    "label {} is defined twice in {}",
+                    quote(name.text),
+                    quote(f.name.text)
                 ),
             ));
         }
     }
+    Scope {
+        slots,
+        num_slots: (f.params.len() + f.locals.len()) as u32,
+        labels,
+    }
+}
 
+fn resolve_function(
+    f: &RawFunction<'_>,
+    names: &Names<'_>,
+    errors: &mut Vec<Diagnostic>,
+) -> (Function, Vec<bool>) {
+    let scope = function_scope(f, errors);
     let mut code = Vec::with_capacity(f.instrs.len());
-    let mut positions = Vec::with_capacity(f.instrs.len());
+    let mut positions = Vec::with_capacity(f.instrs.len() + 1);
     let mut opaque = Vec::with_capacity(f.instrs.len());
     for ins in &f.instrs {
-        let resolved = if ins.well_formed {
-            resolve_instr(ins, &slots, num_slots, &labels, index, arity).map_err(|e| errors.push(e))
-        } else {
-            Err(())
+        let resolved = match ins.instr {
+            Some(instr) => resolve_instr(ins, instr, &scope, names).map_err(|e| errors.push(e)),
+            None => Err(()),
         };
         opaque.push(resolved.is_err());
         code.push(resolved.unwrap_or(Instr::Nop));
         positions.push(ins.mnemonic.pos);
     }
+    // The position just past the last instruction is that of `end`.
+    positions.push(f.end);
     let function = Function {
         name: f.name.text.to_string(),
         params: f.params.iter().map(|t| t.text.to_string()).collect(),
@@ -581,41 +608,33 @@ fn resolve_function(
             .collect(),
         max_stack: 0,
         pos: f.name.pos,
-    }
-    .with_end(f.end);
+    };
     (function, opaque)
 }
 
-impl Function {
-    /// Records where `end` is, as the position just past the last instruction.
-    fn with_end(mut self, end: Pos) -> Self {
-        self.positions.push(end);
-        self
-    }
-}
-
+/// Fills in the operands of `instr`, the instruction `ins` names.
 fn resolve_instr(
     ins: &RawInstr<'_>,
-    slots: &HashMap<&str, u32>,
-    num_slots: u32,
-    labels: &HashMap<&str, u32>,
-    index: &HashMap<&str, FuncId>,
-    arity: &[u32],
+    instr: Instr,
+    scope: &Scope<'_>,
+    names: &Names<'_>,
 ) -> Result<Instr, Diagnostic> {
-    let m = ins.mnemonic.text;
     let func = |t: &Token<'_>| -> Result<FuncId, Diagnostic> {
-        index
+        names
+            .index
             .get(t.text)
             .copied()
-            .ok_or_else(|| Diagnostic::at(t.pos, format!("unknown function `{}`", t.text)))
+            .ok_or_else(|| Diagnostic::at(t.pos, format!("unknown function {}", quote(t.text))))
     };
     let label = |t: &Token<'_>| -> Result<u32, Diagnostic> {
-        labels
+        scope
+            .labels
             .get(t.text)
             .copied()
-            .ok_or_else(|| Diagnostic::at(t.pos, format!("unknown label `{}`", t.text)))
+            .ok_or_else(|| Diagnostic::at(t.pos, format!("unknown label {}", quote(t.text))))
     };
     let local = |t: &Token<'_>| -> Result<u32, Diagnostic> {
+        let num_slots = scope.num_slots;
         if t.text.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
             let n = parse_literal(t.text).map_err(|e| Diagnostic::at(t.pos, e))?;
             if n < 0 {
@@ -632,38 +651,41 @@ fn resolve_instr(
             }
             Ok(n as u32)
         } else {
-            slots
+            scope
+                .slots
                 .get(t.text)
                 .copied()
-                .ok_or_else(|| Diagnostic::at(t.pos, format!("unknown local `{}`", t.text)))
+                .ok_or_else(|| Diagnostic::at(t.pos, format!("unknown local {}", quote(t.text))))
         }
     };
     let ops = &ins.operands;
-    Ok(match m {
-        "push" => {
+    Ok(match instr {
+        Instr::Push(_) => {
             Instr::Push(parse_literal(ops[0].text).map_err(|e| Diagnostic::at(ops[0].pos, e))?)
         }
-        "load" => Instr::Load(local(&ops[0])?),
-        "store" => Instr::Store(local(&ops[0])?),
-        "jmp" => Instr::Jmp(label(&ops[0])?),
-        "jz" => Instr::Jz(label(&ops[0])?),
-        "jnz" => Instr::Jnz(label(&ops[0])?),
-        "call" => Instr::Call(func(&ops[0])?),
-        "spawn" => Instr::Spawn(func(&ops[0])?),
-        "patch" => {
+        Instr::Load(_) => Instr::Load(local(&ops[0])?),
+        Instr::Store(_) => Instr::Store(local(&ops[0])?),
+        Instr::Jmp(_) => Instr::Jmp(label(&ops[0])?),
+        Instr::Jz(_) => Instr::Jz(label(&ops[0])?),
+        Instr::Jnz(_) => Instr::Jnz(label(&ops[0])?),
+        Instr::Call(_) => Instr::Call(func(&ops[0])?),
+        Instr::Spawn(_) => Instr::Spawn(func(&ops[0])?),
+        Instr::Patch(..) => {
             let (f, g) = (func(&ops[0])?, func(&ops[1])?);
-            if arity[f as usize] != arity[g as usize] {
+            let (f_params, g_params) = (names.arity[f as usize], names.arity[g as usize]);
+            if f_params != g_params {
                 return Err(Diagnostic::at(
                     ins.mnemonic.pos,
                     format!(
-                        "cannot patch `{}` ({} parameters) with `{}` ({} parameters)",
-                        ops[0].text, arity[f as usize], ops[1].text, arity[g as usize]
+                        "cannot patch {} ({f_params} parameters) with {} ({g_params} parameters)",
+                        quote(ops[0].text),
+                        quote(ops[1].text)
                     ),
                 ));
             }
             Instr::Patch(f, g)
         }
-        simple => Instr::simple(simple).expect("the mnemonic table and Instr::simple agree"),
+        operandless => operandless,
     })
 }
 

@@ -1,55 +1,32 @@
-//! A module loaded for running: its code, shared memory, threads, output, traps, and the
-//! dispatch entries through which every call goes.
+//! A module loaded for running: its definitions and the dispatch entries through which every
+//! call goes, shared memory, the profile, output, its threads, and how the process ends.
+//! It holds data; what runs it is elsewhere: the interpreter loop in [`crate::interp`], a
+//! thread's body in the engine that builds the program (see [`ThreadBody`]).
 //!
 //! **Dispatch.** Each function `F` has one entry: an atomic pointer to the [`Definition`]
-//! that calls to `F` run. A call is one acquire load of that entry. `patch F G` stores G's
-//! current definition into F's entry with a release store (spec §5), so a thread that
-//! happens-after the patch loads the new definition. Each definition also carries a native
-//! entry slot for the JIT tiers to fill; the interpreter leaves it empty.
-//!
-//! **Profiling.** Each thread counts calls and loop back-edges per definition in its own
-//! array (no shared cache line on the hot path) and adds them to the shared [`Profile`] in
-//! batches of [`PROFILE_BATCH`], where a tiering policy can watch them.
+//! that calls to `F` run. A call is one acquire load of that entry ([`Program::dispatch`]).
+//! `patch F G` stores G's current definition into F's entry with a release store
+//! ([`Program::patch`], spec §5), so a thread that happens-after the patch loads the new
+//! definition. These two functions are the only places the entries are read and written.
 
 use crate::bytecode::{FuncId, Module};
-use crate::interp::{self, ThreadState};
-use crate::lower::{lower_function, LoweredFunction};
-use std::collections::HashMap;
-use std::fmt;
-use std::io::Write;
-use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::ThreadId;
-
-/// The reasons a program traps (spec §6), worded exactly as the spec prints them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Trap {
-    DivisionByZero,
-    MemoryOutOfBounds,
-    StackOverflow,
-    AssertionFailed,
-    InvalidThreadHandle,
-    TooManyThreads,
-}
-
-impl fmt::Display for Trap {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Trap::DivisionByZero => "division by zero",
-            Trap::MemoryOutOfBounds => "memory access out of bounds",
-            Trap::StackOverflow => "stack overflow",
-            Trap::AssertionFailed => "assertion failed",
-            Trap::InvalidThreadHandle => "invalid thread handle",
-            Trap::TooManyThreads => "too many threads",
-        })
-    }
-}
+use crate::lower::lower_function;
+use crate::output::Output;
+use crate::profile::Profile;
+use crate::regcode::LoweredFunction;
+use crate::threads::Threads;
+use crate::trap::Trap;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// How a program runs.
 #[derive(Clone, Copy, Debug)]
 pub struct RunConfig {
     /// The deepest call nesting allowed in one thread (`main` is depth 1).
     pub max_depth: u32,
+    /// Print the profile to stderr when the process ends, however it ends (`--stats`).
+    pub stats: bool,
 }
 
 impl RunConfig {
@@ -68,9 +45,18 @@ impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
             max_depth: Self::DEFAULT_MAX_DEPTH,
+            stats: false,
         }
     }
 }
+
+/// Exit status when stdout cannot be written (`error: cannot write output: ...`).
+pub const EXIT_OUTPUT_ERROR: i32 = 1;
+/// Exit status when stdout is a pipe whose reader has gone (`jitvm run p.bc | head -1`): the
+/// status a shell reports for a tool killed by `SIGPIPE` (128 + 13), with nothing printed.
+pub const EXIT_BROKEN_PIPE: i32 = 141;
+/// Exit status after a trap (spec §6).
+pub const EXIT_TRAP: i32 = 1;
 
 /// One function body, ready to run. Immutable once built, except for `native_entry`.
 pub struct Definition {
@@ -78,114 +64,20 @@ pub struct Definition {
     pub func: FuncId,
     pub code: LoweredFunction,
     /// Entry point of compiled code for this body, or 0 while it runs in the interpreter.
-    /// Reserved for the JIT tiers.
+    /// Reserved for the JIT tiers; when the runtime's `DispatchSlot` lands, the dispatch
+    /// entries become `DispatchSlot`s and this moves into them (see [`Program::patch`]).
     pub native_entry: AtomicUsize,
 }
 
-/// Calls and loop back-edges per definition, summed over threads in batches.
-pub struct Profile {
-    pub calls: Box<[AtomicU64]>,
-    pub back_edges: Box<[AtomicU64]>,
-}
-
-/// Events a thread counts locally before adding them to the shared [`Profile`].
-pub const PROFILE_BATCH: u32 = 1024;
-
 /// Hook a tiering policy installs to hear that a definition got hotter. Called on the thread
-/// that ran the code, once per [`PROFILE_BATCH`] events, so it must be quick.
+/// that ran the code, once per [`crate::profile::PROFILE_BATCH`] events, so it must be quick.
 pub type HotHook = dyn Fn(FuncId) + Send + Sync;
 
-/// The most threads alive at once, `main` included (spec §4).
-pub const MAX_THREADS: usize = 256;
-
-/// Program output: one buffer for all threads, so a `print` line is never torn and output
-/// follows the order in which threads wrote it. Flushed when it fills and at exit.
-pub struct Output {
-    buffer: Mutex<Vec<u8>>,
-}
-
-impl Output {
-    const FLUSH_AT: usize = 64 * 1024;
-
-    fn new() -> Self {
-        Output {
-            buffer: Mutex::new(Vec::with_capacity(Self::FLUSH_AT)),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
-        // A poisoned lock only means another thread panicked mid-append; the bytes are fine.
-        self.buffer.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn write(&self, bytes: &[u8]) {
-        let mut buf = self.lock();
-        buf.extend_from_slice(bytes);
-        if buf.len() >= Self::FLUSH_AT {
-            write_stdout(&mut buf);
-        }
-    }
-
-    pub fn print(&self, value: i64) {
-        let mut digits = itoa::Buffer::new();
-        let text = digits.format(value);
-        let mut line = [0u8; 24];
-        line[..text.len()].copy_from_slice(text.as_bytes());
-        line[text.len()] = b'\n';
-        self.write(&line[..=text.len()]);
-    }
-
-    /// Flushes everything and keeps the lock, so nothing else can print: for process exit.
-    fn flush_and_hold(&self) -> MutexGuard<'_, Vec<u8>> {
-        let mut buf = self.lock();
-        write_stdout(&mut buf);
-        buf
-    }
-}
-
-fn write_stdout(buf: &mut Vec<u8>) {
-    let mut out = std::io::stdout().lock();
-    // A closed stdout (EPIPE) must not crash the program; the output is simply lost.
-    let _ = out.write_all(buf).and_then(|()| out.flush());
-    buf.clear();
-}
-
-/// Where a spawned thread leaves its result for `join`. The OS thread itself is detached,
-/// so a thread that finishes and is never joined releases its stack at once and costs only
-/// this cell (a program may spawn any number of threads over its life).
-#[derive(Default)]
-struct Completion {
-    result: Mutex<Option<i64>>,
-    done: Condvar,
-}
-
-impl Completion {
-    fn finish(&self, value: i64) {
-        *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
-        self.done.notify_all();
-    }
-
-    fn wait(&self) -> i64 {
-        let mut result = self.result.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(value) = *result {
-                return value;
-            }
-            result = self.done.wait(result).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-}
-
-/// The program's spawned threads.
-struct Threads {
-    /// Threads running now, `main` included.
-    running: AtomicUsize,
-    /// CPUs this process may run on.
-    cpus: usize,
-    next_handle: AtomicI64,
-    /// Threads not yet joined, by handle: which OS thread it is, and its completion.
-    unjoined: Mutex<HashMap<i64, (ThreadId, Arc<Completion>)>>,
-}
+/// What a VM thread runs: `f(args)` on the calling thread, to its result or its trap. The
+/// engine supplies it (today: a new `ThreadState` and the interpreter; with the JIT tiers:
+/// native code where there is some), and [`Program::run_main`] and [`Program::spawn`] run it
+/// on new threads.
+pub type ThreadBody = dyn Fn(&Arc<Program>, FuncId, &[i64]) -> Result<i64, Trap> + Send + Sync;
 
 /// A loaded module. Shared by all its threads through an `Arc`.
 pub struct Program {
@@ -198,17 +90,17 @@ pub struct Program {
     pub profile: Profile,
     hot_hook: Option<Box<HotHook>>,
     output: Output,
-    threads: Threads,
+    threads: Arc<Threads>,
+    thread_body: Box<ThreadBody>,
 }
 
 impl Program {
-    pub fn new(module: Arc<Module>, config: RunConfig) -> Arc<Program> {
-        Self::with_hot_hook(module, config, None)
-    }
-
-    pub fn with_hot_hook(
+    /// Lowers every function of `module` and sets up its memory. Threads run `thread_body`;
+    /// `hot_hook`, if any, hears about every batch of profile counts.
+    pub fn new(
         module: Arc<Module>,
         config: RunConfig,
+        thread_body: Box<ThreadBody>,
         hot_hook: Option<Box<HotHook>>,
     ) -> Arc<Program> {
         let definitions: Box<[Definition]> = module
@@ -227,26 +119,17 @@ impl Program {
             .iter()
             .map(|d| AtomicPtr::new(d as *const Definition as *mut Definition))
             .collect();
-        let n = definitions.len();
-        let counters = || (0..n).map(|_| AtomicU64::new(0)).collect::<Box<[_]>>();
         Arc::new(Program {
             memory: zeroed_memory(module.memory_cells as usize),
+            profile: Profile::new(definitions.len()),
             module,
             definitions,
             dispatch,
             config,
-            profile: Profile {
-                calls: counters(),
-                back_edges: counters(),
-            },
             hot_hook,
-            output: Output::new(),
-            threads: Threads {
-                running: AtomicUsize::new(0),
-                cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-                next_handle: AtomicI64::new(1),
-                unjoined: Mutex::new(HashMap::new()),
-            },
+            output: Output::default(),
+            threads: Threads::new(config.thread_stack_bytes()),
+            thread_body,
         })
     }
 
@@ -254,7 +137,9 @@ impl Program {
         &self.definitions
     }
 
-    /// The definition a call to `f` runs now. One acquire load.
+    /// The definition a call to `f` runs now: one acquire load of f's dispatch entry. The
+    /// other half of [`Program::patch`]; the runtime's `DispatchSlot` (an acquire-loaded code
+    /// pointer that JIT code calls through) will be the one type of these entries.
     #[inline(always)]
     pub fn dispatch(&self, f: FuncId) -> &Definition {
         // SAFETY: entries only ever hold pointers into `self.definitions`, which lives as
@@ -262,7 +147,10 @@ impl Program {
         unsafe { &*self.dispatch[f as usize].load(Ordering::Acquire) }
     }
 
-    /// `patch f g` (spec §5): calls to `f` run g's current definition from now on.
+    /// `patch f g` (spec §5): calls to `f` run g's current definition from now on. The one
+    /// place a dispatch entry is written: a release store, so a thread whose acquire load in
+    /// [`Program::dispatch`] sees it also sees the definition it points to. When the runtime's
+    /// `DispatchSlot` becomes the entry type, this is where its commit goes.
     pub fn patch(&self, f: FuncId, g: FuncId) {
         let definition = self.dispatch[g as usize].load(Ordering::Acquire);
         self.dispatch[f as usize].store(definition, Ordering::Release);
@@ -272,18 +160,23 @@ impl Program {
         &self.memory
     }
 
-    pub fn output(&self) -> &Output {
-        &self.output
+    /// `print`: a failed write ends the process (see [`Program::exit_for_output`]).
+    pub fn print(&self, value: i64) {
+        if let Err(e) = self.output.print(value) {
+            self.exit_for_output(e)
+        }
     }
 
+    /// `putc`: the low byte of `value`.
+    pub fn putc(&self, value: i64) {
+        if let Err(e) = self.output.write(&[value as u8]) {
+            self.exit_for_output(e)
+        }
+    }
+
+    /// Adds a thread's batch of counts to the profile and tells the hot hook.
     pub(crate) fn report_hot(&self, def: FuncId, calls: u32, back_edges: u32) {
-        let i = def as usize;
-        if calls > 0 {
-            self.profile.calls[i].fetch_add(calls as u64, Ordering::Relaxed);
-        }
-        if back_edges > 0 {
-            self.profile.back_edges[i].fetch_add(back_edges as u64, Ordering::Relaxed);
-        }
+        self.profile.add(def, calls, back_edges);
         if let Some(hook) = &self.hot_hook {
             hook(def);
         }
@@ -291,110 +184,85 @@ impl Program {
 
     /// Whether more VM threads are running than there are CPUs to run them.
     pub(crate) fn oversubscribed(&self) -> bool {
-        self.threads.running.load(Ordering::Relaxed) > self.threads.cpus
+        self.threads.oversubscribed()
     }
 
-    /// Runs `main` on a VM thread and returns its result. A trap anywhere ends the process
-    /// (see [`Program::exit_with_trap`]).
+    /// Runs `main` on a VM thread (the engine's thread body) and returns its result. A trap
+    /// anywhere ends the process (see [`Program::exit_with_trap`]).
     pub fn run_main(self: &Arc<Self>, main: FuncId) -> i64 {
-        self.threads.running.fetch_add(1, Ordering::SeqCst);
         let program = Arc::clone(self);
-        let thread = std::thread::Builder::new()
-            .name("main".into())
-            .stack_size(self.config.thread_stack_bytes())
-            .spawn(move || program.run_thread(main, &[]));
-        match thread.map(|t| t.join()) {
-            Ok(Ok(result)) => result,
-            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        match self
+            .threads
+            .run_main(Box::new(move || program.run_thread(main, &[])))
+        {
+            Ok(result) => result,
             Err(e) => {
-                eprintln!("error: cannot start the main thread: {e}");
+                let _ = writeln!(io::stderr(), "error: cannot start the main thread: {e}");
                 std::process::exit(1)
             }
         }
     }
 
-    fn run_thread(self: &Arc<Self>, f: FuncId, args: &[i64]) -> i64 {
-        let mut state = ThreadState::new(self.definitions.len());
-        let result = interp::run(self, &mut state, f, args);
-        state.flush_profile(self);
-        self.threads.running.fetch_sub(1, Ordering::SeqCst);
-        match result {
-            Ok(value) => value,
-            Err(trap) => self.exit_with_trap(trap),
-        }
-    }
-
-    /// `spawn f(args)`: starts a thread and returns its handle.
+    /// `spawn f(args)`: starts a thread running the engine's thread body, returns its handle.
     pub fn spawn(self: &Arc<Self>, f: FuncId, args: &[i64]) -> Result<i64, Trap> {
-        if self.threads.running.fetch_add(1, Ordering::SeqCst) >= MAX_THREADS {
-            self.threads.running.fetch_sub(1, Ordering::SeqCst);
-            return Err(Trap::TooManyThreads);
-        }
-        let handle = self.threads.next_handle.fetch_add(1, Ordering::Relaxed);
         let program = Arc::clone(self);
         let args = args.to_vec();
-        let completion = Arc::new(Completion::default());
-        let finished = Arc::clone(&completion);
-        let spawned = std::thread::Builder::new()
-            .name(format!("vm-{handle}"))
-            .stack_size(self.config.thread_stack_bytes())
-            .spawn(move || finished.finish(program.run_thread(f, &args)));
-        match spawned {
-            Ok(thread) => {
-                let id = thread.thread().id();
-                drop(thread); // detach: `join` waits on the completion instead
-                self.threads
-                    .unjoined
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(handle, (id, completion));
-                Ok(handle)
-            }
-            Err(_) => {
-                // The OS refused a thread (memory or limits): the same condition as the cap.
-                self.threads.running.fetch_sub(1, Ordering::SeqCst);
-                Err(Trap::TooManyThreads)
-            }
-        }
+        self.threads
+            .spawn(Box::new(move || program.run_thread(f, &args)))
     }
 
     /// `join h`: waits for thread `h` and returns its result. Each handle joins once.
     pub fn join(&self, handle: i64) -> Result<i64, Trap> {
-        let completion = {
-            let mut unjoined = self
-                .threads
-                .unjoined
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            match unjoined.get(&handle) {
-                None => return Err(Trap::InvalidThreadHandle),
-                // A thread waiting for itself would wait forever; its own handle is not one
-                // it can join.
-                Some((id, _)) if *id == std::thread::current().id() => {
-                    return Err(Trap::InvalidThreadHandle)
-                }
-                Some(_) => unjoined.remove(&handle).expect("present").1,
-            }
-        };
-        Ok(completion.wait())
+        self.threads.join(handle)
+    }
+
+    fn run_thread(self: &Arc<Self>, f: FuncId, args: &[i64]) -> i64 {
+        match (self.thread_body)(self, f, args) {
+            Ok(value) => value,
+            Err(trap) => self.exit_with_trap(trap),
+        }
     }
 
     /// Ends the process for a trap (spec §6): what was printed stays printed, the reason goes
     /// to stderr, the exit status is 1. Holding the output lock stops every other thread from
     /// printing after the trap.
     pub fn exit_with_trap(&self, trap: Trap) -> ! {
-        let _hold = self.output.flush_and_hold();
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "error: trap: {trap}");
-        let _ = err.flush();
-        std::process::exit(1)
+        // Output that cannot be written any more does not change what the trap reports.
+        let (_hold, _) = self.output.flush_and_hold();
+        let _ = writeln!(io::stderr(), "error: trap: {trap}");
+        self.exit(EXIT_TRAP)
     }
 
-    /// Ends the process after `main` returned: flush output, exit 0. Threads never joined are
-    /// abandoned (spec §4).
+    /// Ends the process after `main` returned: flush output, exit 0 (or as
+    /// [`Program::exit_for_output`] says if the output cannot be written). Threads never
+    /// joined are abandoned (spec §4).
     pub fn exit_normally(&self) -> ! {
-        let _hold = self.output.flush_and_hold();
-        std::process::exit(0)
+        let (hold, written) = self.output.flush_and_hold();
+        if let Err(e) = written {
+            drop(hold);
+            self.exit_for_output(e)
+        }
+        self.exit(0)
+    }
+
+    /// Ends the process because stdout cannot be written: silently with
+    /// [`EXIT_BROKEN_PIPE`] when its reader has gone (as `| head` expects of a producer),
+    /// otherwise with `error: cannot write output: ...` and [`EXIT_OUTPUT_ERROR`].
+    pub fn exit_for_output(&self, error: io::Error) -> ! {
+        let _hold = self.output.lock();
+        if error.kind() == io::ErrorKind::BrokenPipe {
+            self.exit(EXIT_BROKEN_PIPE)
+        }
+        let _ = writeln!(io::stderr(), "error: cannot write output: {error}");
+        self.exit(EXIT_OUTPUT_ERROR)
+    }
+
+    /// The last step of every ending: `--stats` if asked for, then the exit.
+    fn exit(&self, status: i32) -> ! {
+        if self.config.stats {
+            let _ = io::stderr().write_all(self.profile.report(&self.module).as_bytes());
+        }
+        std::process::exit(status)
     }
 }
 

@@ -4,7 +4,8 @@
 
 use jitvm_conformance::rng::Rng;
 use jitvm_vm::bytecode::{FuncId, Instr, Module};
-use jitvm_vm::interp::{self, ThreadState};
+use jitvm_vm::interp;
+use jitvm_vm::state::ThreadState;
 use jitvm_vm::{parse_module, Program, RunConfig, Trap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -315,9 +316,14 @@ fn lowered_interpreter_matches_the_reference_evaluator() {
         let mut memory = vec![0i64; CELLS];
         let expected = reference(&module, main, &[], &mut memory);
 
-        let program = Program::new(Arc::new(module), RunConfig::default());
+        let no_threads = Box::new(
+            |_: &Arc<Program>, _: FuncId, _: &[i64]| -> Result<i64, Trap> {
+                unreachable!("the generated programs never spawn")
+            },
+        );
+        let program = Program::new(Arc::new(module), RunConfig::default(), no_threads, None);
         let mut state = ThreadState::new(program.definitions().len());
-        let got = interp::run(&program, &mut state, main, &[]);
+        let got = interp::run(&program, &mut state, main, &[], 0);
         assert_eq!(got, expected, "seed {seed}: results differ\n{src}");
         if expected.is_ok() {
             let got_memory: Vec<i64> = program

@@ -1,0 +1,119 @@
+//! Per-thread interpreter state, apart from the loop that runs it (as clox keeps `vm.h` apart
+//! from `vm.c`, and Lua `lstate.c` from `lvm.c`).
+//!
+//! Frames live in one growable register file per thread. Calls and returns push and pop a
+//! small frame record instead of recursing on the native stack, so `--max-depth 1000000`
+//! needs no native stack at all.
+
+use crate::bytecode::FuncId;
+use crate::profile::PROFILE_BATCH;
+use crate::program::{Definition, Program};
+use crate::trap::Trap;
+
+/// A suspended caller: the definition it runs, where it resumes, where its frame starts.
+pub(crate) struct Frame {
+    pub(crate) def: *const Definition,
+    pub(crate) pc: usize,
+    pub(crate) base: usize,
+}
+
+/// What one VM thread keeps for the interpreter: its registers, its suspended frames, and its
+/// share of the profile. The engine's thread body makes one per thread and hands it to every
+/// [`crate::interp::run`] on that thread.
+pub struct ThreadState {
+    /// All frames of the thread, one after the other (a callee's frame starts at its
+    /// caller's first argument slot).
+    pub(crate) regs: Vec<i64>,
+    /// The suspended callers of every run on this thread, innermost last.
+    pub(crate) frames: Vec<Frame>,
+    /// Registers below this are in use by a run suspended lower on the native stack (one
+    /// that called out to native code); a new run puts its first frame here. 0 when no run is
+    /// suspended. The run that calls out sets it and restores it when the call returns.
+    pub(crate) reg_top: usize,
+    /// Per definition: calls / back-edges left before the next report to the shared profile.
+    calls_left: Vec<u32>,
+    back_edges_left: Vec<u32>,
+    /// Back-edge batches until this thread next offers its CPU (see `offer_cpu`).
+    batches_until_yield: u32,
+}
+
+/// How many back-edge batches a thread runs between offers of its CPU, when the program has
+/// more running threads than the machine has CPUs: about every 16,000 loop iterations.
+const BATCHES_PER_YIELD: u32 = 16;
+
+impl ThreadState {
+    pub fn new(definitions: usize) -> Self {
+        ThreadState {
+            regs: vec![0; 4096],
+            frames: Vec::with_capacity(256),
+            reg_top: 0,
+            calls_left: vec![PROFILE_BATCH; definitions],
+            back_edges_left: vec![PROFILE_BATCH; definitions],
+            batches_until_yield: BATCHES_PER_YIELD,
+        }
+    }
+
+    /// Adds the counts not yet reported to the shared profile (at thread exit).
+    pub fn flush_profile(&mut self, program: &Program) {
+        for def in 0..self.calls_left.len() {
+            let calls = PROFILE_BATCH - self.calls_left[def];
+            let back_edges = PROFILE_BATCH - self.back_edges_left[def];
+            if calls + back_edges > 0 {
+                program.report_hot(def as FuncId, calls, back_edges);
+            }
+            self.calls_left[def] = PROFILE_BATCH;
+            self.back_edges_left[def] = PROFILE_BATCH;
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn count_call(&mut self, program: &Program, def: FuncId) {
+        // SAFETY: `def` indexes a definition, and both arrays have one entry per definition.
+        let left = unsafe { self.calls_left.get_unchecked_mut(def as usize) };
+        *left -= 1;
+        if *left == 0 {
+            *left = PROFILE_BATCH;
+            program.report_hot(def, PROFILE_BATCH, 0);
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn count_back_edge(&mut self, program: &Program, def: FuncId) {
+        // SAFETY: as in `count_call`.
+        let left = unsafe { self.back_edges_left.get_unchecked_mut(def as usize) };
+        *left -= 1;
+        if *left == 0 {
+            *left = PROFILE_BATCH;
+            program.report_hot(def, 0, PROFILE_BATCH);
+            self.offer_cpu(program);
+        }
+    }
+
+    /// A loop that runs long without calling anything may be a spin-wait for another thread
+    /// (`mload` until a flag changes). When threads outnumber CPUs, the thread it waits for may
+    /// not be running at all, and spinning out a whole scheduler time slice (milliseconds)
+    /// delays it. So long loops offer the CPU now and then, as a VM safepoint would; a
+    /// compute-bound loop loses only a context switch per few hundred microseconds.
+    #[cold]
+    fn offer_cpu(&mut self, program: &Program) {
+        self.batches_until_yield -= 1;
+        if self.batches_until_yield == 0 {
+            self.batches_until_yield = BATCHES_PER_YIELD;
+            if program.oversubscribed() {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Makes the register file at least `len` slots long. Moves it: callers re-derive pointers.
+    /// Running out of memory for frames is the program's stack overflowing, not a crash.
+    #[cold]
+    pub(crate) fn grow(&mut self, len: usize) -> Result<(), Trap> {
+        let new_len = len.max(self.regs.len() * 2);
+        self.regs
+            .try_reserve_exact(new_len - self.regs.len())
+            .map_err(|_| Trap::StackOverflow)?;
+        self.regs.resize(new_len, 0);
+        Ok(())
+    }
+}

@@ -108,24 +108,41 @@ impl Input {
         match self {
             Input::File(path) => {
                 let file = std::fs::File::open(path).map_err(LoadError::Read)?;
-                read_limited(file)
+                // A regular file says how large it is: refuse it unread, or read it into a
+                // buffer of the right size. Anything else (a pipe, a device) just gets read.
+                let size = file
+                    .metadata()
+                    .ok()
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len());
+                if size.is_some_and(|size| size > MAX_INPUT_BYTES as u64) {
+                    return Err(LoadError::TooLarge);
+                }
+                read_limited(file, size.unwrap_or(0) as usize)
             }
-            Input::Stdin => read_limited(std::io::stdin().lock()),
+            Input::Stdin => read_limited(std::io::stdin().lock(), 0),
         }
     }
 }
 
-/// Reads at most one byte past [`MAX_INPUT_BYTES`], enough to know the input is too large.
-fn read_limited(source: impl Read) -> Result<Vec<u8>, LoadError> {
-    let mut bytes = Vec::new();
-    source
-        .take(MAX_INPUT_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(LoadError::Read)?;
-    if bytes.len() > MAX_INPUT_BYTES {
-        return Err(LoadError::TooLarge);
+/// Reads `source` to its end, or refuses it as soon as it has given one byte more than
+/// [`MAX_INPUT_BYTES`]: the buffer never grows past the limit.
+fn read_limited(source: impl Read, expected: usize) -> Result<Vec<u8>, LoadError> {
+    let mut bytes = Vec::with_capacity(expected + 1);
+    let mut source = source.take(MAX_INPUT_BYTES as u64 + 1);
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = match source.read(&mut chunk) {
+            Ok(0) => return Ok(bytes),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(LoadError::Read(e)),
+        };
+        if bytes.len() + n > MAX_INPUT_BYTES {
+            return Err(LoadError::TooLarge);
+        }
+        bytes.extend_from_slice(&chunk[..n]);
     }
-    Ok(bytes)
 }
 
 /// Why a program could not be run: each renders as the line(s) `jitvm` prints before exit 2.

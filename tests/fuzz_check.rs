@@ -176,7 +176,7 @@ fn front_end_never_panics_in_process() {
             }
             Err(errors) => {
                 assert!(
-                    !errors.0.is_empty(),
+                    !errors.is_empty(),
                     "an error result carries at least one error"
                 );
                 false

@@ -362,3 +362,24 @@ pub const MAX_MEMORY_CELLS: u64 = 1 << 28;
 pub const MAX_PARAMS: usize = 8;
 /// The deepest the operand stack may get (§6).
 pub const MAX_STACK: u32 = 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_mnemonic_names_one_instruction_and_back() {
+        let binary = BinOp::ALL.iter().map(|op| op.mnemonic());
+        let all: Vec<&str> = Instr::TABLE
+            .iter()
+            .map(|(m, ..)| *m)
+            .chain(binary)
+            .collect();
+        assert_eq!(all.len(), 43, "{all:?}");
+        for m in all {
+            let (_, instr) = Instr::lookup(m).unwrap();
+            assert_eq!(instr.mnemonic(), m);
+        }
+        assert_eq!(Instr::lookup("frob"), None);
+    }
+}

@@ -81,33 +81,56 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// The errors of one file, in source order.
+/// The errors of one file: the first [`Self::SHOWN`] in source order, and how many in all.
+/// Only those few are kept, so a file with millions of bad lines costs no more memory than
+/// one with twenty.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Diagnostics(pub Vec<Diagnostic>);
+pub struct Diagnostics {
+    /// The earliest errors by position (errors at one position in the order found).
+    pub first: Vec<Diagnostic>,
+    /// Every error found, kept or not.
+    pub total: usize,
+}
 
 impl Diagnostics {
     /// How many errors are worth printing: past this, the rest are usually echoes.
     pub const SHOWN: usize = 20;
 
-    pub fn sorted(mut self) -> Self {
-        self.0.sort_by_key(|d| d.pos);
-        self
+    pub fn push(&mut self, d: Diagnostic) {
+        self.total += 1;
+        let at = self.first.partition_point(|e| e.pos <= d.pos);
+        if at < Self::SHOWN {
+            self.first.insert(at, d);
+            self.first.truncate(Self::SHOWN);
+        }
     }
 
-    /// Every error as `PATH:LINE:COL: error: ...`, one per line, capped at [`Self::SHOWN`].
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The first errors as `PATH:LINE:COL: error: ...`, one per line, then how many more.
     pub fn render(&self, path: &str) -> String {
         let mut out = String::new();
-        for d in self.0.iter().take(Self::SHOWN) {
+        for d in &self.first {
             out.push_str(&d.render(path));
             out.push('\n');
         }
-        if self.0.len() > Self::SHOWN {
+        if self.total > self.first.len() {
             out.push_str(&format!(
                 "{path}: error: {} more errors not shown\n",
-                self.0.len() - Self::SHOWN
+                self.total - self.first.len()
             ));
         }
         out
+    }
+}
+
+impl From<Diagnostic> for Diagnostics {
+    fn from(d: Diagnostic) -> Self {
+        let mut all = Diagnostics::default();
+        all.push(d);
+        all
     }
 }
 
@@ -115,7 +138,7 @@ impl std::error::Error for Diagnostics {}
 
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for d in &self.0 {
+        for d in &self.first {
             writeln!(f, "{d}")?;
         }
         Ok(())
@@ -125,6 +148,23 @@ impl fmt::Display for Diagnostics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_first_errors_are_kept_and_all_are_counted() {
+        let mut all = Diagnostics::default();
+        let at = |line| Diagnostic::at(Pos { line, col: 1 }, format!("line {line}"));
+        for line in (1..=100_000).rev() {
+            all.push(at(line));
+        }
+        all.push(at(3));
+        assert_eq!(all.total, 100_001);
+        let lines: Vec<u32> = all.first.iter().map(|d| d.pos.unwrap().line).collect();
+        assert_eq!(lines[..4], [1, 2, 3, 3]);
+        assert_eq!(lines.len(), Diagnostics::SHOWN);
+        assert!(all
+            .render("p.bc")
+            .ends_with("p.bc: error: 99981 more errors not shown\n"));
+    }
 
     #[test]
     fn quoting_shows_invisible_characters() {

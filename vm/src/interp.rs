@@ -120,11 +120,14 @@ fn execute(
     macro_rules! return_value {
         ($value:expr) => {{
             let value = $value;
-            if st.frames.len() == frame_base {
+            let frames = st.frames.len();
+            if frames == frame_base {
                 return Ok(value);
             }
-            // SAFETY: this run pushed every frame above `frame_base`.
-            let caller = st.frames.pop().unwrap_unchecked();
+            // SAFETY: this run pushed every frame above `frame_base`, so there is one to pop
+            // (`Vec::pop` would test for an empty vector again).
+            let caller = st.frames.as_ptr().add(frames - 1).read();
+            st.frames.set_len(frames - 1);
             // The callee's frame starts at the caller's result slot.
             *r = value;
             // SAFETY: frames only hold definitions of this program.
@@ -303,6 +306,87 @@ fn rem_nonzero(a: i64, b: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{parse_module, RunConfig};
+
+    /// `down(n)` returns n after n + 1 levels of calls; `crash()` divides by zero.
+    const DOWN: &str = "func down(n)\n load n\n jz zero\n load n\n push 1\n sub\n call down\n push 1\n add\n ret\nzero:\n push 0\n ret\nend\nfunc crash()\n push 1\n push 0\n div\n ret\nend\n";
+
+    fn program(max_depth: u32) -> Arc<Program> {
+        let module = Arc::new(parse_module(DOWN.as_bytes()).unwrap());
+        let config = RunConfig {
+            max_depth,
+            ..RunConfig::default()
+        };
+        let no_threads = Box::new(|_: &Arc<Program>, _: FuncId, _: &[i64]| unreachable!());
+        Program::new(module, config, no_threads, None)
+    }
+
+    /// A thread state as a run suspended in native code leaves it: two frames of its own and
+    /// registers below `top` in use, all set to -1.
+    fn suspended(program: &Program, top: usize) -> ThreadState {
+        let mut st = ThreadState::new(program.definitions().len());
+        let def: *const Definition = program.dispatch(0);
+        for i in 0..2 {
+            st.frames.push(Frame {
+                def,
+                pc: 7 + i,
+                base: 10 * i,
+            });
+        }
+        st.regs[..top].fill(-1);
+        st.reg_top = top;
+        st
+    }
+
+    fn assert_untouched(st: &ThreadState, top: usize) {
+        let frames: Vec<_> = st.frames.iter().map(|f| (f.pc, f.base)).collect();
+        assert_eq!(frames, [(7, 0), (8, 10)]);
+        assert!(st.regs[..top].iter().all(|&v| v == -1));
+        assert_eq!(st.reg_top, top);
+    }
+
+    #[test]
+    fn a_nested_run_leaves_the_suspended_runs_frames_and_registers_alone() {
+        let program = program(10_000);
+        // Near the end of the first register file, so the nested run grows (moves) it too.
+        let top = ThreadState::new(0).regs.len() - 10;
+        let mut st = suspended(&program, top);
+        assert_eq!(run(&program, &mut st, 0, &[3000], 3), Ok(3000));
+        assert_untouched(&st, top);
+        // Again, on the same state: nothing was left behind.
+        assert_eq!(run(&program, &mut st, 0, &[5], 3), Ok(5));
+        assert_untouched(&st, top);
+    }
+
+    #[test]
+    fn a_trap_in_a_nested_run_leaves_the_suspended_run_alone() {
+        let program = program(10_000);
+        let mut st = suspended(&program, 100);
+        assert_eq!(run(&program, &mut st, 1, &[], 3), Err(Trap::DivisionByZero));
+        assert_untouched(&st, 100);
+        let shallow = self::program(5);
+        let mut st = suspended(&shallow, 100);
+        assert_eq!(
+            run(&shallow, &mut st, 0, &[10], 0),
+            Err(Trap::StackOverflow)
+        );
+        assert_untouched(&st, 100);
+    }
+
+    #[test]
+    fn a_run_counts_depth_from_its_base() {
+        // down(n) runs at depths depth_base + 1 ..= depth_base + n + 1.
+        let program = program(50);
+        let mut st = ThreadState::new(program.definitions().len());
+        let mut down = |n: i64, depth_base: u32| run(&program, &mut st, 0, &[n], depth_base);
+        assert_eq!(down(49, 0), Ok(49));
+        assert_eq!(down(50, 0), Err(Trap::StackOverflow));
+        assert_eq!(down(39, 10), Ok(39));
+        assert_eq!(down(40, 10), Err(Trap::StackOverflow));
+        assert_eq!(down(0, 49), Ok(0));
+        assert_eq!(down(0, 50), Err(Trap::StackOverflow));
+        assert_eq!(down(0, u32::MAX), Err(Trap::StackOverflow));
+    }
 
     #[test]
     fn division_fast_path_agrees_with_the_spec() {

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 pub fn parse_module(src: &[u8]) -> Result<Module, Diagnostics> {
     let text = match std::str::from_utf8(src) {
         Ok(text) => text,
-        Err(e) => return Err(Diagnostics(vec![invalid_utf8(src, e.valid_up_to())])),
+        Err(e) => return Err(invalid_utf8(src, e.valid_up_to()).into()),
     };
     // Editors on some systems start UTF-8 files with a byte-order mark; it is not a token.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -65,7 +65,7 @@ struct RawFunction<'a> {
 /// Everything the parser knows while it reads the file line by line.
 #[derive(Default)]
 struct Parser<'a> {
-    errors: Vec<Diagnostic>,
+    errors: Diagnostics,
     memory_cells: u64,
     memory_seen: bool,
     /// Functions read to their `end` (or to where a missing `end` was noticed).
@@ -377,7 +377,7 @@ impl<'a> Parser<'a> {
         if self.errors.is_empty() {
             Ok(module)
         } else {
-            Err(Diagnostics(self.errors).sorted())
+            Err(self.errors)
         }
     }
 }
@@ -480,7 +480,7 @@ struct Scope<'a> {
     labels: HashMap<&'a str, u32>,
 }
 
-fn resolve(raw: &[RawFunction<'_>], memory_cells: u64, errors: &mut Vec<Diagnostic>) -> Module {
+fn resolve(raw: &[RawFunction<'_>], memory_cells: u64, errors: &mut Diagnostics) -> Module {
     let names = function_names(raw, errors);
     let functions = raw
         .iter()
@@ -500,7 +500,7 @@ fn resolve(raw: &[RawFunction<'_>], memory_cells: u64, errors: &mut Vec<Diagnost
     }
 }
 
-fn function_names<'a>(raw: &[RawFunction<'a>], errors: &mut Vec<Diagnostic>) -> Names<'a> {
+fn function_names<'a>(raw: &[RawFunction<'a>], errors: &mut Diagnostics) -> Names<'a> {
     let mut names = Names {
         index: HashMap::new(),
         arity: Vec::with_capacity(raw.len()),
@@ -531,7 +531,7 @@ fn function_names<'a>(raw: &[RawFunction<'a>], errors: &mut Vec<Diagnostic>) -> 
     names
 }
 
-fn function_scope<'a>(f: &RawFunction<'a>, errors: &mut Vec<Diagnostic>) -> Scope<'a> {
+fn function_scope<'a>(f: &RawFunction<'a>, errors: &mut Diagnostics) -> Scope<'a> {
     let mut slots: HashMap<&str, u32> = HashMap::new();
     for (i, name) in f.params.iter().chain(&f.locals).enumerate() {
         if slots.insert(name.text, i as u32).is_some() {
@@ -573,7 +573,7 @@ fn function_scope<'a>(f: &RawFunction<'a>, errors: &mut Vec<Diagnostic>) -> Scop
 fn resolve_function(
     f: &RawFunction<'_>,
     names: &Names<'_>,
-    errors: &mut Vec<Diagnostic>,
+    errors: &mut Diagnostics,
 ) -> (Function, Vec<bool>) {
     let scope = function_scope(f, errors);
     let mut code = Vec::with_capacity(f.instrs.len());
@@ -697,7 +697,7 @@ mod tests {
     fn errors(src: &str) -> Vec<String> {
         match parse_module(src.as_bytes()) {
             Ok(_) => Vec::new(),
-            Err(d) => d.0.iter().map(|d| d.to_string()).collect(),
+            Err(d) => d.first.iter().map(|d| d.to_string()).collect(),
         }
     }
 
@@ -851,7 +851,7 @@ mod tests {
     #[test]
     fn invalid_utf8_is_located() {
         let e = parse_module(b"func main()\n  push \xff\n").unwrap_err();
-        assert_eq!(e.0[0].pos, Some(Pos { line: 2, col: 8 }));
+        assert_eq!(e.first[0].pos, Some(Pos { line: 2, col: 8 }));
     }
 
     #[test]

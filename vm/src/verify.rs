@@ -125,7 +125,7 @@ mod tests {
     fn error(src: &str) -> (Pos, String) {
         let d = parse_module(src.as_bytes())
             .expect_err("should not verify")
-            .0
+            .first
             .remove(0);
         (d.pos.expect("positioned"), d.message)
     }

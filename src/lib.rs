@@ -74,9 +74,9 @@ impl clap::ValueEnum for Tier {
     }
 }
 
-/// The largest program `jitvm` reads (64 MiB). Larger input is refused after reading no more
+/// The largest program `jitvm` reads (16 MiB). Larger input is refused after reading no more
 /// than this, so `jitvm check /dev/zero` ends at once with bounded memory.
-pub const MAX_INPUT_BYTES: usize = 64 << 20;
+pub const MAX_INPUT_BYTES: usize = 16 << 20;
 
 /// Where a program comes from: a file, or standard input for `-`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,7 +162,7 @@ impl LoadError {
             }
             LoadError::TooLarge => {
                 Diagnostic::file(format!(
-                    "the file is larger than {} MiB, the most jitvm reads",
+                    "the program is larger than {} MiB, the most jitvm reads",
                     MAX_INPUT_BYTES >> 20
                 ))
                 .render(path)

@@ -17,7 +17,7 @@ struct Cli {
 }
 
 const EXIT_STATUS: &str = "\
-FILE is a `.bc` program of at most 64 MiB, or `-` to read it from standard input.
+FILE is a `.bc` program of at most 16 MiB, or `-` to read it from standard input.
 
 Exit status:
   0    success

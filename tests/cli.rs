@@ -1,5 +1,6 @@
 //! The command line: subcommands, exit statuses and messages.
 
+use jitvm::Tier;
 use jitvm_conformance::{run_command, Outcome};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -179,4 +180,217 @@ fn output_survives_a_closed_pipe() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+/// Runs `script` under `sh` with `$0` the `jitvm` binary, so a test can redirect and limit
+/// it as a user would.
+fn shell(script: &str) -> std::process::Output {
+    std::process::Command::new("sh")
+        .args(["-c", script, env!("CARGO_BIN_EXE_jitvm")])
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn input_past_the_size_limit_is_refused_having_read_no_more_than_the_limit() {
+    let limit_mib = jitvm::MAX_INPUT_BYTES >> 20;
+    let message = format!(":1:1: error: the program is larger than {limit_mib} MiB");
+    // With 512 MiB of address space, reading /dev/zero to its end fails by an abort.
+    for sub in ["check", "run", "dis"] {
+        let start = std::time::Instant::now();
+        let out = shell(&format!("ulimit -v 524288; exec \"$0\" {sub} /dev/zero"));
+        assert_eq!(out.status.code(), Some(2), "{sub}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).starts_with(&format!("/dev/zero{message}")),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{sub} took {:?}",
+            start.elapsed()
+        );
+        assert!(out.stdout.is_empty());
+    }
+    // A file one byte past the limit is refused; one at the limit is read (and parsed).
+    let dir = std::env::temp_dir().join(format!("jitvm-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, size) in [
+        ("over.bc", jitvm::MAX_INPUT_BYTES + 1),
+        ("at.bc", jitvm::MAX_INPUT_BYTES),
+    ] {
+        let path = dir.join(name);
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(size as u64).unwrap(); // sparse: all NUL bytes
+        let path = path.display().to_string();
+        let out = jitvm(&["check", &path]);
+        assert_eq!(out.status, Some(2), "{}", out.stderr);
+        let refused = out.stderr.starts_with(&format!("{path}{message}"));
+        assert_eq!(refused, name == "over.bc", "{}", out.stderr);
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+#[test]
+fn error_messages_quote_tokens_short_and_with_invisible_characters_escaped() {
+    let long = "9".repeat(10_000_000);
+    let nuls = "\0".repeat(100_000);
+    let source = format!(
+        "func main()\n  fr\u{a0}ob\n  push 1\u{b}\n  {nuls}\n  push 2\r3\n  push {long}\n  push 0\n  ret\nend\n"
+    );
+    let prog = temp_file("invisible.bc", &source);
+    let out = jitvm(&["check", &prog]);
+    assert_eq!(out.status, Some(2));
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{prog}:2:3: error: unknown instruction `fr\\u{{a0}}ob`"),
+            format!("{prog}:3:8: error: malformed integer literal `1\\x0b`"),
+            format!(
+                "{prog}:4:3: error: unknown instruction `{}...`",
+                "\\0".repeat(32)
+            ),
+            format!("{prog}:5:8: error: malformed integer literal `2\\r3`"),
+            format!(
+                "{prog}:6:8: error: integer literal `{}...` does not fit in i64",
+                "9".repeat(32)
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_run_whose_output_cannot_be_written_fails_with_a_message() {
+    let prog = temp_file(
+        "hello.bc",
+        "func main()\n  push 42\n  print\n  push 0\n  ret\nend\n",
+    );
+    let out = shell(&format!("exec \"$0\" run {prog} > /dev/full"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        "error: cannot write output: No space left on device (os error 28)\n"
+    );
+    let out = shell(&format!("exec \"$0\" dis {prog} > /dev/full"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).starts_with("error: cannot write output: "));
+}
+
+#[test]
+fn a_run_printing_forever_into_a_closed_pipe_stops_at_once() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let prog = temp_file(
+        "forever.bc",
+        "func main()\n local i\nloop:\n load i\n print\n load i\n push 1\n add\n store i\n jmp loop\nend\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jitvm"))
+        .args(["run", &prog])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap(); // as `| head -1` does, then the pipe closes
+    assert_eq!(first, "0\n");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            child.kill().unwrap();
+            panic!("still running 20 s after its reader went away");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(status.code(), Some(141));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(stderr, "");
+}
+
+#[test]
+fn stats_are_printed_when_the_program_traps() {
+    let prog = temp_file(
+        "trap_stats.bc",
+        "func f()\n push 1\n ret\nend\nfunc main()\n call f\n push 0\n div\n ret\nend\n",
+    );
+    let out = jitvm(&["run", "--stats", &prog]);
+    assert_eq!(out.status, Some(1));
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines[0], "error: trap: division by zero");
+    let counts = |name: &str| {
+        let row = lines
+            .iter()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{lines:?}"));
+        row.split_whitespace().skip(1).collect::<Vec<_>>()
+    };
+    assert_eq!(counts("f "), ["1", "0"]);
+    assert_eq!(counts("main "), ["1", "0"]);
+}
+
+#[test]
+fn help_says_what_each_exit_status_means() {
+    for args in [&["--help"][..], &["run", "--help"][..]] {
+        let out = jitvm(args);
+        assert_eq!(out.status, Some(0));
+        let help = text(&out.stdout);
+        assert!(help.contains("Exit status:"), "{help}");
+        for status in ["0 ", "1 ", "2 ", "141 "] {
+            assert!(
+                help.lines().any(|l| l.trim_start().starts_with(status)),
+                "no line for status {status}: {help}"
+            );
+        }
+        let limit = format!("at most {} MiB", jitvm::MAX_INPUT_BYTES >> 20);
+        assert!(help.contains(&limit), "{help}");
+        assert!(help.contains("`-`"), "{help}");
+    }
+}
+
+#[test]
+fn a_dash_reads_the_program_from_standard_input() {
+    let out =
+        shell("printf 'func main()\\n push 7\\n print\\n push 0\\n ret\\nend\\n' | \"$0\" run -");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(out.stdout, b"7\n");
+    let out = shell("printf 'func main()\\n  frob\\nend\\n' | \"$0\" check -");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "<stdin>:2:3: error: unknown instruction `frob`\n"
+    );
+    let out = shell("printf 'func main()\\n push 0\\n ret\\nend\\n' | \"$0\" dis -");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).starts_with("func main()"));
+    let out = shell("ulimit -v 524288; exec \"$0\" check - < /dev/zero");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).starts_with("<stdin>:1:1: error: the program is larger than"));
+}
+
+#[test]
+fn the_tier_option_takes_exactly_the_engines_tiers() {
+    use clap::ValueEnum;
+    let names: Vec<String> = Tier::value_variants()
+        .iter()
+        .map(|t| t.to_possible_value().unwrap().get_name().to_string())
+        .collect();
+    let expected: Vec<String> = Tier::ALL.iter().map(|t| t.to_string()).collect();
+    assert_eq!(names, expected);
+    let help = text(&jitvm(&["run", "--help"]).stdout);
+    for tier in Tier::ALL {
+        assert!(help.contains(&format!("{tier}:")), "{help}");
+        let out = jitvm(&["run", "--tier", tier.name(), "/nonexistent.bc"]);
+        assert_eq!(out.status, Some(2));
+        assert!(!out.stderr.contains("invalid value"), "{}", out.stderr);
+    }
 }

@@ -75,8 +75,14 @@ struct Parser<'a> {
     last_line: u32,
 }
 
+/// No kind of line needs more than its first four tokens to be read or reported (an
+/// instruction, two operands, and an extra one to complain about), so a line of millions of
+/// tokens costs no more than a line of four.
+const TOKENS_READ: usize = 4;
+
+/// The first [`TOKENS_READ`] tokens of a line.
 fn tokens(line: &str, line_no: u32) -> Vec<Token<'_>> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(TOKENS_READ);
     let mut start = None;
     for (i, c) in line
         .char_indices()
@@ -93,6 +99,9 @@ fn tokens(line: &str, line_no: u32) -> Vec<Token<'_>> {
                         col: s as u32 + 1,
                     },
                 });
+                if out.len() == TOKENS_READ {
+                    break;
+                }
                 start = None;
             }
             _ => {}

@@ -78,7 +78,7 @@ fn find_cycle(graph: &Graph, start: &str) -> Option<Vec<String>> {
 #[test]
 fn no_vm_module_uses_a_module_that_uses_it_back() {
     let graph = module_graph();
-    assert!(graph.len() >= 10, "{graph:?}");
+    assert!(graph.len() > 5, "read the modules: {graph:?}");
     for module in graph.keys() {
         if let Some(cycle) = find_cycle(&graph, module) {
             panic!("import cycle: {}", cycle.join(" -> "));

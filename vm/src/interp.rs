@@ -19,10 +19,11 @@ use std::sync::Arc;
 /// than `--max-depth` traps `stack overflow`, counting those levels too.
 ///
 /// Reentrant: native code may call `run` while another run on the same thread is suspended
-/// lower on the native stack. This run's frames go above `st`'s current ones and its registers
-/// from `st.reg_top` up, and both are as they were when it returns, trap or not. A run that
-/// calls out must set `st.reg_top` past its own frame first, and re-derive its register
-/// pointer afterwards (a nested run may grow, and so move, the register file).
+/// lower on the native stack. This run pushes its frames above those `st` holds and puts its
+/// registers at `st.reg_top` and up, so it never touches the suspended run's frames or
+/// registers; when it returns, trap or not, `st` holds exactly the frames it held before. A
+/// run that calls out must set `st.reg_top` past its own frame first, and re-derive its
+/// register pointer afterwards (a nested run may grow, and so move, the register file).
 pub fn run(
     program: &Arc<Program>,
     st: &mut ThreadState,

@@ -5,7 +5,7 @@
 //! (code memory and the machinery that changes code while threads run it) and `jitvm-jit`
 //! (the native backends). This crate owns the policy that ties them together.
 
-use clap::builder::PossibleValue;
+use clap::ValueEnum;
 use jitvm_vm::interp;
 use jitvm_vm::program::ThreadBody;
 use jitvm_vm::state::ThreadState;
@@ -15,40 +15,23 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Which execution tiers a run may use (`jitvm run --tier`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which execution tiers a run may use: `jitvm run --tier NAME`, where NAME is the variant's
+/// name in lower case and the doc line its help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Tier {
     /// The interpreter only.
     Interp,
-    /// Every function compiled by the baseline JIT before it runs.
+    /// Every function compiled by the baseline JIT before it runs (not built yet).
     Baseline,
-    /// Every function compiled by the optimizing JIT before it runs.
+    /// Every function compiled by the optimizing JIT before it runs (not built yet).
     Opt,
     /// Start in the interpreter and tier up what gets hot, with the tiers this build has.
     Auto,
 }
 
 impl Tier {
+    /// Every tier, as `--tier` lists them.
     pub const ALL: [Tier; 4] = [Tier::Interp, Tier::Baseline, Tier::Opt, Tier::Auto];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Tier::Interp => "interp",
-            Tier::Baseline => "baseline",
-            Tier::Opt => "opt",
-            Tier::Auto => "auto",
-        }
-    }
-
-    /// What the tier does, for `jitvm run --help`.
-    fn summary(self) -> &'static str {
-        match self {
-            Tier::Interp => "the interpreter only",
-            Tier::Baseline => "every function compiled by the baseline JIT (not built yet)",
-            Tier::Opt => "every function compiled by the optimizing JIT (not built yet)",
-            Tier::Auto => "start in the interpreter, tier up what gets hot",
-        }
-    }
 
     /// Whether this build can run the tier. The JIT backends have not landed yet; asking for
     /// one is refused rather than silently run in another tier.
@@ -57,20 +40,11 @@ impl Tier {
     }
 }
 
+/// The tier's `--tier` name.
 impl fmt::Display for Tier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// `--tier` takes exactly the tiers above, by [`Tier::name`].
-impl clap::ValueEnum for Tier {
-    fn value_variants<'a>() -> &'a [Self] {
-        &Self::ALL
-    }
-
-    fn to_possible_value(&self) -> Option<PossibleValue> {
-        Some(PossibleValue::new(self.name()).help(self.summary()))
+        let value = self.to_possible_value().expect("no tier is hidden");
+        f.write_str(value.get_name())
     }
 }
 
@@ -203,19 +177,18 @@ pub fn entry_point(module: &Module) -> Result<FuncId, LoadError> {
 /// installed; the profile still counts (`jitvm run --stats` prints it) and is what the
 /// tiering policy will read once the JITs land.
 pub fn instantiate(module: Module, tier: Tier, config: RunConfig) -> Arc<Program> {
+    Program::new(Arc::new(module), config, thread_body(tier), None)
+}
+
+/// What every thread of a program in `tier` runs, `main` and spawned alike. Each tier this
+/// build runs starts every thread in the interpreter; a JIT tier will return a body that
+/// enters native code where a function has some.
+pub fn thread_body(tier: Tier) -> Box<ThreadBody> {
     debug_assert!(
         tier.is_available(),
         "callers refuse unavailable tiers first"
     );
-    Program::new(Arc::new(module), config, thread_body(tier), None)
-}
-
-/// What every thread of a program in `tier` runs, `main` and spawned alike. Today each tier
-/// that runs starts every thread in the interpreter; a JIT tier will enter native code here.
-pub fn thread_body(tier: Tier) -> Box<ThreadBody> {
-    match tier {
-        Tier::Interp | Tier::Auto | Tier::Baseline | Tier::Opt => Box::new(interpreter_thread),
-    }
+    Box::new(interpreter_thread)
 }
 
 /// A thread that runs `f(args)` in the interpreter: its own [`ThreadState`], counted calls
@@ -225,4 +198,16 @@ pub fn interpreter_thread(program: &Arc<Program>, f: FuncId, args: &[i64]) -> Re
     let result = interp::run(program, &mut state, f, args, 0);
     state.flush_profile(program);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_tiers_are_the_tier_options_values() {
+        assert_eq!(Tier::ALL[..], *Tier::value_variants());
+        let names: Vec<String> = Tier::ALL.iter().map(Tier::to_string).collect();
+        assert_eq!(names, ["interp", "baseline", "opt", "auto"]);
+    }
 }

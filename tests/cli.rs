@@ -389,7 +389,7 @@ fn the_tier_option_takes_exactly_the_engines_tiers() {
     let help = text(&jitvm(&["run", "--help"]).stdout);
     for tier in Tier::ALL {
         assert!(help.contains(&format!("{tier}:")), "{help}");
-        let out = jitvm(&["run", "--tier", tier.name(), "/nonexistent.bc"]);
+        let out = jitvm(&["run", "--tier", &tier.to_string(), "/nonexistent.bc"]);
         assert_eq!(out.status, Some(2));
         assert!(!out.stderr.contains("invalid value"), "{}", out.stderr);
     }

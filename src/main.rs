@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use jitvm::{entry_point, instantiate, load, Input, Tier};
 use jitvm_vm::lower::lower_module;
+use jitvm_vm::output::report_write_error;
 use jitvm_vm::RunConfig;
 use std::io::Write;
 use std::path::PathBuf;
@@ -110,13 +111,7 @@ fn print_out(text: &str) -> ExitCode {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            ExitCode::from(jitvm_vm::program::EXIT_BROKEN_PIPE as u8)
-        }
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "error: cannot write output: {e}");
-            ExitCode::from(jitvm_vm::program::EXIT_OUTPUT_ERROR as u8)
-        }
+        Err(e) => ExitCode::from(report_write_error(&e) as u8),
     }
 }
 

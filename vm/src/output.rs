@@ -1,10 +1,27 @@
 //! Program output: one buffer for all threads, so a `print` line is never torn and output
 //! follows the order in which threads wrote it. Written to stdout when it fills and at exit;
 //! a write that fails is reported to the caller, which ends the run (see
-//! [`crate::program::Program::exit_for_output`]).
+//! [`crate::program::Program::exit_for_output`] and [`report_write_error`]).
 
 use std::io::{self, Write};
 use std::sync::{Mutex, MutexGuard};
+
+/// Exit status when stdout cannot be written (`error: cannot write output: ...`).
+pub const EXIT_OUTPUT_ERROR: i32 = 1;
+/// Exit status when stdout is a pipe whose reader has gone (`jitvm run p.bc | head -1`): the
+/// status a shell reports for a tool killed by `SIGPIPE` (128 + 13), with nothing printed.
+pub const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// Says on stderr that stdout could not be written, unless its reader has simply gone, and
+/// returns the status to exit with. Rust ignores `SIGPIPE`, so a closed pipe shows up here as
+/// `EPIPE` rather than ending the process.
+pub fn report_write_error(error: &io::Error) -> i32 {
+    if error.kind() == io::ErrorKind::BrokenPipe {
+        return EXIT_BROKEN_PIPE;
+    }
+    let _ = writeln!(io::stderr(), "error: cannot write output: {error}");
+    EXIT_OUTPUT_ERROR
+}
 
 pub struct Output {
     buffer: Mutex<Vec<u8>>,

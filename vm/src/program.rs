@@ -11,7 +11,7 @@
 
 use crate::bytecode::{FuncId, Module};
 use crate::lower::lower_function;
-use crate::output::Output;
+use crate::output::{report_write_error, Output};
 use crate::profile::Profile;
 use crate::regcode::LoweredFunction;
 use crate::threads::Threads;
@@ -50,11 +50,6 @@ impl Default for RunConfig {
     }
 }
 
-/// Exit status when stdout cannot be written (`error: cannot write output: ...`).
-pub const EXIT_OUTPUT_ERROR: i32 = 1;
-/// Exit status when stdout is a pipe whose reader has gone (`jitvm run p.bc | head -1`): the
-/// status a shell reports for a tool killed by `SIGPIPE` (128 + 13), with nothing printed.
-pub const EXIT_BROKEN_PIPE: i32 = 141;
 /// Exit status after a trap (spec §6).
 pub const EXIT_TRAP: i32 = 1;
 
@@ -245,16 +240,12 @@ impl Program {
         self.exit(0)
     }
 
-    /// Ends the process because stdout cannot be written: silently with
-    /// [`EXIT_BROKEN_PIPE`] when its reader has gone (as `| head` expects of a producer),
-    /// otherwise with `error: cannot write output: ...` and [`EXIT_OUTPUT_ERROR`].
+    /// Ends the process because stdout cannot be written, as [`report_write_error`] says:
+    /// silently when its reader has gone (as `| head` expects of a producer), otherwise with
+    /// `error: cannot write output: ...`.
     pub fn exit_for_output(&self, error: io::Error) -> ! {
         let _hold = self.output.lock();
-        if error.kind() == io::ErrorKind::BrokenPipe {
-            self.exit(EXIT_BROKEN_PIPE)
-        }
-        let _ = writeln!(io::stderr(), "error: cannot write output: {error}");
-        self.exit(EXIT_OUTPUT_ERROR)
+        self.exit(report_write_error(&error))
     }
 
     /// The last step of every ending: `--stats` if asked for, then the exit.

@@ -10,7 +10,9 @@
 //! thread's [`state::ThreadState`]. What a thread runs is the engine's choice
 //! ([`program::ThreadBody`]). A [`trap`] ends the process.
 //!
-//! Modules only import those listed before them here, so no two import each other.
+//! No module uses a module that uses it back (`tests/module_graph.rs` checks it): from the
+//! bottom, `bytecode`, `trap`; then `diag`, `regcode`, `output`, `profile`, `threads`; then
+//! `verify`, `lower`, `dis`; `parse`; `program`; `state`; and `interp` on top.
 
 pub mod bytecode;
 pub mod diag;

@@ -1,9 +1,9 @@
 //! VM threads: `spawn`, `join`, the cap on threads alive at once and the handles not yet
 //! joined. This module runs closures and knows neither programs nor interpreters: what a
-//! thread runs is the closure it is handed, which the engine builds (today around the
-//! interpreter, later around native code).
+//! thread runs is the closure it is handed (a program hands it the engine's thread body,
+//! today the interpreter, later native code).
 //!
-//! Spawned OS threads are detached, and each leaves its result in a [`Completion`] cell that
+//! Spawned OS threads are detached, and each leaves its result in a completion cell that
 //! `join` waits on: a thread that finishes and is never joined gives its stack back at once
 //! and costs only that cell, so a program may spawn any number of threads over its life.
 

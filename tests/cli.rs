@@ -157,19 +157,24 @@ fn stats_count_every_call_and_back_edge() {
     assert_eq!(row("main"), [1, 4999]);
 }
 
+/// `jitvm run PROG` with stdout and stderr piped to this test.
+fn spawn_run(prog: &str) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    Command::new(env!("CARGO_BIN_EXE_jitvm"))
+        .args(["run", prog])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn output_survives_a_closed_pipe() {
-    use std::process::{Command, Stdio};
     let prog = temp_file(
         "chatty.bc",
         "func main()\n local i\nloop:\n load i\n print\n load i\n push 1\n add\n dup\n store i\n push 200000\n lt\n jnz loop\n push 0\n ret\nend\n",
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jitvm"))
-        .args(["run", &prog])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&prog);
     drop(child.stdout.take()); // the reader goes away, as with `| head -1`
     let out = child.wait_with_output().unwrap();
     // A closed pipe ends the run silently, with the status a shell shows for SIGPIPE.
@@ -284,17 +289,11 @@ fn a_run_whose_output_cannot_be_written_fails_with_a_message() {
 #[test]
 fn a_run_printing_forever_into_a_closed_pipe_stops_at_once() {
     use std::io::BufRead;
-    use std::process::{Command, Stdio};
     let prog = temp_file(
         "forever.bc",
         "func main()\n local i\nloop:\n load i\n print\n load i\n push 1\n add\n store i\n jmp loop\nend\n",
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jitvm"))
-        .args(["run", &prog])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&prog);
     let mut first = String::new();
     std::io::BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)

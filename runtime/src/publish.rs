@@ -212,19 +212,21 @@ impl<'a> Transaction<'a> {
         align: usize,
         relocs: &[Reloc],
     ) -> Result<Blob, Error> {
-        for r in relocs {
-            self.check_target(r.target)?;
-        }
         let blob = self.alloc(code.len(), align)?;
-        let buf = self.rt.mem().staged_slice(blob);
-        buf.copy_from_slice(code);
-        for r in relocs {
-            if let Err(e) = apply(buf, blob.addr(), r) {
-                let _ = self.rt.mem().free_all(&[blob], State::Staged);
-                return Err(e);
-            }
-        }
+        // Checked with the new blob counted as staged: code may refer to
+        // itself.
         self.buf.staged.push(blob);
+        let mut result = relocs.iter().try_for_each(|r| self.check_target(r.target));
+        if result.is_ok() {
+            let buf = self.rt.mem().staged_slice(blob);
+            buf.copy_from_slice(code);
+            result = relocs.iter().try_for_each(|r| apply(buf, blob.addr(), r));
+        }
+        if let Err(e) = result {
+            self.buf.staged.pop();
+            let _ = self.rt.mem().free_all(&[blob], State::Staged);
+            return Err(e);
+        }
         let mem = self.rt.mem();
         self.buf
             .targets

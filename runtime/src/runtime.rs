@@ -40,6 +40,12 @@ pub struct Runtime {
     forks: u64,
 }
 
+// Shared by every thread through an `Arc`.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Runtime>();
+};
+
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")

@@ -193,6 +193,14 @@ pub fn with_current_thread<R>(f: impl FnOnce(Option<&ThreadHandle>) -> R) -> R {
 /// that created it); dropping the handle that
 /// [`Runtime::register_thread`] returned deregisters the thread.
 ///
+/// It cannot be sent to another thread:
+///
+/// ```compile_fail
+/// fn send<T: Send>(_: T) {}
+/// let rt = jitvm_runtime::Runtime::new(Default::default()).unwrap();
+/// send(rt.register_thread().unwrap());
+/// ```
+///
 /// Contract (what makes reclamation sound):
 /// * JIT code runs only inside [`enter`](Self::enter) on a registered thread;
 /// * [`quiescent`](Self::quiescent) is called only where the thread holds no

@@ -315,3 +315,62 @@ fn enter_is_nestable_and_leaves_cleanly_on_panic() {
     let stop = AtomicBool::new(false);
     assert!(me.enter(|s| s.handle().enter(|_| !stop.load(Ordering::Relaxed))));
 }
+
+extern "C" fn ignore(_: libc::c_int) {}
+
+#[test]
+fn a_wait_interrupted_by_signals_still_waits_its_full_timeout() {
+    // SIGURG with a handler installed without SA_RESTART: nanosleep fails
+    // with EINTR every time it arrives (signal(7)).
+    // SAFETY: installs a no-op handler for a signal nothing else here uses.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = ignore as *const () as usize;
+        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigaction(libc::SIGURG, &act, std::ptr::null_mut());
+    }
+    let rt = runtime(false);
+    let old = {
+        let mut tx = rt.transaction();
+        let b = tx.stage(&version(1), 16).unwrap();
+        tx.commit(Guarantee::Strong).unwrap();
+        b
+    };
+    let ready = Barrier::new(3);
+    let release = Mutex::new(());
+    let gate = release.lock().unwrap();
+    let waiter_tid = AtomicUsize::new(0);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _h = rt.register_thread().unwrap();
+            ready.wait();
+            drop(release.lock().unwrap()); // holds reclamation back
+        });
+        let waiter = s.spawn(|| {
+            // SAFETY: gettid has no preconditions.
+            waiter_tid.store(unsafe { libc::gettid() } as usize, Ordering::Release);
+            ready.wait();
+            let t = std::time::Instant::now();
+            let r = rt.synchronize(Duration::from_millis(300));
+            done.store(true, Ordering::Release);
+            (r, t.elapsed())
+        });
+        ready.wait();
+        let mut tx = rt.transaction();
+        tx.retire(old).unwrap();
+        tx.commit(Guarantee::Strong).unwrap();
+        let tid = waiter_tid.load(Ordering::Acquire) as libc::pid_t;
+        while !done.load(Ordering::Acquire) {
+            // SAFETY: signals a thread of this process that is alive until
+            // `done` (the scope joins it only afterwards).
+            unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGURG) };
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let (r, waited) = waiter.join().unwrap();
+        assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+        assert!(waited >= Duration::from_millis(300), "{waited:?}");
+        drop(gate);
+    });
+    rt.synchronize(Duration::from_secs(10)).unwrap();
+}

@@ -274,7 +274,9 @@ impl Allocator {
             let tail = r.size - new_size;
             self.mark(r.start + new_size, tail, 0);
             *counter(&mut self.stats, r.state) -= tail;
-            self.give_back(r.start + new_size, tail);
+            // To the range map, not a size list: a reservation's tail usually
+            // borders fresh memory and coalesces with it.
+            self.release(r.start + new_size, tail);
         }
         let rec = &mut self.records[idx];
         rec.size = rec.size.min(new_size);

@@ -22,8 +22,10 @@
 //! The slow path ([`ThreadHandle::safepoint_from_native`]):
 //!
 //! 1. reads the epoch `E`; if this thread already polled at `E`, returns;
-//! 2. scans its own stack, from its current stack pointer to the stack top,
-//!    for words that fall inside the code region, and publishes them sorted
+//! 2. scans its own stack, from the stack pointer at the call (recorded by a
+//!    small assembly trampoline, so the slow path's own frames, whose unused
+//!    slots hold stale values of earlier calls, are not scanned) to the stack
+//!    top, for words that fall inside the code region, and publishes them sorted
 //!    and deduplicated as the thread's *pins*. On x86-64 every activation of
 //!    JIT code on the stack has its return address there, and at a poll
 //!    point native code holds no other code address, so every blob the
@@ -68,10 +70,26 @@ fn load_word(addr: usize) -> usize {
 impl ThreadHandle {
     /// The native safepoint (see the module docs): reports that this thread,
     /// though inside native code, holds no code address but the return
-    /// addresses on its stack, which it pins. Outside `enter` it is
-    /// [`quiescent`](Self::quiescent). Returns quickly if the thread already
-    /// polled at the current epoch.
+    /// addresses on its stack (from the caller's frame up), which it pins.
+    /// Outside `enter` it is [`quiescent`](Self::quiescent). Returns quickly
+    /// if the thread already polled at the current epoch.
+    #[inline(never)]
     pub fn safepoint_from_native(&self) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the trampoline calls `safepoint_here(self, rsp_at_call)`
+        // synchronously; `self` outlives the call.
+        unsafe {
+            jitvm_runtime_safepoint_here_v1(self as *const ThreadHandle as *const core::ffi::c_void)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let marker = 0u8;
+            let sp = std::hint::black_box(&marker) as *const u8 as usize;
+            self.safepoint_scanning_from(sp);
+        }
+    }
+
+    fn safepoint_scanning_from(&self, sp: usize) {
         let i = &*self.inner;
         let rt = &i.rt;
         if i.depth.get() == 0 {
@@ -85,10 +103,8 @@ impl ThreadHandle {
         if i.polled.get() == epoch {
             return;
         }
-        // 2. Scan from here (this frame and everything above it: the native
-        //    frames that called us) to the top of the stack.
-        let marker = 0u8;
-        let sp = std::hint::black_box(&marker) as *const u8 as usize;
+        // 2. Scan from the caller's stack pointer (its return address
+        //    included) to the top of the stack.
         let (low, high) = i.rec.stack;
         if sp < low || sp >= high {
             return; // not on the registered stack (signal stack?): stay conservative
@@ -120,17 +136,64 @@ impl ThreadHandle {
     }
 }
 
-/// The native slow path: what JIT code calls when the poll word is set.
-/// Reports quiescence for the calling thread's current handle (see
-/// [`ThreadHandle::safepoint_from_native`]); does nothing on an unregistered
-/// thread. Clobbers only caller-saved registers; call it with the stack
-/// 16-byte aligned.
+/// Called by the trampolines with the stack pointer at their entry.
 #[cfg(target_arch = "x86_64")]
-pub extern "sysv64" fn jitvm_safepoint_slow() {
+extern "sysv64" fn safepoint_slow_at(sp: usize) {
     if let Some(inner) = current_inner() {
-        let h = ThreadHandle::lend(inner);
-        h.safepoint_from_native();
+        ThreadHandle::lend(inner).safepoint_scanning_from(sp);
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+extern "sysv64" fn safepoint_here_at(h: *const core::ffi::c_void, sp: usize) {
+    // SAFETY: `h` is the `&self` that `safepoint_from_native` passed to the
+    // trampoline, alive for this synchronous call.
+    unsafe { &*(h as *const ThreadHandle) }.safepoint_scanning_from(sp);
+}
+
+// Two trampolines that record the stack pointer at their entry (pointing at
+// the return address into the caller) and pass it on, keeping the stack
+// 16-byte aligned for the call (rsp is 8 mod 16 on entry). Hidden global
+// symbols with a versioned name, so two copies of the crate cannot clash.
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(
+    ".pushsection .text.jitvm_runtime_safepoint,\"ax\",@progbits",
+    ".p2align 4",
+    ".globl jitvm_runtime_safepoint_slow_v1",
+    ".hidden jitvm_runtime_safepoint_slow_v1",
+    "jitvm_runtime_safepoint_slow_v1:",
+    "mov rdi, rsp",
+    "sub rsp, 8",
+    "call {slow}",
+    "add rsp, 8",
+    "ret",
+    ".p2align 4",
+    ".globl jitvm_runtime_safepoint_here_v1",
+    ".hidden jitvm_runtime_safepoint_here_v1",
+    "jitvm_runtime_safepoint_here_v1:",
+    "mov rsi, rsp",
+    "sub rsp, 8",
+    "call {here}",
+    "add rsp, 8",
+    "ret",
+    ".popsection",
+    slow = sym safepoint_slow_at,
+    here = sym safepoint_here_at,
+);
+
+#[cfg(target_arch = "x86_64")]
+extern "sysv64" {
+    fn jitvm_runtime_safepoint_here_v1(h: *const core::ffi::c_void);
+    /// The native slow path: what JIT code calls (`call` with the stack
+    /// 16-byte aligned) when the poll word is set. Reports quiescence for the
+    /// calling thread's current handle, pinning the code on its stack from
+    /// the caller's frame up (see [`ThreadHandle::safepoint_from_native`]);
+    /// does nothing on an unregistered thread. Clobbers only caller-saved
+    /// registers. Take its address with `jitvm_safepoint_slow as usize`.
+    /// Calling it from Rust is sound (an ordinary sysv64 function), but Rust
+    /// code should call [`ThreadHandle::safepoint_from_native`].
+    #[link_name = "jitvm_runtime_safepoint_slow_v1"]
+    pub fn jitvm_safepoint_slow();
 }
 
 /// The native slow path (C ABI on this architecture); see the x86-64 doc.

@@ -72,7 +72,8 @@ extern "sysv64" fn retire_my_caller_and_poll() -> i64 {
         tx.retire(*me).unwrap();
         tx.commit(Guarantee::Strong).unwrap();
         assert_eq!(rt.poll_word_value(), 1, "an entered thread holds it back");
-        jitvm_safepoint_slow();
+        // SAFETY: a sysv64 function without arguments; as native code calls it.
+        unsafe { jitvm_safepoint_slow() };
         rt.reclaim();
         let info = rt.lookup(me.addr()).expect("still on this stack: pinned");
         assert!(info.retired);
@@ -336,7 +337,7 @@ fn a_wait_interrupted_by_signals_still_waits_its_full_timeout() {
         tx.commit(Guarantee::Strong).unwrap();
         b
     };
-    let ready = Barrier::new(3);
+    let ready = Barrier::new(2);
     let release = Mutex::new(());
     let gate = release.lock().unwrap();
     let waiter_tid = AtomicUsize::new(0);
@@ -347,19 +348,21 @@ fn a_wait_interrupted_by_signals_still_waits_its_full_timeout() {
             ready.wait();
             drop(release.lock().unwrap()); // holds reclamation back
         });
+        ready.wait();
+        let mut tx = rt.transaction();
+        tx.retire(old).unwrap();
+        tx.commit(Guarantee::Strong).unwrap();
         let waiter = s.spawn(|| {
             // SAFETY: gettid has no preconditions.
             waiter_tid.store(unsafe { libc::gettid() } as usize, Ordering::Release);
-            ready.wait();
             let t = std::time::Instant::now();
             let r = rt.synchronize(Duration::from_millis(300));
             done.store(true, Ordering::Release);
             (r, t.elapsed())
         });
-        ready.wait();
-        let mut tx = rt.transaction();
-        tx.retire(old).unwrap();
-        tx.commit(Guarantee::Strong).unwrap();
+        while waiter_tid.load(Ordering::Acquire) == 0 {
+            std::thread::yield_now();
+        }
         let tid = waiter_tid.load(Ordering::Acquire) as libc::pid_t;
         while !done.load(Ordering::Acquire) {
             // SAFETY: signals a thread of this process that is alive until

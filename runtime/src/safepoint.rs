@@ -116,7 +116,7 @@ impl ThreadHandle {
             let mut a = (sp + 7) & !7;
             while a + 8 <= high {
                 let w = load_word(a);
-                if mem.contains(w) || w == mem.rx_base() + mem.capacity() {
+                if mem.contains(w) {
                     pins.push(w);
                 }
                 a += 8;

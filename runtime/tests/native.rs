@@ -126,27 +126,27 @@ fn code_on_a_native_stack_is_not_reclaimed_until_its_activation_returns() {
 fn a_native_safepoint_releases_code_the_thread_is_not_inside() {
     let rt = runtime(false);
     let me = rt.register_thread().unwrap();
-    // The blob's handle never lives on this thread's stack (the scan is
-    // conservative: a handle there would pin it too): helper threads publish
-    // and retire it.
-    let cell: Mutex<Option<Blob>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut tx = rt.transaction();
-            *cell.lock().unwrap() = Some(tx.stage(&version(1), 16).unwrap());
-            tx.commit(Guarantee::Strong).unwrap();
-        });
+    // The blob's handle never lives on this thread's stack, not even in a
+    // stale slot of an inlined call (the scan is conservative: a handle there
+    // would pin it too): helper threads publish, retire and try to reclaim.
+    let cell: Box<Mutex<Option<Blob>>> = Box::new(Mutex::new(None)); // on the heap
+    let on_helper =
+        |f: &(dyn Fn() -> usize + Sync)| std::thread::scope(|s| s.spawn(f).join().unwrap());
+    on_helper(&|| {
+        let mut tx = rt.transaction();
+        *cell.lock().unwrap() = Some(tx.stage(&version(1), 16).unwrap());
+        tx.commit(Guarantee::Strong).unwrap();
+        0
     });
     me.enter(|scope| {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let mut tx = rt.transaction();
-                tx.retire(cell.lock().unwrap().take().unwrap()).unwrap();
-                tx.commit(Guarantee::Strong).unwrap();
-            });
+        on_helper(&|| {
+            let mut tx = rt.transaction();
+            tx.retire(cell.lock().unwrap().take().unwrap()).unwrap();
+            tx.commit(Guarantee::Strong).unwrap();
+            0
         });
         me.quiescent();
-        assert_eq!(rt.reclaim(), 0, "the entry epoch holds it");
+        assert_eq!(on_helper(&|| rt.reclaim()), 0, "the entry epoch holds it");
         scope.safepoint(); // scans the stack: the blob is not on it
         assert_eq!(rt.pending_retirements(), 0, "the safepoint reclaimed it");
     });

@@ -61,8 +61,12 @@ fn round_up(x: usize, to: usize) -> usize {
 
 impl Allocator {
     pub(crate) fn new(capacity: usize) -> Allocator {
+        // The first and last granule are never allocated: the region's base
+        // and end addresses are common values on stacks (copies of the
+        // mapping's bounds), and must not pin a blob in a conservative stack
+        // scan (see crate::safepoint); no blob ends at the region's end either.
         let mut free = BTreeMap::new();
-        free.insert(capacity, 0);
+        free.insert(capacity - GRANULE, GRANULE);
         Allocator {
             capacity,
             free,

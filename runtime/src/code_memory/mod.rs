@@ -420,8 +420,12 @@ mod tests {
 
     #[test]
     fn reuse_and_coalescing() {
+        // The first and last granule are never allocated.
         let m = CodeMemory::new(4096).unwrap();
-        let [a, b, c, d] = [0; 4].map(|_| live(&m, 1024, 16));
+        let usable = 4096 - 2 * GRANULE;
+        let [a, b, c] = [0; 3].map(|_| live(&m, 1024, 16));
+        let d = live(&m, usable - 3 * 1024, 16);
+        assert_eq!(a.addr(), m.rx_base() + GRANULE);
         assert!(matches!(
             m.allocate_as(16, 16, State::Live, 0),
             Err(Error::OutOfCodeMemory { .. })
@@ -430,16 +434,16 @@ mod tests {
         let e = live(&m, 2048, 16);
         assert_eq!(e.addr(), b.addr());
         m.free_all(&[a, d, e], State::Live).unwrap();
-        let all = live(&m, 4096, 16);
-        assert_eq!(all.addr(), m.rx_base());
+        let all = live(&m, usable, 16);
+        assert_eq!(all.addr(), m.rx_base() + GRANULE);
         m.free_all(&[all], State::Live).unwrap();
         let small = live(&m, 16, 16);
         let big = live(&m, 64, 1024);
         assert_eq!(big.addr() - m.rx_base(), 1024);
-        let fill = live(&m, 1008, 16);
+        let fill = live(&m, 1024 - 32, 16);
         assert_eq!(fill.addr(), small.addr() + 16, "the gap was reused");
         m.free_all(&[big, small, fill], State::Live).unwrap();
-        assert_eq!(live(&m, 4096, 16).addr(), m.rx_base());
+        assert_eq!(live(&m, usable, 16).addr(), m.rx_base() + GRANULE);
     }
 
     #[test]
@@ -464,6 +468,7 @@ mod tests {
         let m = CodeMemory::new(4096).unwrap();
         let a = m.allocate_as(1000, 16, State::Staged, 0).unwrap();
         let a = m.shrink(a, 20).unwrap();
+        assert_eq!(m.covering(a.addr() + 40), None);
         assert_eq!(m.stats().bytes_live, 32);
         let b = live(&m, 16, 16);
         assert_eq!(b.addr(), a.addr() + 32);

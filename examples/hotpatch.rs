@@ -1,13 +1,18 @@
 //! Hot-patching running code with `jitvm-runtime`: the example to copy.
 //!
 //! 1. create the runtime (code memory + a serialization strategy);
-//! 2. assemble version 1 with dynasm and publish it behind two patch sites, a
-//!    dispatch slot (indirect call) and a `call rel32`;
-//! 3. start threads that register and call through both sites in a loop;
+//! 2. assemble version 1 with dynasm and publish it behind two calls: a stub
+//!    that calls through a dispatch slot (`jmp qword [slot]`, the sequence
+//!    the JITs emit), and a function that reaches it by `call rel32` (patched
+//!    while staged, and reached itself through a second slot);
+//! 3. start threads that register and call both in a loop, inside `enter`;
 //! 4. publish version 2 with a `Strong` commit while they run: from the moment
 //!    `commit` returns, every call that starts returns 2;
-//! 5. watch version 1 go from retired to freed once every thread has passed a
-//!    quiescent point.
+//! 5. `synchronize`: version 1 goes from retired to reclaimed once every
+//!    thread has passed a quiescent point.
+//!
+//! Anything unexpected (a stale result, an error, a hang) ends the process
+//! with a message and a non-zero status; a watchdog ends it after 60 s.
 //!
 //! Run: `cargo run --release --example hotpatch` (`RUST_LOG=info` for more).
 
@@ -18,53 +23,84 @@ use std::time::Duration;
 use dynasm::dynasm;
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{DynasmApi, VecAssembler};
-use jitvm_runtime::{rel32_site_padding, Config, DispatchSlot, Guarantee, Rel32Kind, Runtime, NOP};
+use jitvm_runtime::{
+    rel32_site_padding, Blob, Config, DispatchSlot, Guarantee, Rel32Kind, Runtime, ThreadHandle,
+    Transaction, NOP,
+};
 
 /// What JIT code looks like to Rust: a C-ABI function returning a number.
 type JitFn = extern "sysv64" fn() -> i64;
 
-/// A "compiled function": returns `version`. Position-independent, so it can
-/// be assembled before we know where it will live.
+type Failure = Box<dyn std::error::Error>;
+
+/// A "compiled function": returns `version`.
 fn assemble_version(version: i64) -> Vec<u8> {
     let mut ops = VecAssembler::<X64Relocation>::new(0);
-    dynasm!(ops
-        ; .arch x64
-        ; mov rax, QWORD version
-        ; ret
-    );
-    ops.finalize().unwrap()
+    dynasm!(ops ; .arch x64 ; mov rax, QWORD version ; ret);
+    ops.finalize().expect("assembles")
 }
 
-/// A caller that reaches the function through a direct `call rel32`. The
-/// runtime patches the call's 4-byte displacement with one atomic store, which
-/// is only atomic for instruction fetch if it is 4-byte aligned: pad with
-/// `rel32_site_padding` before the opcode. Returns (code, offset of opcode).
+/// A function that reaches another by a direct `call rel32`; the commit that
+/// publishes it fills in the displacement (sites are only patched while
+/// nobody can run them). Returns (code, offset of the opcode).
 fn assemble_direct_caller() -> (Vec<u8>, usize) {
     let mut ops = VecAssembler::<X64Relocation>::new(0);
     dynasm!(ops ; .arch x64 ; sub rsp, 8); // keep the stack 16-byte aligned
     let pad = rel32_site_padding(ops.offset().0);
     dynasm!(ops ; .arch x64 ; .bytes std::iter::repeat(NOP).take(pad));
     let site = ops.offset().0;
-    // E8 + disp32: the displacement is filled in by the commit.
     dynasm!(ops ; .arch x64 ; .bytes [0xE8u8, 0, 0, 0, 0] ; add rsp, 8 ; ret);
-    (ops.finalize().unwrap(), site)
+    (ops.finalize().expect("assembles"), site)
 }
 
-/// A caller that reaches the function through a dispatch slot: load the code
-/// pointer from memory, call it.
-fn assemble_indirect_caller(slot: &DispatchSlot) -> Vec<u8> {
+/// A stub that tail-calls through a dispatch slot: `jmp qword [slot]`, load
+/// and transfer in one instruction (what `Guarantee::Strong` covers).
+fn assemble_slot_stub(slot: &DispatchSlot) -> Vec<u8> {
     let mut ops = VecAssembler::<X64Relocation>::new(0);
     dynasm!(ops
         ; .arch x64
         ; mov rax, QWORD slot.as_ptr() as i64
         ; jmp QWORD [rax]
     );
-    ops.finalize().unwrap()
+    ops.finalize().expect("assembles")
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    env_logger::init();
+/// Stages version `k` and a direct caller of it; returns both.
+fn stage_version(rt: &Runtime, tx: &mut Transaction<'_>, k: i64) -> Result<(Blob, Blob), Failure> {
+    let v = tx.stage(&assemble_version(k), 16)?;
+    let (code, at) = assemble_direct_caller();
+    let direct = tx.stage(&code, 16)?;
+    tx.patch_rel32(rt.rel32_site(direct, at, Rel32Kind::Call)?, v.addr())?;
+    tx.set_owner(v, k as u64)?;
+    Ok((v, direct))
+}
 
+/// Calls both stubs inside `enter`.
+fn call_both(me: &ThreadHandle, stubs: [Blob; 2]) -> [i64; 2] {
+    me.enter(|scope| {
+        stubs.map(|s| {
+            // SAFETY: the stubs are published JitFn code, never retired.
+            let f: JitFn = unsafe { scope.func(s.code()) };
+            f()
+        })
+    })
+}
+
+fn main() {
+    env_logger::init();
+    // A hang is a failure too.
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(60));
+        eprintln!("hotpatch: FAILED: still running after 60 s");
+        std::process::exit(2);
+    });
+    if let Err(e) = run() {
+        eprintln!("hotpatch: FAILED: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Failure> {
     // 1. The runtime. Poison mode fills reclaimed code with int3, so a bug
     //    that ran freed code would crash here instead of going unnoticed.
     let rt = Runtime::new(Config {
@@ -73,93 +109,105 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Config::default()
     })?;
     println!("sync strategy: {}", rt.strategy());
+    // This thread calls JIT code too, so it registers.
+    let me = rt.register_thread()?;
 
-    // 2. Publish version 1 and both callers in one transaction. Staging copies
-    //    bytes into the writable view; nothing can run them until commit.
+    // 2. Publish version 1, its direct caller and both stubs in one
+    //    transaction. Nothing can run staged bytes until commit.
     let slot = DispatchSlot::new(0);
-    let (direct_code, site_offset) = assemble_direct_caller();
+    let direct_slot = DispatchSlot::new(0);
     let mut tx = rt.transaction();
-    let v1 = tx.stage(&assemble_version(1), 16)?;
-    let direct = tx.stage(&direct_code, 16)?;
-    let indirect = tx.stage(&assemble_indirect_caller(&slot), 16)?;
-    let site = rt.rel32_site(direct, site_offset, Rel32Kind::Call)?;
-    tx.set_dispatch(&slot, v1.addr());
-    tx.patch_rel32(site, v1.addr())?;
+    let (v1, direct1) = stage_version(&rt, &mut tx, 1)?;
+    let stubs = [
+        tx.stage(&assemble_slot_stub(&slot), 16)?,
+        tx.stage(&assemble_slot_stub(&direct_slot), 16)?,
+    ];
+    tx.set_dispatch(&slot, v1.addr())?;
+    tx.set_dispatch(&direct_slot, direct1.addr())?;
     tx.commit(Guarantee::Strong)?;
     println!("published v1 at {:#x}", v1.addr());
+    if call_both(&me, stubs) != [1, 1] {
+        return Err("v1 not reached".into());
+    }
 
-    // SAFETY: both callers are published blobs with the JitFn ABI, and are
-    // never retired while the threads below use them.
-    let callers: [JitFn; 2] = unsafe {
-        [
-            std::mem::transmute::<usize, JitFn>(direct.addr()),
-            std::mem::transmute::<usize, JitFn>(indirect.addr()),
-        ]
-    };
-
-    // 3. Threads that run JIT code register, and call `quiescent()` where they
-    //    hold no code address (here: between calls).
+    // 3. Threads that run JIT code register, enter for each call, and call
+    //    `quiescent()` where they hold no code address (between calls).
     let published = AtomicU64::new(1); // the newest version whose commit returned
     let stop = AtomicBool::new(false);
     let stale = AtomicU64::new(0);
     let calls = AtomicU64::new(0);
     let started = Barrier::new(4);
-    std::thread::scope(|s| -> Result<(), jitvm_runtime::Error> {
+    std::thread::scope(|s| -> Result<(), Failure> {
         for _ in 0..3 {
             s.spawn(|| {
                 let me = rt.register_thread();
                 started.wait();
+                let me = match me {
+                    Ok(me) => me,
+                    Err(e) => {
+                        eprintln!("hotpatch: FAILED: register_thread: {e}");
+                        std::process::exit(1);
+                    }
+                };
                 while !stop.load(Ordering::Relaxed) {
-                    for f in callers {
-                        let before = published.load(Ordering::Acquire) as i64;
-                        let got = f();
+                    let before = published.load(Ordering::Acquire) as i64;
+                    for got in call_both(&me, stubs) {
                         if got < before {
                             stale.fetch_add(1, Ordering::Relaxed); // never happens
                         }
-                        calls.fetch_add(1, Ordering::Relaxed);
-                        me.quiescent();
                     }
+                    calls.fetch_add(2, Ordering::Relaxed);
+                    me.quiescent();
                 }
             });
         }
         started.wait();
         std::thread::sleep(Duration::from_millis(50));
 
-        // 4. Version 2: stage, re-point both sites, retire v1, commit Strong.
-        let mut tx = rt.transaction();
-        let v2 = tx.stage(&assemble_version(2), 16)?;
-        tx.set_dispatch(&slot, v2.addr());
-        tx.patch_rel32(site, v2.addr())?;
-        tx.retire(v1);
-        let info = tx.commit(Guarantee::Strong)?;
-        published.store(2, Ordering::Release);
-        println!(
-            "published v2 at {:#x} with {} core serializations; {} calls so far",
-            v2.addr(),
-            info.serializations,
-            calls.load(Ordering::Relaxed)
-        );
-        // Every call that starts now returns 2, on this thread too.
-        assert_eq!(callers.map(|f| f()), [2, 2]);
-        println!("v1 is retired: {:?}", rt.stats());
+        // 4. Version 2: stage, re-point both slots, retire v1, commit Strong.
+        let result = (|| -> Result<(), Failure> {
+            let mut tx = rt.transaction();
+            let (v2, direct2) = stage_version(&rt, &mut tx, 2)?;
+            tx.set_dispatch(&slot, v2.addr())?;
+            tx.set_dispatch(&direct_slot, direct2.addr())?;
+            tx.retire(v1)?;
+            tx.retire(direct1)?;
+            let info = tx.commit(Guarantee::Strong)?;
+            published.store(2, Ordering::Release);
+            println!(
+                "published v2 at {:#x} with {} core serializations; {} calls so far",
+                v2.addr(),
+                info.serializations,
+                calls.load(Ordering::Relaxed)
+            );
+            // Every call that starts now returns 2, on this thread too.
+            if call_both(&me, stubs) != [2, 2] {
+                return Err("a call after the Strong commit did not reach v2".into());
+            }
+            me.quiescent();
+            println!("v1 is retired: {:?}", rt.stats());
 
-        // 5. Let the threads run on: each passes a quiescent point, after
-        //    which v1 can be reclaimed (here, poisoned and freed).
-        std::thread::sleep(Duration::from_millis(50));
-        rt.reclaim();
+            // 5. Wait until every thread has moved past v1: it is reclaimed
+            //    (poisoned and freed). An error names the threads in the way.
+            std::thread::sleep(Duration::from_millis(50));
+            rt.synchronize(Duration::from_secs(10))?;
+            Ok(())
+        })();
         stop.store(true, Ordering::Relaxed);
-        Ok(())
+        result
     })?;
-    rt.reclaim();
     let stats = rt.stats();
     println!("v1 reclaimed:  {stats:?}");
+    let stale = stale.load(Ordering::Relaxed);
     println!(
-        "{} calls, {} returned a version older than the one published before the call",
-        calls.load(Ordering::Relaxed),
-        stale.load(Ordering::Relaxed)
+        "{} calls, {stale} returned a version older than the one published before the call",
+        calls.load(Ordering::Relaxed)
     );
-    assert_eq!(stale.load(Ordering::Relaxed), 0);
-    assert_eq!(stats.bytes_retired, 0);
-    assert!(stats.bytes_freed > 0);
+    if stale != 0 {
+        return Err(format!("{stale} calls ran replaced code").into());
+    }
+    if stats.bytes_retired != 0 || stats.bytes_freed == 0 || rt.lookup(v1.addr()).is_some() {
+        return Err("v1 was not reclaimed".into());
+    }
     Ok(())
 }

@@ -2,40 +2,30 @@
 //!
 //! A [`Transaction`] stages new blobs (copied into the RW view right away;
 //! nothing points at them yet), the patches that will point at them, and the
-//! blobs they replace. [`Transaction::commit`] then, under one lock:
-//!
-//! 1. writes the initial targets of rel32 sites that live inside blobs staged
-//!    by this same transaction (they are unreachable, so plain initialisation);
-//! 2. does instruction-cache maintenance over each staged range (nothing on
-//!    x86-64);
-//! 3. **serializes every core once**, so no core can hold a stale prefetch of
-//!    the new bytes by the time anything points at them;
-//! 4. applies every patch (release stores to dispatch slots, aligned atomic
-//!    stores of rel32 displacements);
-//! 5. for [`Guarantee::Strong`], **serializes again**: a core that had already
-//!    fetched an old `call`/`jmp` has now discarded it, so once `commit`
-//!    returns no thread will start any replaced code. [`Guarantee::Eventual`]
-//!    skips this; its retirements wait for the next commit's step 3;
-//! 6. advances the epoch, tags the retirements that are now unreachable, and
-//!    reclaims whatever every thread has moved past.
-//!
-//! So a commit costs one or two serializations whatever the number of blobs
-//! and patches: batch them.
+//! blobs they replace; [`Transaction::commit`] publishes them all with one or
+//! two serializations. Batch: the cost does not grow with the number of
+//! blobs and patches.
 
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 
+use crate::code_map::CodeEvent;
 use crate::code_memory::{Blob, State};
 use crate::icache::flush_icache;
-use crate::patch::{rel32_disp, store_disp, DispatchSlot, Rel32Site};
+use crate::patch::DispatchSlot;
+#[cfg(target_arch = "x86_64")]
+use crate::patch::{rel32_disp, Rel32Site};
+use crate::reloc::{apply, Reloc};
+use crate::staging::Staging;
 use crate::{Error, Runtime};
 
 /// What [`Transaction::commit`] guarantees when it returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Guarantee {
-    /// No thread will start any code this transaction replaced (two
-    /// serializations). Needed when the old code becomes *wrong* (a failed
-    /// speculation, a changed class hierarchy).
+    /// No thread will *start* any code this transaction replaced (two
+    /// serializations), for the call sequences listed in [`crate::patch`].
+    /// Needed when the old code becomes *wrong* (a failed speculation, a
+    /// changed class hierarchy, a `patch` the program can observe).
     Strong,
     /// New code is visible everywhere before anything points at it, but a
     /// thread may still start old code until the next serialization (one
@@ -46,7 +36,8 @@ pub enum Guarantee {
 /// What a commit did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CommitInfo {
-    /// Core serializations performed: 1 or 2, independent of the batch size.
+    /// Core serializations performed: 1 (Eventual) or 2 (Strong) whatever
+    /// the batch size, 0 with [`crate::Strategy::None`].
     pub serializations: u32,
     /// The epoch this commit advanced from (the tag of its retirements when
     /// `Strong`).
@@ -65,17 +56,21 @@ pub struct Transaction<'a> {
 }
 
 /// The vectors of a transaction. The runtime keeps a few between
-/// transactions ([`Runtime::tx_buffers`]), so a commit of n blobs does not
-/// regrow them from empty (about a dozen reallocations for n = 100).
+/// transactions, so a commit of n blobs does not regrow them from empty.
 #[derive(Default)]
 pub(crate) struct TxBuffers {
     staged: Vec<Blob>,
     /// (address of a `DispatchSlot` borrowed for the transaction's `'a`,
     /// target). An address, not a reference, so the vector outlives `'a`.
     dispatch: Vec<(usize, usize)>,
-    /// (site, displacement, whether the site is in a staged blob).
-    rel32: Vec<(Rel32Site, i32, bool)>,
+    /// (site in a blob staged here, displacement).
+    #[cfg(target_arch = "x86_64")]
+    rel32: Vec<(Rel32Site, i32)>,
     retire: Vec<Blob>,
+    /// Code-region addresses that relocations and rel32 sites point at.
+    targets: Vec<usize>,
+    /// Scratch: `retire` sorted, for target checks at commit.
+    retire_sorted: Vec<Blob>,
 }
 
 impl TxBuffers {
@@ -84,16 +79,47 @@ impl TxBuffers {
         const KEEP: usize = 1 << 12;
         self.staged.clear();
         self.dispatch.clear();
+        #[cfg(target_arch = "x86_64")]
         self.rel32.clear();
         self.retire.clear();
+        self.targets.clear();
+        self.retire_sorted.clear();
         [
             self.staged.capacity(),
             self.dispatch.capacity(),
-            self.rel32.capacity(),
             self.retire.capacity(),
+            self.targets.capacity(),
         ]
         .iter()
         .all(|&c| c <= KEEP)
+    }
+}
+
+/// The patch-target rule: an address outside the code region is allowed
+/// (a Rust function, an interpreter trampoline, a heap header); one inside it
+/// must lie in a live blob that is not being retired, or in a blob staged by
+/// the same transaction.
+fn check_target(
+    rt: &Runtime,
+    staged: &[Blob],
+    retiring: impl Fn(&Blob) -> bool,
+    target: usize,
+) -> Result<(), Error> {
+    if !rt.mem().contains(target) {
+        return Ok(());
+    }
+    match rt.mem().covering(target) {
+        Some((b, State::Live, _)) if !retiring(&b) => Ok(()),
+        Some((_, State::Live, _)) => Err(Error::InvalidTarget(
+            "inside a blob this transaction retires",
+        )),
+        Some((b, State::Staged, _)) if staged.iter().rev().any(|s| *s == b) => Ok(()),
+        Some((_, State::Retired | State::Quarantined, _)) => {
+            Err(Error::InvalidTarget("inside a retired blob"))
+        }
+        _ => Err(Error::InvalidTarget(
+            "inside the code region but not in a live blob or one staged by this transaction",
+        )),
     }
 }
 
@@ -106,7 +132,37 @@ impl<'a> Transaction<'a> {
         }
     }
 
-    /// Allocates a blob aligned to `align` and copies `code` into it.
+    /// Allocates staged memory, reclaiming first if the region is full; an
+    /// allocation that still fails names the threads holding code back.
+    fn alloc(&mut self, len: usize, align: usize) -> Result<Blob, Error> {
+        let rt = self.rt;
+        rt.check_process()?;
+        let try_alloc = || rt.mem().allocate_as(len, align, State::Staged, 0);
+        match try_alloc() {
+            Err(Error::OutOfCodeMemory { .. }) => {}
+            r => return r,
+        }
+        rt.reclaim();
+        match try_alloc() {
+            Err(Error::OutOfCodeMemory {
+                requested,
+                capacity,
+                ..
+            }) => {
+                let (pending_retirements, held_back_by) = rt.held_back();
+                Err(Error::OutOfCodeMemory {
+                    requested,
+                    capacity,
+                    pending_retirements,
+                    held_back_by,
+                })
+            }
+            r => r,
+        }
+    }
+
+    /// Allocates a blob aligned to `align` (a power of two) and copies `code`
+    /// into it.
     pub fn stage(&mut self, code: &[u8], align: usize) -> Result<Blob, Error> {
         self.stage_with(code.len(), align, |buf, _| buf.copy_from_slice(code))
     }
@@ -120,71 +176,222 @@ impl<'a> Transaction<'a> {
         align: usize,
         fill: impl FnOnce(&mut [u8], usize),
     ) -> Result<Blob, Error> {
-        let mem = self.rt.mem();
-        let blob = mem.allocate_as(len, align, State::Staged)?;
+        let blob = self.alloc(len, align)?;
         self.buf.staged.push(blob);
-        fill(mem.staged_slice(blob), blob.addr());
+        if self.rt.config().poison {
+            let padded = len.max(1).div_ceil(16) * 16;
+            self.rt.mem().fill_trap(blob.addr() + len, padded - len);
+        }
+        fill(self.rt.mem().staged_slice(blob), blob.addr());
         Ok(blob)
     }
 
-    /// Points `slot` at `target` when the transaction commits.
-    pub fn set_dispatch(&mut self, slot: &'a DispatchSlot, target: usize) {
-        let addr = slot as *const DispatchSlot as usize;
-        self.buf.dispatch.push((addr, target));
+    /// Reserves `max_len` bytes aligned to `align` for in-place assembly; see
+    /// [`Staging`]. The reservation's address is final.
+    pub fn reserve(&mut self, max_len: usize, align: usize) -> Result<Staging<'_>, Error> {
+        let blob = self.alloc(max_len, align)?;
+        if self.rt.config().poison {
+            let padded = max_len.max(1).div_ceil(16) * 16;
+            self.rt.mem().fill_trap(blob.addr(), padded);
+        }
+        Ok(Staging {
+            rt: self.rt,
+            staged: &mut self.buf.staged,
+            blob: Some(blob),
+        })
     }
 
-    /// Points a rel32 `call`/`jmp` site at `target` when the transaction
-    /// commits. Fails if `target` is out of rel32 reach.
-    pub fn patch_rel32(&mut self, site: Rel32Site, target: usize) -> Result<(), Error> {
-        let disp = rel32_disp(site.opcode, target).ok_or(Error::OutOfRange)?;
-        self.buf.rel32.push((site, disp, false));
+    /// Stages `code` and applies `relocs` to it at its final address. A
+    /// relocation outside the code, or whose value does not fit, is an error
+    /// ([`Error::InvalidArgument`], or [`Error::OutOfRange`] for a PC-relative
+    /// one); so is a target inside the code region that is not a live blob or
+    /// one staged by this transaction. Nothing is staged on error.
+    pub fn stage_relocated(
+        &mut self,
+        code: &[u8],
+        align: usize,
+        relocs: &[Reloc],
+    ) -> Result<Blob, Error> {
+        let blob = self.alloc(code.len(), align)?;
+        // Checked with the new blob counted as staged: code may refer to
+        // itself.
+        self.buf.staged.push(blob);
+        let mut result = relocs.iter().try_for_each(|r| self.check_target(r.target));
+        if result.is_ok() {
+            let buf = self.rt.mem().staged_slice(blob);
+            buf.copy_from_slice(code);
+            result = relocs.iter().try_for_each(|r| apply(buf, blob.addr(), r));
+        }
+        if let Err(e) = result {
+            self.buf.staged.pop();
+            let _ = self.rt.mem().free_all(&[blob], State::Staged);
+            return Err(e);
+        }
+        let mem = self.rt.mem();
+        self.buf
+            .targets
+            .extend(relocs.iter().map(|r| r.target).filter(|&t| mem.contains(t)));
+        Ok(blob)
+    }
+
+    /// Sets the owner tag of a blob staged by this transaction (what
+    /// [`Runtime::lookup`] and the code hook report).
+    pub fn set_owner(&mut self, blob: Blob, owner: u64) -> Result<(), Error> {
+        if !self.buf.staged.contains(&blob) {
+            return Err(Error::InvalidBlob);
+        }
+        self.rt.mem().set_owner(blob, State::Staged, owner)
+    }
+
+    fn check_target(&self, target: usize) -> Result<(), Error> {
+        let retire = &self.buf.retire;
+        check_target(self.rt, &self.buf.staged, |b| retire.contains(b), target)
+    }
+
+    /// Points `slot` at `target` when the transaction commits (release
+    /// store). A target outside the code region is allowed (a Rust function,
+    /// an interpreter trampoline); one inside it must be in a live blob that
+    /// this transaction does not retire, or in a blob staged by it:
+    /// otherwise [`Error::InvalidTarget`] (checked here and again at commit).
+    pub fn set_dispatch(&mut self, slot: &'a DispatchSlot, target: usize) -> Result<(), Error> {
+        self.check_target(target)?;
+        let addr = slot as *const DispatchSlot as usize;
+        self.buf.dispatch.push((addr, target));
         Ok(())
     }
 
-    /// Marks `blob` as replaced: after the commit it is reclaimed once no
-    /// thread can be running it.
-    pub fn retire(&mut self, blob: Blob) {
-        self.buf.retire.push(blob);
+    /// Points a rel32 `call`/`jmp` site at `target` when the transaction
+    /// commits. The site must be in a blob staged by this transaction: a
+    /// published site may be running and is not patchable (see
+    /// [`crate::patch`]; call through a [`DispatchSlot`]). The target follows
+    /// the [`set_dispatch`](Self::set_dispatch) rule and must be in rel32
+    /// reach ([`Error::OutOfRange`]).
+    #[cfg(target_arch = "x86_64")]
+    pub fn patch_rel32(&mut self, site: Rel32Site, target: usize) -> Result<(), Error> {
+        if !self.buf.staged.contains(&site.blob) {
+            return Err(match self.rt.mem().state(site.blob) {
+                Some(State::Live) => Error::InvalidSite(
+                    "the site is published and may be running; patch calls through a DispatchSlot",
+                ),
+                Some(State::Staged) => {
+                    Error::InvalidSite("the site's blob is staged by another transaction")
+                }
+                _ => Error::InvalidSite("the site's blob is retired or reclaimed"),
+            });
+        }
+        self.check_target(target)?;
+        let disp = rel32_disp(site.opcode, target).ok_or(Error::OutOfRange)?;
+        self.buf.rel32.push((site, disp));
+        if self.rt.mem().contains(target) {
+            self.buf.targets.push(target);
+        }
+        Ok(())
     }
 
-    /// Publishes everything; see the module docs for the steps. On error
-    /// nothing has been changed.
+    /// Marks a published `blob` as replaced: after the commit it is reclaimed
+    /// once no thread can be running it. A blob that is not live (stale,
+    /// foreign, staged, already retired) or is listed twice is
+    /// [`Error::InvalidBlob`], and nothing is recorded.
+    pub fn retire(&mut self, blob: Blob) -> Result<(), Error> {
+        if self.rt.mem().state(blob) != Some(State::Live) || self.buf.retire.contains(&blob) {
+            return Err(Error::InvalidBlob);
+        }
+        self.buf.retire.push(blob);
+        Ok(())
+    }
+
+    /// Publishes everything.
+    ///
+    /// **The promise**: when a [`Guarantee::Strong`] commit returns `Ok`, no
+    /// thread will start the code it replaced (through the call sequences
+    /// [`crate::patch`] lists), and the new code is safe to run on every
+    /// core. With [`Guarantee::Eventual`] the new code is safe to run
+    /// everywhere, but a thread may start replaced code until the next
+    /// serialization.
+    ///
+    /// **The steps**, in this order, under the runtime's commit lock
+    /// (concurrent commits queue):
+    ///
+    /// 1. validate everything, changing nothing: staged blobs, retirements
+    ///    (live, each once), every patch and relocation target (the
+    ///    [`set_dispatch`](Self::set_dispatch) rule, against the state *now*);
+    /// 2. write the rel32 sites inside staged blobs (nobody can reach them);
+    /// 3. instruction-cache maintenance over each staged range (nothing on
+    ///    x86-64);
+    /// 4. **serialize every core** (first serialization): no core can hold a
+    ///    stale copy of the new bytes before anything points at them; earlier
+    ///    `Eventual` retirements become unreachable;
+    /// 5. mark staged blobs live and retired ones retired, then store every
+    ///    dispatch slot (release);
+    /// 6. `Strong` only: **serialize again**: every core has finished what
+    ///    it had in flight, so none starts replaced code from here on;
+    /// 7. advance the epoch, tag the retirements that are now unreachable,
+    ///    reclaim what every thread has moved past, update the poll word,
+    ///    and (after releasing the lock) report published and reclaimed
+    ///    blobs to the code hook.
+    ///
+    /// **On error**:
+    /// * validation (step 1) or a fork child ([`Error::ForkedChild`]):
+    ///   nothing happened;
+    /// * [`Error::Serialization`] with `published: false` (step 4 failed):
+    ///   nothing was published, no slot changed, no retirement recorded; the
+    ///   staged blobs are freed. The old code keeps running. The caller may
+    ///   stage again in a new transaction and retry.
+    /// * [`Error::Serialization`] with `published: true` (step 6 failed):
+    ///   steps 1-5 happened (the new code is live and safe to run, the slots
+    ///   point at it, the retirements are recorded) but only the `Eventual`
+    ///   guarantee holds: a thread may still start the replaced code, which
+    ///   is therefore kept until a later serialization succeeds. To obtain
+    ///   the Strong promise, commit an empty transaction with
+    ///   `Guarantee::Strong` (or call [`Runtime::synchronize`]); when it
+    ///   returns `Ok`, it holds.
     pub fn commit(mut self, guarantee: Guarantee) -> Result<CommitInfo, Error> {
         let rt = self.rt;
+        rt.check_process_strict()?;
         let mem = rt.mem();
         let mut rec = rt.commit_lock();
         let b = &mut self.buf;
 
-        // Validate first, so a failing commit changes nothing. A site in a
-        // blob that is still staged (here or, a misuse, in another open
-        // transaction) is unreachable, so it is initialised before the
-        // serialization; any other must be in a published blob.
-        for (site, _, staged) in &mut b.rel32 {
-            *staged = match mem.state(site.blob) {
-                Some(State::Staged) => true,
-                Some(State::Live) => false,
-                _ => return Err(Error::InvalidSite("site is not in a live blob")),
-            };
+        // 1. Validate; nothing changes before this passes.
+        mem.check_publish(&b.staged, &b.retire)?;
+        b.retire_sorted.clear();
+        b.retire_sorted.extend_from_slice(&b.retire);
+        b.retire_sorted.sort_unstable_by_key(|x| x.addr());
+        let retiring = |x: &Blob| {
+            b.retire_sorted
+                .binary_search_by_key(&x.addr(), |r| r.addr())
+                .is_ok_and(|i| b.retire_sorted[i] == *x)
+        };
+        for &t in b.dispatch.iter().map(|(_, t)| t).chain(&b.targets) {
+            check_target(rt, &b.staged, retiring, t)?;
         }
-        // Retirement is accounting only until the epoch advances; all or
-        // nothing. A staged blob cannot be retired: it is not Live yet.
-        mem.publish(&b.staged, &b.retire)?;
 
-        // 1. Initial targets of sites inside blobs nobody can reach yet.
-        for (site, disp, _) in b.rel32.iter().filter(|r| r.2) {
-            store_disp(mem.rw_of(site.disp_addr()), *disp);
+        // 2. rel32 sites inside blobs nobody can reach yet.
+        #[cfg(target_arch = "x86_64")]
+        for (site, disp) in &b.rel32 {
+            let rw = mem.rw_of(site.disp_addr()) as *mut [u8; 4];
+            // SAFETY: the site was checked inside a blob staged by this
+            // transaction (which holds it exclusively; nothing executes it
+            // before step 5), so its RW alias is mapped and ours to write.
+            unsafe { rw.write(disp.to_le_bytes()) };
         }
-        // 2. Cache maintenance over everything written.
-        for b in &b.staged {
-            flush_icache(mem.rw_of(b.addr()) as *const u8, b.entry(), b.len());
+        // 3. Cache maintenance over everything written.
+        for s in &b.staged {
+            flush_icache(
+                mem.rw_of(s.addr()) as *const u8,
+                s.addr() as *const u8,
+                s.len(),
+            );
         }
-        // 3. First serialization: new bytes are visible to every core before
-        //    any pointer to them is. Eventual retirements of earlier commits
-        //    are unreachable from here on.
-        rt.serializer().serialize_all(rt.registry());
-        let mut serializations = 1;
+        // 4. First serialization. On failure nothing is published; dropping
+        //    `self` frees the staged blobs.
+        let mut serializations = rt.serializer().serialize_all(rt.registry())?;
 
-        // 4. Patches.
+        // 5. Accounting (validated in step 1 under this lock: cannot fail),
+        //    then the patches.
+        let published = mem.publish(&b.staged, &b.retire);
+        debug_assert!(published.is_ok());
+        published?;
         for &(slot, target) in &b.dispatch {
             // SAFETY: `slot` is the address of a `&'a DispatchSlot` given to
             // `set_dispatch`; the transaction holds that borrow (`_slots`), so
@@ -192,30 +399,61 @@ impl<'a> Transaction<'a> {
             let slot = unsafe { &*(slot as *const DispatchSlot) };
             slot.publish(target);
         }
-        for (site, disp, _) in b.rel32.iter().filter(|r| !r.2) {
-            store_disp(mem.rw_of(site.disp_addr()), *disp);
-        }
 
-        // 5. Second serialization for Strong.
-        let strong = guarantee == Guarantee::Strong;
+        // 6. Second serialization for Strong. If it fails the commit stands
+        //    as Eventual: its retirements wait for a later serialization.
+        let mut strong = guarantee == Guarantee::Strong;
+        let mut failure = None;
         if strong {
-            rt.serializer().serialize_all(rt.registry());
-            serializations += 1;
+            match rt.serializer().serialize_all(rt.registry()) {
+                Ok(n) => serializations += n,
+                Err(e) => {
+                    strong = false;
+                    failure = Some(e);
+                }
+            }
         }
 
-        // 6. Advance the epoch (release: a thread that reads the new epoch at
-        //    a quiescent point also sees every dispatch slot store above),
-        //    tag (earlier Eventual retirements, covered by step 3, and for
-        //    Strong this commit's, covered by step 5), reclaim.
+        // 7. Advance the epoch (release: a thread that reads the new epoch at
+        //    a quiescent point also sees every slot store above), tag,
+        //    reclaim, report.
         let epoch = rt.epoch().fetch_add(1, Ordering::AcqRel);
+        rec.epoch_began(epoch + 1);
         rec.tag(epoch, &mut b.retire, strong);
+        let mut events = Vec::new();
+        if rt.hooks().is_set() {
+            let mut owners = Vec::with_capacity(b.staged.len());
+            mem.owners(&b.staged, &mut owners);
+            events.extend(
+                b.staged
+                    .iter()
+                    .zip(owners)
+                    .map(|(s, owner)| CodeEvent::Published {
+                        addr: s.addr(),
+                        len: s.len(),
+                        owner,
+                    }),
+            );
+        }
         b.staged.clear(); // published: no longer ours to free on drop
-        let reclaimed = rt.reclaim_locked(&mut rec);
-        Ok(CommitInfo {
-            serializations,
-            epoch,
-            reclaimed,
-        })
+        let reclaimed = rt.reclaim_locked(&mut rec, &mut events);
+        drop(rec);
+        rt.hooks().fire(&events);
+        match failure {
+            Some(Error::Serialization {
+                strategy, reason, ..
+            }) => Err(Error::Serialization {
+                strategy,
+                published: true,
+                reason,
+            }),
+            Some(e) => Err(e),
+            None => Ok(CommitInfo {
+                serializations,
+                epoch,
+                reclaimed,
+            }),
+        }
     }
 }
 

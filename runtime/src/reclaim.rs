@@ -1,4 +1,5 @@
-//! Reclamation of replaced code: epochs, quiescent points, oldest entries.
+//! Reclamation of replaced code: epochs, quiescent points, oldest entries,
+//! stack pins.
 //!
 //! A global epoch advances by one at the end of every commit. A retired blob
 //! gets a *tag* `r`: the epoch value that the commit advanced from, taken only
@@ -6,48 +7,75 @@
 //! blob unreachable (for `Strong`, its own second serialization; for
 //! `Eventual`, the first serialization of a later commit). From then on no
 //! thread can *start* the blob. It can still be running on a thread that
-//! started it earlier; that thread is safe once its *horizon* exceeds `r`:
+//! started it earlier; that thread is safe once its *horizon* exceeds `r` and
+//! none of its *pins* falls inside the blob:
 //!
 //! ```text
-//! horizon(t) = min(quiescent(t), entry(t))      safe to free tag r  <=>  min over t > r
+//! horizon(t) = min(quiescent(t), entry(t))
+//! reclaim blob tagged r  <=>  min over t of horizon(t) > r  and  no pin of any t in the blob
 //! ```
 //!
 //! * `quiescent(t)` is the epoch the thread read at its last quiescent point
-//!   (QSBR, as in HotSpot's safepoint polls or userspace RCU). A value > `r`
-//!   means it read the epoch after the advance, so it has since passed a point
-//!   where it held no code address except activations covered by `entry`.
-//!   Threads blocked in the kernel via `blocking` are `OFFLINE` (= infinity).
+//!   (QSBR, as in userspace RCU). A value > `r` means it read the epoch after
+//!   the advance, so it has since passed a point where it held no code
+//!   address except activations covered by `entry`. Threads blocked in the
+//!   kernel via `blocking` are `OFFLINE` (= infinity).
 //! * `entry(t)` is the epoch of the thread's outermost entry into JIT code, or
-//!   infinity outside it ("per-thread epoch of the oldest native entry"). It
-//!   covers activations still on the stack when the thread polls from inside
-//!   JIT code: an activation begun at epoch `<= r` may be the retired blob, so
-//!   it blocks reclamation until the thread leaves. A stack walk (HotSpot, V8)
-//!   would be more precise; this is what needs no frame pointers.
+//!   infinity outside it. It covers activations still on the stack when the
+//!   thread polls from inside JIT code: an activation begun at epoch `<= r`
+//!   may be of the retired blob.
+//! * A native safepoint ([`crate::safepoint`]) raises `entry` to the current
+//!   epoch after recording, as *pins*, every code address on the thread's
+//!   stack: activations begun before are then covered by the pins instead,
+//!   so a thread that stays in native code for good holds back only the
+//!   blobs it is actually inside.
 //!
-//! Poison mode: a blob whose tag has passed the horizon is filled with `int3`
-//! and kept in a bounded FIFO quarantine before its bytes are reused. Any
-//! execution of reclaimed code (a reclamation bug) then traps with SIGTRAP at
-//! once instead of silently running whatever was allocated there next; the
-//! quarantine bound keeps code memory bounded.
+//! Poison mode: a blob that becomes reclaimable is filled with the trap
+//! instruction, followed by cache maintenance, and kept in a bounded FIFO
+//! quarantine before its bytes are reused. Any execution of reclaimed code (a
+//! reclamation bug) then traps at once instead of silently running whatever
+//! was allocated there next; the quarantine bound keeps code memory bounded.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use crate::code_memory::{Blob, CodeMemory, State, GRANULE};
+use crate::threads::Registry;
+
+/// How many epoch start times are kept for diagnostics.
+const EPOCH_TIMES: usize = 4096;
 
 #[derive(Default)]
 pub(crate) struct Reclaimer {
-    /// Retired by `Eventual` commits; waiting for a serialization.
-    pub(crate) eventual: Vec<Blob>,
-    /// (tag, blob), tags non-decreasing.
-    waiting: VecDeque<(u64, Blob)>,
+    /// (serial, blob) retired by `Eventual` commits; waiting for a
+    /// serialization.
+    eventual: Vec<(u64, Blob)>,
+    /// (tag, serial, blob), tags non-decreasing.
+    waiting: VecDeque<(u64, u64, Blob)>,
+    /// Past the horizon but pinned by some thread's stack.
+    pinned: Vec<(u64, u64, Blob)>,
     quarantine: VecDeque<Blob>,
     quarantine_bytes: usize,
-    /// Scratch for `reclaim`, kept to avoid regrowing it every commit.
-    done: Vec<Blob>,
+    /// The blobs the last `reclaim` reclaimed.
+    pub(crate) done: Vec<Blob>,
+    /// Scratch.
+    pins: Vec<usize>,
+    out: Vec<Blob>,
+    /// Serial number of the next retirement.
+    next_serial: u64,
+    /// (epoch, when the commit that started it returned), most recent last.
+    epoch_times: VecDeque<(u64, Instant)>,
 }
 
 fn size_of(b: Blob) -> usize {
     b.len().max(1).div_ceil(GRANULE) * GRANULE
+}
+
+/// Whether a pin falls inside `b` or on its end (a return address after a
+/// final call instruction).
+fn pinned(pins: &[usize], b: Blob) -> bool {
+    let i = pins.partition_point(|&p| p < b.addr());
+    i < pins.len() && pins[i] - b.addr() <= b.len()
 }
 
 impl Reclaimer {
@@ -57,60 +85,162 @@ impl Reclaimer {
     /// `retired` (its second did); otherwise those wait in `eventual` for the
     /// next commit. Leaves `retired` empty.
     pub(crate) fn tag(&mut self, tag: u64, retired: &mut Vec<Blob>, strong: bool) {
-        debug_assert!(self.waiting.back().map_or(true, |&(t, _)| t <= tag));
         self.waiting
-            .extend(self.eventual.drain(..).map(|b| (tag, b)));
-        if strong {
-            self.waiting.extend(retired.drain(..).map(|b| (tag, b)));
-        } else {
-            self.eventual.append(retired);
+            .extend(self.eventual.drain(..).map(|(s, b)| (tag, s, b)));
+        for b in retired.drain(..) {
+            let s = self.next_serial;
+            self.next_serial += 1;
+            if strong {
+                self.waiting.push_back((tag, s, b));
+            } else {
+                self.eventual.push((s, b));
+            }
         }
     }
 
-    /// Frees (or poisons and quarantines) every blob whose tag is below
-    /// `horizon`. Returns the number of blobs reclaimed.
+    /// Records that epoch `epoch` began now.
+    pub(crate) fn epoch_began(&mut self, epoch: u64) {
+        if self.epoch_times.len() == EPOCH_TIMES {
+            self.epoch_times.pop_front();
+        }
+        self.epoch_times.push_back((epoch, Instant::now()));
+    }
+
+    /// When epoch `epoch` began (or the oldest time known, if it is older).
+    pub(crate) fn epoch_start(&self, epoch: u64) -> Option<Instant> {
+        let i = self.epoch_times.partition_point(|&(e, _)| e < epoch);
+        self.epoch_times
+            .get(i)
+            .or(self.epoch_times.front())
+            .map(|&(_, t)| t)
+    }
+
+    /// Frees (or poisons and quarantines) every blob whose tag is below the
+    /// registry's horizon and that no thread pins. If `owners` is given, the
+    /// owner tags of the reclaimed blobs are appended to it (before they are
+    /// freed). Returns the number reclaimed and whether any thread is inside
+    /// native code; the blobs are in `self.done`.
     pub(crate) fn reclaim(
         &mut self,
         mem: &CodeMemory,
-        horizon: u64,
+        registry: &Registry,
         poison: bool,
         quarantine_limit: usize,
-    ) -> usize {
+        owners: Option<&mut Vec<u64>>,
+    ) -> (usize, bool) {
+        let mut pins = std::mem::take(&mut self.pins);
+        pins.clear();
+        let scan = registry.scan(&mut pins);
+        pins.sort_unstable();
         let mut done = std::mem::take(&mut self.done);
         done.clear();
-        while let Some(&(tag, blob)) = self.waiting.front() {
-            if tag >= horizon {
+        // Blobs past the horizon stay past it (every later horizon is at
+        // least the epoch at that time), so only their pins are re-checked.
+        let mut i = 0;
+        while i < self.pinned.len() {
+            let b = self.pinned[i].2;
+            if pinned(&pins, b) {
+                i += 1;
+            } else {
+                done.push(b);
+                self.pinned.swap_remove(i);
+            }
+        }
+        while let Some(&(tag, serial, blob)) = self.waiting.front() {
+            if tag >= scan.horizon {
                 break;
             }
             self.waiting.pop_front();
-            done.push(blob);
-        }
-        if poison {
-            for b in &done {
-                mem.poison(*b);
-                self.quarantine_bytes += size_of(*b);
+            if pinned(&pins, blob) {
+                self.pinned.push((tag, serial, blob));
+            } else {
+                done.push(blob);
             }
-            mem.transition_all(&done, State::Retired, State::Quarantined)
-                .expect("retired blobs");
-            self.quarantine.extend(done.iter().copied());
-            let mut out = Vec::new();
+        }
+        if let Some(o) = owners {
+            mem.owners(&done, o);
+        }
+        // The transitions below cannot fail (these blobs are Retired, each
+        // listed once, and only this lock's holder changes them); a failure
+        // would be a bug, reported in debug builds and never a panic in
+        // release builds.
+        if poison {
+            mem.poison_all(&done);
+            let r = mem.transition_all(&done, State::Retired, State::Quarantined);
+            debug_assert!(r.is_ok(), "retired blobs");
+            for b in &done {
+                self.quarantine_bytes += size_of(*b);
+                self.quarantine.push_back(*b);
+            }
+            let mut out = std::mem::take(&mut self.out);
+            out.clear();
             while self.quarantine_bytes > quarantine_limit {
-                let b = self.quarantine.pop_front().unwrap();
+                let Some(b) = self.quarantine.pop_front() else {
+                    break;
+                };
                 self.quarantine_bytes -= size_of(b);
                 out.push(b);
             }
-            mem.free_all(&out, State::Quarantined)
-                .expect("quarantined blobs");
+            let r = mem.free_all(&out, State::Quarantined);
+            debug_assert!(r.is_ok(), "quarantined blobs");
+            self.out = out;
         } else {
-            mem.free_all(&done, State::Retired).expect("retired blobs");
+            let r = mem.free_all(&done, State::Retired);
+            debug_assert!(r.is_ok(), "retired blobs");
         }
         let n = done.len();
         self.done = done;
-        n
+        self.pins = pins;
+        (n, scan.entered)
     }
 
     /// Number of retired blobs not yet reclaimed.
     pub(crate) fn pending(&self) -> usize {
-        self.eventual.len() + self.waiting.len()
+        self.eventual.len() + self.waiting.len() + self.pinned.len()
     }
+
+    /// Whether some retirement waits for threads (not for a serialization).
+    pub(crate) fn awaits_threads(&self) -> bool {
+        !self.waiting.is_empty() || !self.pinned.is_empty()
+    }
+
+    /// Whether some retirement waits for a serialization.
+    pub(crate) fn awaits_serialization(&self) -> bool {
+        !self.eventual.is_empty()
+    }
+
+    /// The serial the next retirement will get.
+    pub(crate) fn next_serial(&self) -> u64 {
+        self.next_serial
+    }
+
+    /// The smallest serial still pending, if any.
+    pub(crate) fn oldest_serial(&self) -> Option<u64> {
+        let a = self.eventual.iter().map(|e| e.0);
+        let b = self.waiting.iter().map(|w| w.1);
+        let c = self.pinned.iter().map(|p| p.1);
+        a.chain(b).chain(c).min()
+    }
+
+    /// The largest tag waiting for threads, and the blobs that wait.
+    pub(crate) fn waiting_for_threads(&self) -> (Option<u64>, Vec<Blob>) {
+        let max_tag = self
+            .waiting
+            .iter()
+            .map(|w| w.0)
+            .chain(self.pinned.iter().map(|p| p.0))
+            .max();
+        let blobs = self
+            .waiting
+            .iter()
+            .map(|w| w.2)
+            .chain(self.pinned.iter().map(|p| p.2))
+            .collect();
+        (max_tag, blobs)
+    }
+}
+
+/// Whether any of `pins` (sorted) falls inside any of `blobs`.
+pub(crate) fn pins_any(pins: &[usize], blobs: &[Blob]) -> bool {
+    blobs.iter().any(|b| pinned(pins, *b))
 }

@@ -1,0 +1,82 @@
+//! The code map: address to blob, with the owner tag the JIT set, and a hook
+//! on publication and reclamation (for a `perf` map, a disassembler, a
+//! profiler).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::code_memory::Blob;
+
+/// What [`crate::Runtime::lookup`] finds at an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// The blob containing the address.
+    pub blob: Blob,
+    /// The owner tag set when staging ([`crate::Transaction::set_owner`];
+    /// 0 if none), for example a function index.
+    pub owner: u64,
+    /// True if the blob is retired but not reclaimed yet (threads may still
+    /// be finishing it).
+    pub retired: bool,
+}
+
+/// An event reported to the code hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeEvent {
+    /// A blob became reachable (its commit published it).
+    Published {
+        /// Executable address.
+        addr: usize,
+        /// Length in bytes.
+        len: usize,
+        /// Owner tag.
+        owner: u64,
+    },
+    /// A retired blob was reclaimed: its bytes are no longer that code.
+    Reclaimed {
+        /// Executable address.
+        addr: usize,
+        /// Length in bytes.
+        len: usize,
+        /// Owner tag.
+        owner: u64,
+    },
+}
+
+pub(crate) type Hook = Arc<dyn Fn(CodeEvent) + Send + Sync>;
+
+/// The installed hook, if any.
+#[derive(Default)]
+pub(crate) struct Hooks {
+    hook: RwLock<Option<Hook>>,
+    set: AtomicBool,
+}
+
+impl Hooks {
+    pub(crate) fn set(&self, hook: Option<Hook>) {
+        let mut h = self.hook.write().unwrap_or_else(|p| p.into_inner());
+        self.set.store(hook.is_some(), Ordering::Release);
+        *h = hook;
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
+
+    /// Calls the hook for each event; a panicking hook is contained (logged)
+    /// so it cannot leave the runtime half-way through anything.
+    pub(crate) fn fire(&self, events: &[CodeEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        let hook = self.hook.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(h) = hook {
+            for e in events {
+                if catch_unwind(AssertUnwindSafe(|| h(*e))).is_err() {
+                    log::error!("jitvm-runtime: code hook panicked on {e:?}");
+                }
+            }
+        }
+    }
+}

@@ -6,6 +6,7 @@
 //! (the native backends). This crate owns the policy that ties them together.
 
 use clap::ValueEnum;
+use jitvm_runtime::{Config, Runtime};
 use jitvm_vm::interp;
 use jitvm_vm::program::ThreadBody;
 use jitvm_vm::state::ThreadState;
@@ -176,8 +177,32 @@ pub fn entry_point(module: &Module) -> Result<FuncId, LoadError> {
 /// interpreter built, no tier has a compiler to hand hot code to, so no hot hook is
 /// installed; the profile still counts (`jitvm run --stats` prints it) and is what the
 /// tiering policy will read once the JITs land.
-pub fn instantiate(module: Module, tier: Tier, config: RunConfig) -> Arc<Program> {
-    Program::new(Arc::new(module), config, thread_body(tier), None)
+pub fn instantiate(
+    module: Module,
+    tier: Tier,
+    config: RunConfig,
+) -> Result<Arc<Program>, jitvm_runtime::Error> {
+    let runtime = Runtime::new(runtime_config())?;
+    Ok(Program::new(
+        Arc::new(module),
+        config,
+        runtime,
+        thread_body(tier),
+        None,
+    ))
+}
+
+/// Set to `1` to run the code runtime in poison mode: reclaimed code is filled with trap
+/// instructions and quarantined, so a thread that runs freed code stops at once. A testing
+/// aid, as `JITVM_SYNC` (read by the runtime) is.
+pub const POISON_ENV: &str = "JITVM_POISON";
+
+/// The runtime's configuration for a run: its defaults, and the environment's testing aids.
+pub fn runtime_config() -> Config {
+    Config {
+        poison: std::env::var(POISON_ENV).is_ok_and(|v| v == "1"),
+        ..Config::default()
+    }
 }
 
 /// What every thread of a program in `tier` runs, `main` and spawned alike. Each tier this
@@ -195,7 +220,7 @@ pub fn thread_body(tier: Tier) -> Box<ThreadBody> {
 /// added to the profile when it ends, trap or not.
 pub fn interpreter_thread(program: &Arc<Program>, f: FuncId, args: &[i64]) -> Result<i64, Trap> {
     let mut state = ThreadState::new(program.definitions().len());
-    let result = interp::run(program, &mut state, f, args, 0);
+    let result = interp::run_function(program, &mut state, f, args, 0);
     state.flush_profile(program);
     result
 }

@@ -131,7 +131,10 @@ fn run(tier: Tier, config: RunConfig, input: &Input) -> ExitCode {
         Ok(main) => main,
         Err(e) => return fail(&e.render(&path)),
     };
-    let program = instantiate(module, tier, config);
+    let program = match instantiate(module, tier, config) {
+        Ok(program) => program,
+        Err(e) => return fail(&format!("error: cannot start the code runtime: {e}\n")),
+    };
     program.run_main(main);
     program.exit_normally()
 }

@@ -24,25 +24,37 @@ use std::sync::Arc;
 /// registers; when it returns, trap or not, `st` holds exactly the frames it held before. A
 /// run that calls out must set `st.reg_top` past its own frame first, and re-derive its
 /// register pointer afterwards (a nested run may grow, and so move, the register file).
-pub fn run(
+pub fn run<'p>(
+    program: &'p Arc<Program>,
+    st: &mut ThreadState,
+    def: &'p Definition,
+    args: &[i64],
+    depth_base: u32,
+) -> Result<i64, Trap> {
+    let frame_base = st.frames.len();
+    let result = execute(program, st, def, args, depth_base as usize, frame_base);
+    // A trap leaves this run's frames behind; the suspended runs below find theirs on top.
+    st.frames.truncate(frame_base);
+    result
+}
+
+/// Runs, in the interpreter, the definition a call to `f` would run now; see [`run`].
+pub fn run_function(
     program: &Arc<Program>,
     st: &mut ThreadState,
     f: FuncId,
     args: &[i64],
     depth_base: u32,
 ) -> Result<i64, Trap> {
-    let frame_base = st.frames.len();
-    let result = execute(program, st, f, args, depth_base as usize, frame_base);
-    // A trap leaves this run's frames behind; the suspended runs below find theirs on top.
-    st.frames.truncate(frame_base);
-    result
+    let def = program.definition(program.entry(f));
+    run(program, st, def, args, depth_base)
 }
 
 /// The loop of [`run`]; its frames are those above `frame_base`.
-fn execute(
-    program: &Arc<Program>,
+fn execute<'p>(
+    program: &'p Arc<Program>,
     st: &mut ThreadState,
-    f: FuncId,
+    mut def: &'p Definition,
     args: &[i64],
     depth_base: usize,
     frame_base: usize,
@@ -58,7 +70,6 @@ fn execute(
     let mem = memory.as_ptr();
     let cells = memory.len() as u64;
 
-    let mut def: &Definition = program.dispatch(f);
     st.count_call(program, def.func);
     let mut base: usize = st.reg_top;
     let needed = base + def.code.frame_size as usize;
@@ -200,11 +211,33 @@ fn execute(
                 Op::BrGtI { a, imm, t } => branch!(reg!(a) > imm, t),
                 Op::BrGeI { a, imm, t } => branch!(reg!(a) >= imm, t),
                 Op::Call { f, base: args } => {
-                    let callee = program.dispatch(f);
+                    let entry = program.entry(f);
+                    let callee = program.definition(entry);
                     if st.frames.len() + 2 > frame_limit {
                         return Err(Trap::StackOverflow);
                     }
                     st.count_call(program, callee.func);
+                    if entry.is_native() {
+                        if let Some(call_native) = st.native_call {
+                            // The callee's depth, counted as the check above counts it.
+                            let depth = depth_base + (st.frames.len() - frame_base) + 2;
+                            let n = callee.code.params as usize;
+                            let mut argv = [0i64; 8];
+                            argv[..n].copy_from_slice(std::slice::from_raw_parts(
+                                r.add(args as usize),
+                                n,
+                            ));
+                            // A run nested under the native call (native code calling back
+                            // into the interpreter) starts above this frame.
+                            let saved_top = st.reg_top;
+                            st.reg_top = base + def.code.frame_size as usize;
+                            let result = call_native(program, st, entry, depth as u32, &argv[..n]);
+                            st.reg_top = saved_top;
+                            r = st.regs.as_mut_ptr().add(base);
+                            reg!(args) = result?;
+                            continue;
+                        }
+                    }
                     let new_base = base + args as usize;
                     let needed = new_base + callee.code.frame_size as usize;
                     if needed > st.regs.len() {
@@ -244,7 +277,7 @@ fn execute(
                     reg!(dst) = old.unwrap_or_else(|current| current);
                 }
                 Op::Spawn { f, base: args } => {
-                    let n = program.dispatch(f).code.params as usize;
+                    let n = program.module.functions[f as usize].params.len();
                     let values = std::slice::from_raw_parts(r.add(args as usize), n);
                     reg!(args) = program.spawn(f, values)?;
                 }
@@ -312,6 +345,10 @@ mod tests {
     /// `down(n)` returns n after n + 1 levels of calls; `crash()` divides by zero.
     const DOWN: &str = "func down(n)\n load n\n jz zero\n load n\n push 1\n sub\n call down\n push 1\n add\n ret\nzero:\n push 0\n ret\nend\nfunc crash()\n push 1\n push 0\n div\n ret\nend\n";
 
+    fn runtime() -> Arc<jitvm_runtime::Runtime> {
+        jitvm_runtime::Runtime::new(jitvm_runtime::Config::default()).unwrap()
+    }
+
     fn program(max_depth: u32) -> Arc<Program> {
         let module = Arc::new(parse_module(DOWN.as_bytes()).unwrap());
         let config = RunConfig {
@@ -319,14 +356,14 @@ mod tests {
             ..RunConfig::default()
         };
         let no_threads = Box::new(|_: &Arc<Program>, _: FuncId, _: &[i64]| unreachable!());
-        Program::new(module, config, no_threads, None)
+        Program::new(module, config, runtime(), no_threads, None)
     }
 
     /// A thread state as a run suspended in native code leaves it: two frames of its own and
     /// registers below `top` in use, all set to -1.
     fn suspended(program: &Program, top: usize) -> ThreadState {
         let mut st = ThreadState::new(program.definitions().len());
-        let def: *const Definition = program.dispatch(0);
+        let def: *const Definition = &program.definitions()[0];
         for i in 0..2 {
             st.frames.push(Frame {
                 def,
@@ -352,10 +389,10 @@ mod tests {
         // Near the end of the first register file, so the nested run grows (moves) it too.
         let top = ThreadState::new(0).regs.len() - 10;
         let mut st = suspended(&program, top);
-        assert_eq!(run(&program, &mut st, 0, &[3000], 3), Ok(3000));
+        assert_eq!(run_function(&program, &mut st, 0, &[3000], 3), Ok(3000));
         assert_untouched(&st, top);
         // Again, on the same state: nothing was left behind.
-        assert_eq!(run(&program, &mut st, 0, &[5], 3), Ok(5));
+        assert_eq!(run_function(&program, &mut st, 0, &[5], 3), Ok(5));
         assert_untouched(&st, top);
     }
 
@@ -363,12 +400,12 @@ mod tests {
     fn a_trap_in_a_nested_run_leaves_the_suspended_run_alone() {
         let program = program(10_000);
         let mut st = suspended(&program, 100);
-        assert_eq!(run(&program, &mut st, 1, &[], 3), Err(Trap::DivisionByZero));
+        assert_eq!(run_function(&program, &mut st, 1, &[], 3), Err(Trap::DivisionByZero));
         assert_untouched(&st, 100);
         let shallow = self::program(5);
         let mut st = suspended(&shallow, 100);
         assert_eq!(
-            run(&shallow, &mut st, 0, &[10], 0),
+            run_function(&shallow, &mut st, 0, &[10], 0),
             Err(Trap::StackOverflow)
         );
         assert_untouched(&st, 100);
@@ -379,7 +416,7 @@ mod tests {
         // down(n) runs at depths depth_base + 1 ..= depth_base + n + 1.
         let program = program(50);
         let mut st = ThreadState::new(program.definitions().len());
-        let mut down = |n: i64, depth_base: u32| run(&program, &mut st, 0, &[n], depth_base);
+        let mut down = |n: i64, depth_base: u32| run_function(&program, &mut st, 0, &[n], depth_base);
         assert_eq!(down(49, 0), Ok(49));
         assert_eq!(down(50, 0), Err(Trap::StackOverflow));
         assert_eq!(down(39, 10), Ok(39));

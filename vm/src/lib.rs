@@ -17,6 +17,7 @@
 pub mod bytecode;
 pub mod diag;
 pub mod dis;
+pub mod entry;
 pub mod interp;
 pub mod lower;
 pub mod output;

@@ -4,7 +4,8 @@
 //! [`crate::program::Program::exit_for_output`] and [`report_write_error`]).
 
 use std::io::{self, Write};
-use std::sync::{Mutex, MutexGuard};
+use crate::threads::blocking;
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 /// Exit status when stdout cannot be written (`error: cannot write output: ...`).
 pub const EXIT_OUTPUT_ERROR: i32 = 1;
@@ -43,7 +44,14 @@ impl Output {
     /// The buffer, locked: while it is held, no thread can print.
     pub fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
         // A poisoned lock only means another thread panicked mid-append; the bytes are fine.
-        self.buffer.lock().unwrap_or_else(|e| e.into_inner())
+        match self.buffer.try_lock() {
+            Ok(buf) => buf,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            // Waiting for another printer: offline meanwhile (see `threads::blocking`).
+            Err(TryLockError::WouldBlock) => {
+                blocking(|| self.buffer.lock().unwrap_or_else(|e| e.into_inner()))
+            }
+        }
     }
 
     pub fn write(&self, bytes: &[u8]) -> io::Result<()> {

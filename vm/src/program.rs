@@ -3,21 +3,26 @@
 //! It holds data; what runs it is elsewhere: the interpreter loop in [`crate::interp`], a
 //! thread's body in the engine that builds the program (see [`ThreadBody`]).
 //!
-//! **Dispatch.** Each function `F` has one entry: an atomic pointer to the [`Definition`]
-//! that calls to `F` run. A call is one acquire load of that entry ([`Program::dispatch`]).
-//! `patch F G` stores G's current definition into F's entry with a release store
-//! ([`Program::patch`], spec §5), so a thread that happens-after the patch loads the new
-//! definition. These two functions are the only places the entries are read and written.
+//! **Dispatch.** Each function `F` has one runtime [`DispatchSlot`] holding an [`Entry`]: the
+//! address calls to `F` start at, with a header naming the [`Definition`] it runs and whether
+//! it is native code (see [`crate::entry`]). Native code calls through the slot
+//! (`call qword [slot]`); the interpreter loads it ([`Program::entry`]) and reads the header.
+//! `patch F G` points F's slot at G's entry in one runtime transaction committed with
+//! `Guarantee::Strong` ([`Program::patch`], spec §5): once it returns, no thread starts a
+//! call to F that runs anything but G's definition. A JIT installs code with
+//! [`Program::set_entry`]. These are the only places the slots are read and written.
 
 use crate::bytecode::{FuncId, Module};
+use crate::entry::{header_word, Entry, InterpEntry, KIND_MASK};
 use crate::lower::lower_function;
 use crate::output::{report_write_error, Output};
 use crate::profile::Profile;
 use crate::regcode::LoweredFunction;
-use crate::threads::Threads;
+use crate::threads::{blocking, Threads};
 use crate::trap::Trap;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicUsize, Ordering};
+use jitvm_runtime::{DispatchSlot, Guarantee, Runtime, Transaction};
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
 /// How a program runs.
@@ -53,15 +58,16 @@ impl Default for RunConfig {
 /// Exit status after a trap (spec §6).
 pub const EXIT_TRAP: i32 = 1;
 
-/// One function body, ready to run. Immutable once built, except for `native_entry`.
+/// Exit status when the runtime fails under the program (it cannot keep `patch`'s
+/// guarantee): as a trap, the run did not complete.
+pub const EXIT_INTERNAL: i32 = 1;
+
+/// One function body, ready to run: immutable. Its compiled code, if any, is in the entries
+/// that name it (see [`crate::entry`]).
 pub struct Definition {
     /// The function whose body this is.
     pub func: FuncId,
     pub code: LoweredFunction,
-    /// Entry point of compiled code for this body, or 0 while it runs in the interpreter.
-    /// Reserved for the JIT tiers; when the runtime's `DispatchSlot` lands, the dispatch
-    /// entries become `DispatchSlot`s and this moves into them (see [`Program::patch`]).
-    pub native_entry: AtomicUsize,
 }
 
 /// Hook a tiering policy installs to hear that a definition got hotter. Called on the thread
@@ -78,8 +84,13 @@ pub type ThreadBody = dyn Fn(&Arc<Program>, FuncId, &[i64]) -> Result<i64, Trap>
 pub struct Program {
     pub module: Arc<Module>,
     definitions: Box<[Definition]>,
-    /// One entry per function: the definition its calls run (see the module docs).
-    dispatch: Box<[AtomicPtr<Definition>]>,
+    /// One slot per function: the entry its calls run (see the module docs).
+    slots: Box<[DispatchSlot]>,
+    /// Per definition, its entry while it has no executable one (see [`crate::entry`]).
+    interp_entries: Box<[InterpEntry]>,
+    /// Where code lives and changes: every VM thread registers with it, and every change
+    /// of a slot is one of its transactions.
+    runtime: Arc<Runtime>,
     memory: Box<[AtomicI64]>,
     pub config: RunConfig,
     pub profile: Profile,
@@ -90,11 +101,13 @@ pub struct Program {
 }
 
 impl Program {
-    /// Lowers every function of `module` and sets up its memory. Threads run `thread_body`;
-    /// `hot_hook`, if any, hears about every batch of profile counts.
+    /// Lowers every function of `module`, points every slot at its own definition's
+    /// interpreted entry, and sets up its memory. Threads run `thread_body` and register
+    /// with `runtime`; `hot_hook`, if any, hears about every batch of profile counts.
     pub fn new(
         module: Arc<Module>,
         config: RunConfig,
+        runtime: Arc<Runtime>,
         thread_body: Box<ThreadBody>,
         hot_hook: Option<Box<HotHook>>,
     ) -> Arc<Program> {
@@ -105,21 +118,26 @@ impl Program {
             .map(|(i, f)| Definition {
                 func: i as FuncId,
                 code: lower_function(&module, f),
-                native_entry: AtomicUsize::new(0),
             })
             .collect();
-        // The boxed slice never moves or shrinks, so these pointers stay valid for the
+        // The boxed slices never move or shrink, so these addresses stay valid for the
         // program's lifetime.
-        let dispatch = definitions
+        let interp_entries: Box<[InterpEntry]> = definitions
             .iter()
-            .map(|d| AtomicPtr::new(d as *const Definition as *mut Definition))
+            .map(|d| InterpEntry::new(d as *const Definition as usize))
+            .collect();
+        let slots = interp_entries
+            .iter()
+            .map(|e| DispatchSlot::new(e.addr()))
             .collect();
         Arc::new(Program {
             memory: zeroed_memory(module.memory_cells as usize),
             profile: Profile::new(definitions.len()),
             module,
             definitions,
-            dispatch,
+            slots,
+            interp_entries,
+            runtime,
             config,
             hot_hook,
             output: Output::default(),
@@ -132,23 +150,79 @@ impl Program {
         &self.definitions
     }
 
-    /// The definition a call to `f` runs now: one acquire load of f's dispatch entry. The
-    /// other half of [`Program::patch`]; the runtime's `DispatchSlot` (an acquire-loaded code
-    /// pointer that JIT code calls through) will be the one type of these entries.
-    #[inline(always)]
-    pub fn dispatch(&self, f: FuncId) -> &Definition {
-        // SAFETY: entries only ever hold pointers into `self.definitions`, which lives as
-        // long as `self` and is never mutated except through atomics.
-        unsafe { &*self.dispatch[f as usize].load(Ordering::Acquire) }
+    /// The runtime this program's code lives in.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
     }
 
-    /// `patch f g` (spec §5): calls to `f` run g's current definition from now on. The one
-    /// place a dispatch entry is written: a release store, so a thread whose acquire load in
-    /// [`Program::dispatch`] sees it also sees the definition it points to. When the runtime's
-    /// `DispatchSlot` becomes the entry type, this is where its commit goes.
+    /// The entry a call to `f` runs now: one acquire load of f's slot. The other half of
+    /// [`Program::patch`] and [`Program::set_entry`].
+    #[inline(always)]
+    pub fn entry(&self, f: FuncId) -> Entry {
+        Entry(self.slots[f as usize].get())
+    }
+
+    /// The definition `entry` runs.
+    #[inline(always)]
+    pub fn definition(&self, entry: Entry) -> &Definition {
+        // SAFETY: every entry's header names a definition of this program (the interpreted
+        // entries by construction, installed ones by `set_entry`'s contract), and
+        // `self.definitions` lives as long as `self`.
+        unsafe { &*((entry.header() & !KIND_MASK) as *const Definition) }
+    }
+
+    /// The address of f's dispatch slot, for native code to call through
+    /// (`mov rax, imm64(slot); call qword [rax]`). Valid as long as the program.
+    pub fn slot_addr(&self, f: FuncId) -> usize {
+        self.slots[f as usize].as_ptr() as usize
+    }
+
+    /// The header word of an entry that runs `def` (natively if `native`).
+    pub fn header_word(&self, def: FuncId, native: bool) -> usize {
+        header_word(
+            &self.definitions[def as usize] as *const Definition as usize,
+            native,
+        )
+    }
+
+    /// `def`'s entry that has no code behind it, only a header (see [`crate::entry`]).
+    pub fn interp_entry(&self, def: FuncId) -> usize {
+        self.interp_entries[def as usize].addr()
+    }
+
+    /// Adds "point f's slot at `entry`" to `tx`, a transaction of this program's runtime.
+    ///
+    /// # Safety
+    /// `entry` must be an entry as [`crate::entry`] describes: published code of `tx`'s
+    /// runtime (staged in `tx` or live), 16-aligned, with a header word at `entry - 8` made
+    /// by [`Program::header_word`] for a definition of this program whose function takes
+    /// as many parameters as `f`; native entries follow the JIT's ABI, interpreted ones are
+    /// stubs into the interpreter. Once any slot holds native code, every slot must hold
+    /// executable code (a stub where a definition is interpreted).
+    pub unsafe fn set_entry<'a>(
+        &'a self,
+        tx: &mut Transaction<'a>,
+        f: FuncId,
+        entry: usize,
+    ) -> Result<(), jitvm_runtime::Error> {
+        tx.set_dispatch(&self.slots[f as usize], entry)
+    }
+
+    /// `patch f g` (spec §5): calls to `f` run g's current entry (its definition and its
+    /// compiled code) from now on. One runtime transaction committed `Strong`: when it
+    /// returns no thread will start a call to `f` that runs anything else, and a thread that
+    /// happens-after it loads the new entry. A commit that fails (the runtime could not
+    /// serialize the other cores) ends the process: the guarantee cannot be kept.
     pub fn patch(&self, f: FuncId, g: FuncId) {
-        let definition = self.dispatch[g as usize].load(Ordering::Acquire);
-        self.dispatch[f as usize].store(definition, Ordering::Release);
+        let mut tx = self.runtime.transaction();
+        let committed = tx
+            .set_dispatch(&self.slots[f as usize], self.slots[g as usize].get())
+            .and_then(|()| tx.commit(Guarantee::Strong));
+        if let Err(e) = committed {
+            let _hold = self.output.flush_and_hold();
+            let _ = writeln!(io::stderr(), "error: cannot patch: {e}");
+            self.exit(EXIT_INTERNAL)
+        }
     }
 
     pub fn memory(&self) -> &[AtomicI64] {
@@ -208,10 +282,21 @@ impl Program {
 
     /// `join h`: waits for thread `h` and returns its result. Each handle joins once.
     pub fn join(&self, handle: i64) -> Result<i64, Trap> {
-        self.threads.join(handle)
+        blocking(|| self.threads.join(handle))
     }
 
+    /// A VM thread: registered with the runtime for its whole life (so code is never freed
+    /// under it, and native code and callbacks reach it as the current thread), running the
+    /// engine's body.
     fn run_thread(self: &Arc<Self>, f: FuncId, args: &[i64]) -> i64 {
+        let _registration = match self.runtime.register_thread() {
+            Ok(handle) => handle,
+            Err(e) => {
+                let _hold = self.output.flush_and_hold();
+                let _ = writeln!(io::stderr(), "error: cannot start a VM thread: {e}");
+                self.exit(EXIT_INTERNAL)
+            }
+        };
         match (self.thread_body)(self, f, args) {
             Ok(value) => value,
             Err(trap) => self.exit_with_trap(trap),

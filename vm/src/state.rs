@@ -6,9 +6,19 @@
 //! needs no native stack at all.
 
 use crate::bytecode::FuncId;
+use crate::entry::Entry;
 use crate::profile::PROFILE_BATCH;
 use crate::program::{Definition, Program};
+use crate::threads::quiescent;
 use crate::trap::Trap;
+use std::ffi::c_void;
+use std::sync::Arc;
+
+/// How the interpreter calls native code: the engine's bridge, given the program, this
+/// thread's state (for callbacks into a nested interpreter), the native entry, the callee's
+/// call depth (`main` is 1) and the arguments.
+pub type NativeCall =
+    fn(&Arc<Program>, &mut ThreadState, Entry, u32, &[i64]) -> Result<i64, Trap>;
 
 /// A suspended caller: the definition it runs, where it resumes, where its frame starts.
 pub(crate) struct Frame {
@@ -35,6 +45,10 @@ pub struct ThreadState {
     back_edges_left: Vec<u32>,
     /// Back-edge batches until this thread next offers its CPU (see `offer_cpu`).
     batches_until_yield: u32,
+    /// The bridge to native code, on a thread that may meet some (see [`NativeCall`]).
+    pub(crate) native_call: Option<NativeCall>,
+    /// The engine's per-thread native context, for its bridge and callbacks.
+    native_context: *mut c_void,
 }
 
 /// How many back-edge batches a thread runs between offers of its CPU, when the program has
@@ -50,7 +64,22 @@ impl ThreadState {
             calls_left: vec![PROFILE_BATCH; definitions],
             back_edges_left: vec![PROFILE_BATCH; definitions],
             batches_until_yield: BATCHES_PER_YIELD,
+            native_call: None,
+            native_context: std::ptr::null_mut(),
         }
+    }
+
+    /// Lets this thread's interpreter call native entries through `call`, with `context`
+    /// (the engine's, opaque here). Without it the interpreter runs a native entry's
+    /// definition itself: the same behaviour, only slower.
+    pub fn set_native(&mut self, call: NativeCall, context: *mut c_void) {
+        self.native_call = Some(call);
+        self.native_context = context;
+    }
+
+    /// The context given to [`ThreadState::set_native`] (null before).
+    pub fn native_context(&self) -> *mut c_void {
+        self.native_context
     }
 
     /// Adds the counts not yet reported to the shared profile (at thread exit).
@@ -74,6 +103,7 @@ impl ThreadState {
         if *left == 0 {
             *left = PROFILE_BATCH;
             program.report_hot(def, PROFILE_BATCH, 0);
+            quiescent();
         }
     }
 
@@ -85,6 +115,7 @@ impl ThreadState {
         if *left == 0 {
             *left = PROFILE_BATCH;
             program.report_hot(def, 0, PROFILE_BATCH);
+            quiescent();
             self.offer_cpu(program);
         }
     }

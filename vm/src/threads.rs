@@ -155,6 +155,29 @@ impl Threads {
     }
 }
 
+/// Runs `f`, a wait (a join, a contended lock), with the calling VM thread marked offline in
+/// the runtime, so code reclamation does not wait for it meanwhile.
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    let mut f = Some(f);
+    let waited = jitvm_runtime::with_current_thread(|handle| {
+        handle.map(|h| h.blocking(|| (f.take().expect("runs once"))()))
+    });
+    match waited {
+        Some(result) => result,
+        None => (f.take().expect("runs once"))(),
+    }
+}
+
+/// Tells the runtime that the calling VM thread is at a safepoint: it holds no address of
+/// native code except on activations inside the runtime's `enter`.
+pub fn quiescent() {
+    jitvm_runtime::with_current_thread(|handle| {
+        if let Some(h) = handle {
+            h.quiescent()
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,12 +21,12 @@ fn every_thread_runs_the_body_the_program_was_built_with() {
         count.fetch_add(1, Ordering::SeqCst);
         if f == main {
             let mut state = ThreadState::new(program.definitions().len());
-            interp::run(program, &mut state, f, args, 0)
+            interp::run_function(program, &mut state, f, args, 0)
         } else {
             Ok(1000 + args[0])
         }
     };
-    let program = Program::new(Arc::new(module), RunConfig::default(), Box::new(body), None);
+    let program = Program::new(Arc::new(module), RunConfig::default(), jitvm_runtime::Runtime::new(Default::default()).unwrap(), Box::new(body), None);
     assert_eq!(program.run_main(main), 2012);
     assert_eq!(started.load(Ordering::SeqCst), 3);
 }

@@ -652,8 +652,7 @@ impl<'a> Emitter<'a> {
     /// The next instruction, if it may be fused into instruction `i` (no jump lands on it).
     fn fusable_next(&self, i: usize) -> Option<Instr> {
         let next = i + 1;
-        (next < self.func.code.len() && self.labels[next].is_none())
-            .then(|| self.func.code[next])
+        (next < self.func.code.len() && self.labels[next].is_none()).then(|| self.func.code[next])
     }
 
     /// `add sub mul and or xor`, with constant folding and immediate operands.
@@ -868,7 +867,9 @@ impl<'a> Emitter<'a> {
         let (vb, b) = self.pop();
         let (mut va, mut a) = self.pop();
         if let (Val::Const(x), Val::Const(y)) = (va, vb) {
-            return self.stack.push(Val::Const(op.eval(x, y).expect("shifts never trap")));
+            return self
+                .stack
+                .push(Val::Const(op.eval(x, y).expect("shifts never trap")));
         }
         if let Val::Const(c) = vb {
             let dst = self.into_reg(va, a);

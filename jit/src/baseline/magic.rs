@@ -19,7 +19,12 @@ pub enum DivPlan {
     /// `bias = (n >> 63) >>> (64 - k)` rounds toward zero.
     Pow2 { k: u32, negative: bool },
     /// Otherwise: `q = mulhs(n, m)`, corrected by `±n`, `>> s`, plus its own sign bit.
-    Magic { m: i64, s: u32, add_n: bool, sub_n: bool },
+    Magic {
+        m: i64,
+        s: u32,
+        add_n: bool,
+        sub_n: bool,
+    },
 }
 
 impl DivPlan {
@@ -159,7 +164,14 @@ mod tests {
             d.push((1 << k) - 1);
             d.push(-(1 << k) - 1);
         }
-        d.extend([i64::MIN, i64::MAX, i64::MIN + 1, 1_000_000_007, -641, 6700417]);
+        d.extend([
+            i64::MIN,
+            i64::MAX,
+            i64::MIN + 1,
+            1_000_000_007,
+            -641,
+            6700417,
+        ]);
         d
     }
 

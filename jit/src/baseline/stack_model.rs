@@ -153,7 +153,9 @@ impl StackModel {
     }
 
     pub fn pop(&mut self) -> Val {
-        self.vals.pop().expect("the verifier proved the stack deep enough")
+        self.vals
+            .pop()
+            .expect("the verifier proved the stack deep enough")
     }
 
     /// The entry at height `h`.

@@ -76,6 +76,7 @@ pub struct Machine {
     /// How the program ended (main returned, or a thread trapped) and its output then.
     ended: Mutex<Option<Outcome>>,
     ended_cv: std::sync::Condvar,
+    callbacks: Callbacks,
 }
 
 #[derive(Default)]
@@ -121,6 +122,24 @@ impl Machine {
         max_depth: u64,
         tier: impl Fn(usize, &Function) -> Tier,
     ) -> Arc<Machine> {
+        Self::build(module, max_depth, tier, callbacks())
+    }
+
+    /// Every function native, calling `callbacks` instead of the machine's own.
+    pub fn from_module_with_callbacks(
+        module: Module,
+        max_depth: u64,
+        callbacks: Callbacks,
+    ) -> Arc<Machine> {
+        Self::build(module, max_depth, |_, _| Tier::Native, callbacks)
+    }
+
+    fn build(
+        module: Module,
+        max_depth: u64,
+        tier: impl Fn(usize, &Function) -> Tier,
+        callbacks: Callbacks,
+    ) -> Arc<Machine> {
         let n = module.functions.len();
         let mut m = Machine {
             memory: (0..module.memory_cells)
@@ -148,6 +167,7 @@ impl Machine {
             next_handle: AtomicI64::new(1),
             ended: Mutex::new(None),
             ended_cv: std::sync::Condvar::new(),
+            callbacks,
         };
         m.code = m.install();
         Arc::new(m)
@@ -156,7 +176,7 @@ impl Machine {
     fn install(&self) -> Vec<(usize, CompiledCode)> {
         let env_for = |f: usize| CompileEnv {
             slot_addr: self.slots.iter().map(slot_addr).collect(),
-            callbacks: callbacks(),
+            callbacks: self.callbacks,
             poll_word: self.poll_word.as_ptr() as usize,
             header: self.def_addr(f as FuncId) | KIND_NATIVE,
         };
@@ -174,7 +194,7 @@ impl Machine {
                         stubs::compile_stub(
                             func.params.len(),
                             self.def_addr(f as FuncId),
-                            &callbacks(),
+                            &self.callbacks,
                             addr,
                         )
                     })
@@ -268,16 +288,35 @@ impl Machine {
         (8 << 20) + self.max_depth as usize * self.stack_per_level.load(Ordering::Relaxed)
     }
 
-    /// Runs `f(args)` at depth 1 on this thread, which must be a VM thread (known stack).
+    /// Runs `f(args)` at depth 1 on this thread.
     pub fn run_here(self: &Arc<Self>, f: FuncId, args: &[i64]) -> Result<i64, Trap> {
+        self.run_here_with(f, args, |_| {})
+    }
+
+    /// [`Machine::run_here`] with the thread context adjusted first.
+    pub fn run_here_with(
+        self: &Arc<Self>,
+        f: FuncId,
+        args: &[i64],
+        adjust: impl FnOnce(&mut ThreadContext),
+    ) -> Result<i64, Trap> {
+        let entry = self.entry(f);
+        self.with_context(|ctx| {
+            // SAFETY: ctx points at a valid context for this thread.
+            adjust(unsafe { &mut *ctx });
+            // SAFETY: the slot points at live code for f's arity (installed above, never
+            // freed while the machine lives); ctx is this thread's and outlives the call.
+            unsafe { call_native(entry, ctx, 1, args) }.into_result()
+        })
+    }
+
+    /// Runs `f` with a thread context for this thread (for calling native code by hand).
+    pub fn with_context<R>(self: &Arc<Self>, f: impl FnOnce(*mut ThreadContext) -> R) -> R {
         let mut env = ThreadEnv {
             machine: Arc::clone(self),
         };
         let mut ctx = self.context(&mut env);
-        // SAFETY: the slot points at live code for f's arity (installed above, never freed
-        // while the machine lives); ctx is this thread's and outlives the call.
-        let r = unsafe { call_native(self.entry(f), &mut ctx, 1, args) };
-        r.into_result()
+        f(&mut ctx)
     }
 
     fn context(&self, env: &mut ThreadEnv) -> ThreadContext {
@@ -362,7 +401,7 @@ impl Machine {
 }
 
 /// The lowest address of this thread's stack (above its guard page).
-fn stack_low() -> usize {
+pub fn stack_low() -> usize {
     // SAFETY: pthread_getattr_np fills `attr` for the calling thread; it is destroyed after
     // reading the stack range out of it.
     unsafe {

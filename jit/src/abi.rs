@@ -35,8 +35,10 @@
 //!
 //! The prologue traps `stack overflow` when `depth > ctx.max_depth`, exactly the
 //! interpreter's rule (a call that would nest deeper than the limit traps), and when
-//! `rsp - frame_bytes < ctx.stack_limit` (so a deep recursion never faults on the guard page).
-//! Both checks run before the frame is built, so that trap is a bare `ret`. A function keeps
+//! `rsp - frame_bytes < ctx.stack_limit` (so a deep recursion never faults on the guard page);
+//! a frame of at most [`SMALL_FRAME`] bytes may compare `rsp` itself, so frames reach at most
+//! that far below the limit. Both checks run before the frame is built, so that trap is a
+//! bare `ret`. A function keeps
 //! its depth (for the baseline: `depth + 1` in a frame slot) and passes `depth + 1` to its
 //! callees: no read-modify-write of memory per call. The VM sets `stack_limit` some way above
 //! the real end of the thread's stack: Rust callbacks (and the interpreter behind a stub) run
@@ -205,6 +207,10 @@ pub const CTX_VM: i32 = 32;
 
 /// Stack to leave below `stack_limit` for Rust callbacks and the interpreter behind stubs.
 pub const STACK_HEADROOM: usize = 256 << 10;
+
+/// Frames this small may check `rsp >= stack_limit` instead of `rsp - frame >= stack_limit`:
+/// they end at most this far below the limit, well within [`STACK_HEADROOM`].
+pub const SMALL_FRAME: usize = 1024;
 
 /// Offset of the header word in a blob.
 pub const HEADER_OFFSET: usize = 8;

@@ -60,6 +60,30 @@ fn forms(op: &str) -> Vec<(&'static str, String)> {
             "mixed2",
             format!("load a\n push 0\n add\n load b\n jmp l\nl:\n {op}\n ret"),
         ),
+        // The result stored at once into a local register: computed in place when that is
+        // safe (the local is the left operand, or neither), through a register otherwise.
+        (
+            "store",
+            format!("load a\n load b\n {op}\n store t\n load t\n ret"),
+        ),
+        (
+            "store_a",
+            format!("load a\n load b\n {op}\n store a\n load a\n ret"),
+        ),
+        (
+            "store_b",
+            format!("load a\n load b\n {op}\n store b\n load b\n ret"),
+        ),
+        (
+            "dup_store",
+            format!("load a\n load b\n {op}\n dup\n store a\n ret"),
+        ),
+        (
+            "store_k",
+            format!(
+                "load a\n push 3\n {op}\n load b\n {op}\n store t\n load t\n push 3\n {op}\n ret"
+            ),
+        ),
         // Under pressure: five then six other values hold pool registers, so a and b take
         // the last ones (rcx among them) or force spills. The others must survive: the
         // result is xored with their sum.
@@ -125,6 +149,11 @@ fn check_op(op: BinOp, values: &[i64]) {
                 let want = match *name {
                     "pressure5" => expected.map(|r| pressure_expected(a, r, 5)),
                     "pressure6" => expected.map(|r| pressure_expected(a, r, 6)),
+                    "store_k" => op
+                        .eval(a, 3)
+                        .and_then(|x| op.eval(x, b))
+                        .and_then(|x| op.eval(x, 3))
+                        .ok_or(Trap::DivisionByZero),
                     _ => expected,
                 };
                 assert_eq!(got, want, "{a} {} {b} ({name})", op.mnemonic());

@@ -8,6 +8,7 @@ use super::stack_model::*;
 use super::{CompileEnv, CompileError};
 use crate::abi::{
     status_of, CompiledCode, CTX_MAX_DEPTH, CTX_MEMORY_BASE, CTX_STACK_LIMIT, ENTRY_OFFSET,
+    SMALL_FRAME,
 };
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
@@ -194,14 +195,14 @@ impl<'a> Emitter<'a> {
 
     fn emit_bin(&mut self, i: usize, op: BinOp) -> usize {
         match op {
-            BinOp::Add => self.emit_add(),
-            BinOp::Sub => self.emit_sub(),
-            BinOp::Mul => self.emit_mul(),
+            BinOp::Add => return self.emit_add(i),
+            BinOp::Sub => return self.emit_sub(i),
+            BinOp::Mul => return self.emit_mul(i),
             BinOp::Div => self.emit_div(),
             BinOp::Rem => self.emit_rem(),
-            BinOp::And => self.emit_and(),
-            BinOp::Or => self.emit_or(),
-            BinOp::Xor => self.emit_xor(),
+            BinOp::And => return self.emit_and(i),
+            BinOp::Or => return self.emit_or(i),
+            BinOp::Xor => return self.emit_xor(i),
             BinOp::Shl => self.emit_shl(),
             BinOp::Shr => self.emit_shr(),
             BinOp::Ushr => self.emit_ushr(),
@@ -226,10 +227,17 @@ impl<'a> Emitter<'a> {
         asm!(self
             ; cmp rsi, QWORD [rdi + CTX_MAX_DEPTH]
             ; ja =>early
-            ; lea rax, [rsp + below]
-            ; cmp rax, QWORD [rdi + CTX_STACK_LIMIT]
-            ; jb =>early
         );
+        if self.frame.total() as usize <= SMALL_FRAME {
+            // Within the slack the ABI allows below the limit: one compare of rsp itself.
+            asm!(self; cmp rsp, QWORD [rdi + CTX_STACK_LIMIT] ; jb =>early);
+        } else {
+            asm!(self
+                ; lea rax, [rsp + below]
+                ; cmp rax, QWORD [rdi + CTX_STACK_LIMIT]
+                ; jb =>early
+            );
+        }
         for r in self.frame.saved.clone() {
             asm!(self; push Rq(r));
         }
@@ -334,28 +342,28 @@ impl<'a> Emitter<'a> {
 
     // ---------------------------------------------------------------- arithmetic
 
-    fn emit_add(&mut self) {
-        self.binary(BinOp::Add);
+    fn emit_add(&mut self, i: usize) -> usize {
+        self.binary(i, BinOp::Add)
     }
 
-    fn emit_sub(&mut self) {
-        self.binary(BinOp::Sub);
+    fn emit_sub(&mut self, i: usize) -> usize {
+        self.binary(i, BinOp::Sub)
     }
 
-    fn emit_mul(&mut self) {
-        self.binary(BinOp::Mul);
+    fn emit_mul(&mut self, i: usize) -> usize {
+        self.binary(i, BinOp::Mul)
     }
 
-    fn emit_and(&mut self) {
-        self.binary(BinOp::And);
+    fn emit_and(&mut self, i: usize) -> usize {
+        self.binary(i, BinOp::And)
     }
 
-    fn emit_or(&mut self) {
-        self.binary(BinOp::Or);
+    fn emit_or(&mut self, i: usize) -> usize {
+        self.binary(i, BinOp::Or)
     }
 
-    fn emit_xor(&mut self) {
-        self.binary(BinOp::Xor);
+    fn emit_xor(&mut self, i: usize) -> usize {
+        self.binary(i, BinOp::Xor)
     }
 
     fn emit_div(&mut self) {
@@ -655,13 +663,33 @@ impl<'a> Emitter<'a> {
         (next < self.func.code.len() && self.labels[next].is_none()).then(|| self.func.code[next])
     }
 
-    /// `add sub mul and or xor`, with constant folding and immediate operands.
-    fn binary(&mut self, op: BinOp) {
+    /// `add sub mul and or xor`, with constant folding and immediate operands. When the
+    /// result is stored to a local at once (`store y`, or `dup; store y`) and y lives in a
+    /// register, the result is computed right there: `load s; ..; add; store s` is one
+    /// `add r13, ..`. Returns the instructions consumed.
+    fn binary(&mut self, i: usize, op: BinOp) -> usize {
         let (mut vb, mut b) = self.pop();
         let (mut va, mut a) = self.pop();
         if let (Val::Const(x), Val::Const(y)) = (va, vb) {
             let folded = op.eval(x, y).expect("not a division");
-            return self.stack.push(Val::Const(folded));
+            self.stack.push(Val::Const(folded));
+            return 1;
+        }
+        if let Some((y, h, consumed)) = self.store_target(i) {
+            if op.is_commutative() && vb == Val::Local(y) && va != Val::Local(y) {
+                std::mem::swap(&mut va, &mut vb);
+                std::mem::swap(&mut a, &mut b);
+            }
+            // Writing h first must not destroy an operand still to be read.
+            let into_place = va == Val::Local(y) || (!owns(va) && vb != Val::Local(y));
+            if into_place {
+                self.compute_into(op, h, a, b);
+                self.stack.release(vb);
+                if consumed == 3 {
+                    self.stack.push(Val::Local(y)); // `dup; store y`
+                }
+                return consumed;
+            }
         }
         // Compute into an operand's own register when one has it; constants go right.
         let is_const = |o: Opnd| matches!(o, Opnd::Imm(_) | Opnd::Imm64(_));
@@ -679,7 +707,8 @@ impl<'a> Emitter<'a> {
             if let Some(k) = k {
                 let dst = self.alloc();
                 asm!(self; lea Rq(dst), [Rq(ar) + k]);
-                return self.stack.push(Val::Reg(dst));
+                self.stack.push(Val::Reg(dst));
+                return 1;
             }
         }
         let dst = match (op, b) {
@@ -709,6 +738,50 @@ impl<'a> Emitter<'a> {
         };
         self.stack.release(vb);
         self.stack.push(Val::Reg(dst));
+        1
+    }
+
+    /// If instruction `i`'s result goes straight into a local held in a register (the next
+    /// instructions are `store y` or `dup; store y`) and nothing on the stack still reads
+    /// y's old value: (y, its register, instructions consumed).
+    fn store_target(&self, i: usize) -> Option<(u32, Reg, usize)> {
+        let (y, consumed) = match self.fusable_next(i)? {
+            Instr::Store(y) => (y, 2),
+            Instr::Dup => match self.fusable_next(i + 1)? {
+                Instr::Store(y) => (y, 3),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        let Home::Reg(h) = self.frame.homes[y as usize] else {
+            return None;
+        };
+        let reads_y = (0..self.stack.height()).any(|k| self.stack.get(k) == Val::Local(y));
+        (!reads_y).then_some((y, h, consumed))
+    }
+
+    /// `h = a OP b` for a local's register `h`, where `b` is not `h` unless `a` is.
+    fn compute_into(&mut self, op: BinOp, h: Reg, a: Opnd, b: Opnd) {
+        match (op, a, b) {
+            (BinOp::Mul, Opnd::Reg(r), Opnd::Imm(k)) => asm!(self; imul Rq(h), Rq(r), k),
+            (BinOp::Mul, Opnd::Mem(o), Opnd::Imm(k)) => asm!(self; imul Rq(h), QWORD [rsp + o], k),
+            (BinOp::Add, Opnd::Reg(r), Opnd::Imm(k)) if r != h => {
+                asm!(self; lea Rq(h), [Rq(r) + k])
+            }
+            _ => {
+                self.load(h, a);
+                let alu = match op {
+                    BinOp::Add => Alu::Add,
+                    BinOp::Sub => Alu::Sub,
+                    BinOp::Mul => Alu::Imul,
+                    BinOp::And => Alu::And,
+                    BinOp::Or => Alu::Or,
+                    BinOp::Xor => Alu::Xor,
+                    other => unreachable!("{other:?} is not a plain ALU operation"),
+                };
+                self.alu(alu, h, b);
+            }
+        }
     }
 
     /// `div`/`rem`: by a constant without `idiv`; by a variable with the zero check (trap)
@@ -844,18 +917,27 @@ impl<'a> Emitter<'a> {
                 }
                 asm!(self; mov rax, rdx ; shr rax, 63 ; add rdx, rax);
                 // The quotient is in rdx.
-                let dst = if rem {
-                    let dst = self.into_reg(va, a);
-                    match i32::try_from(d) {
-                        Ok(d) => asm!(self; imul rdx, rdx, d),
-                        Err(_) => asm!(self; mov rax, QWORD d ; imul rdx, rax),
+                let dst = match (rem, owns(va), a, i32::try_from(d.wrapping_neg())) {
+                    // n stays where it is (a local): n + q * -d in one lea.
+                    (true, false, Opnd::Reg(n), Ok(minus_d)) => {
+                        let dst = self.alloc();
+                        asm!(self; imul rdx, rdx, minus_d ; lea Rq(dst), [Rq(n) + rdx]);
+                        dst
                     }
-                    asm!(self; sub Rq(dst), rdx);
-                    dst
-                } else {
-                    let dst = self.dst_for(va);
-                    asm!(self; mov Rq(dst), rdx);
-                    dst
+                    (true, ..) => {
+                        let dst = self.into_reg(va, a);
+                        match i32::try_from(d) {
+                            Ok(d) => asm!(self; imul rdx, rdx, d),
+                            Err(_) => asm!(self; mov rax, QWORD d ; imul rdx, rax),
+                        }
+                        asm!(self; sub Rq(dst), rdx);
+                        dst
+                    }
+                    (false, ..) => {
+                        let dst = self.dst_for(va);
+                        asm!(self; mov Rq(dst), rdx);
+                        dst
+                    }
                 };
                 self.stack.push(Val::Reg(dst));
             }

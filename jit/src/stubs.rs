@@ -39,6 +39,7 @@ pub fn compile_stub(
 }
 
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::useless_conversion)] // dynasm expands `Rq(r)` to `r.into()`
 fn compile_stub_x86(
     params: usize,
     def_addr: usize,
@@ -61,8 +62,8 @@ fn compile_stub_x86(
     const ARG_REGS: [u8; 4] = [2, 1, 8, 9]; // rdx, rcx, r8, r9
     for k in 0..params {
         let slot = 8 * k as i32;
-        if k < 4 {
-            dynasm!(ops; .arch x64; mov QWORD [rsp + slot], Rq(ARG_REGS[k]));
+        if let Some(&r) = ARG_REGS.get(k) {
+            dynasm!(ops; .arch x64; mov QWORD [rsp + slot], Rq(r));
         } else {
             let incoming = frame + 8 + 8 * (k as i32 - 4);
             dynasm!(ops

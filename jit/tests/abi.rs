@@ -224,7 +224,7 @@ fn rsp_is_16_byte_aligned_at_every_call_into_rust() {
     );
     for depth in 0..5 {
         for v in 0..depth {
-            let _ = write!(src, " push {v}\n");
+            let _ = writeln!(src, " push {v}");
         }
         src.push_str(" push 9\n print\n");
         src.push_str(
@@ -348,27 +348,27 @@ fn params_module() -> String {
     let mut src = String::new();
     let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
     for p in 0..=8 {
-        let _ = write!(src, "func p{p}({})\n push 0\n", names[..p].join(", "));
+        let _ = writeln!(src, "func p{p}({})\n push 0", names[..p].join(", "));
         for (k, n) in names[..p].iter().enumerate() {
-            let _ = write!(src, " load {n}\n push {}\n mul\n add\n", k + 1);
+            let _ = writeln!(src, " load {n}\n push {}\n mul\n add", k + 1);
         }
         src.push_str(" ret\nend\n");
     }
     // relay(p0..p7) passes its parameters on to p8 in reverse, plus 1.
-    let _ = write!(src, "func relay({})\n", names.join(", "));
+    let _ = writeln!(src, "func relay({})", names.join(", "));
     for n in names.iter().rev() {
-        let _ = write!(src, " load {n}\n");
+        let _ = writeln!(src, " load {n}");
     }
     src.push_str(" call p8\n push 1\n add\n ret\nend\n");
     src.push_str("func main()\n");
     for p in 0..=8 {
         for k in 0..p {
-            let _ = write!(src, " push {}\n", 1000 * (k + 1) - 17);
+            let _ = writeln!(src, " push {}", 1000 * (k + 1) - 17);
         }
-        let _ = write!(src, " call p{p}\n print\n");
+        let _ = writeln!(src, " call p{p}\n print");
     }
     for k in 0..8 {
-        let _ = write!(src, " push {}\n", -(k + 3));
+        let _ = writeln!(src, " push {}", -(k + 3));
     }
     src.push_str(" call relay\n print\n push 0\n ret\nend\n");
     src

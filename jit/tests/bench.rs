@@ -22,10 +22,14 @@ fn best_of(runs: usize, mut f: impl FnMut() -> String) -> (Duration, String) {
 #[test]
 #[ignore = "a benchmark: run in release with --ignored --nocapture"]
 fn baseline_against_the_interpreter() {
+    // BENCH_DIR and JITVM_BIN override where the programs and the interpreter are.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let jitvm = root.join("target/release/jitvm");
+    let jitvm =
+        std::env::var_os("JITVM_BIN").map_or_else(|| root.join("target/release/jitvm"), Into::into);
+    let dir = std::env::var_os("BENCH_DIR")
+        .map_or_else(|| root.join("../shared/bench"), std::path::PathBuf::from);
     for bench in ["fib", "loop", "sieve"] {
-        let file = root.join("../shared/bench").join(format!("{bench}.bc"));
+        let file = dir.join(format!("{bench}.bc"));
         let src = std::fs::read_to_string(&file).unwrap();
         // Compilation included, as in `jitvm run --tier baseline`.
         let (native, out) = best_of(5, || {

@@ -2,6 +2,9 @@
 //! the page. Shared shapes (binary arithmetic, comparisons, branches, calls into Rust) are
 //! helpers below the instruction methods; register moves and the spill machinery at the end.
 
+// dynasm expands a dynamic register `Rq(r)` to `r.into()`, a no-op conversion for `u8`.
+#![allow(clippy::useless_conversion)]
+
 use super::frame::{Frame, Home};
 use super::magic::DivPlan;
 use super::stack_model::*;
@@ -391,7 +394,7 @@ impl<'a> Emitter<'a> {
         if let Val::Const(c) = v {
             return self.stack.push(Val::Const(c.wrapping_neg()));
         }
-        let dst = self.into_reg(v, a);
+        let dst = self.owned_reg(v, a);
         asm!(self; neg Rq(dst));
         self.stack.push(Val::Reg(dst));
     }
@@ -554,7 +557,7 @@ impl<'a> Emitter<'a> {
             self.stack.release(vd);
             return self.stack.push(Val::Const(0));
         };
-        let dst = self.into_reg(vd, d);
+        let dst = self.owned_reg(vd, d);
         asm!(self; mov rax, QWORD [rbx + CTX_MEMORY_BASE]);
         match cell {
             CellAddr::Index(r) => asm!(self; lock xadd QWORD [rax + Rq(r) * 8], Rq(dst)),
@@ -576,7 +579,7 @@ impl<'a> Emitter<'a> {
         let (vn, new) = match n {
             Opnd::Reg(r) => (vn, r),
             _ => {
-                let r = self.into_reg(vn, n);
+                let r = self.owned_reg(vn, n);
                 (Val::Reg(r), r)
             }
         };
@@ -722,7 +725,7 @@ impl<'a> Emitter<'a> {
                 dst
             }
             _ => {
-                let dst = self.into_reg(va, a);
+                let dst = self.owned_reg(va, a);
                 let alu = match op {
                     BinOp::Add => Alu::Add,
                     BinOp::Sub => Alu::Sub,
@@ -851,7 +854,7 @@ impl<'a> Emitter<'a> {
                 self.stack.push(Val::Const(0));
             }
             DivPlan::One | DivPlan::MinusOne => {
-                let dst = self.into_reg(va, a);
+                let dst = self.owned_reg(va, a);
                 asm!(self; neg Rq(dst));
                 self.stack.push(Val::Reg(dst));
             }
@@ -864,7 +867,7 @@ impl<'a> Emitter<'a> {
             }
             DivPlan::Min => {
                 // n % MIN is n, except MIN % MIN = 0.
-                let dst = self.into_reg(va, a);
+                let dst = self.owned_reg(va, a);
                 asm!(self
                     ; mov rax, QWORD i64::MIN
                     ; cmp Rq(dst), rax
@@ -874,7 +877,7 @@ impl<'a> Emitter<'a> {
                 self.stack.push(Val::Reg(dst));
             }
             DivPlan::Pow2 { k, negative } => {
-                let dst = self.into_reg(va, a);
+                let dst = self.owned_reg(va, a);
                 let k8 = k as i8;
                 asm!(self; mov rax, Rq(dst));
                 if k > 1 {
@@ -925,7 +928,7 @@ impl<'a> Emitter<'a> {
                         dst
                     }
                     (true, ..) => {
-                        let dst = self.into_reg(va, a);
+                        let dst = self.owned_reg(va, a);
                         match i32::try_from(d) {
                             Ok(d) => asm!(self; imul rdx, rdx, d),
                             Err(_) => asm!(self; mov rax, QWORD d ; imul rdx, rax),
@@ -954,7 +957,7 @@ impl<'a> Emitter<'a> {
                 .push(Val::Const(op.eval(x, y).expect("shifts never trap")));
         }
         if let Val::Const(c) = vb {
-            let dst = self.into_reg(va, a);
+            let dst = self.owned_reg(va, a);
             let n = (c & 63) as i8;
             if n != 0 {
                 match kind {
@@ -978,7 +981,7 @@ impl<'a> Emitter<'a> {
             self.load(RCX, b);
             self.stack.release(vb);
         }
-        let dst = self.into_reg(va, a);
+        let dst = self.owned_reg(va, a);
         match kind {
             Shift::Shl => asm!(self; shl Rq(dst), cl),
             Shift::Sar => asm!(self; sar Rq(dst), cl),
@@ -1129,7 +1132,7 @@ impl<'a> Emitter<'a> {
         let (vi, r) = match i {
             Opnd::Reg(r) => (vi, r),
             _ => {
-                let r = self.into_reg(vi, i);
+                let r = self.owned_reg(vi, i);
                 (Val::Reg(r), r)
             }
         };
@@ -1266,7 +1269,7 @@ impl<'a> Emitter<'a> {
     }
 
     /// `v` (at `o`) in a register this instruction owns.
-    fn into_reg(&mut self, v: Val, o: Opnd) -> Reg {
+    fn owned_reg(&mut self, v: Val, o: Opnd) -> Reg {
         if let Val::Reg(r) = v {
             return r;
         }

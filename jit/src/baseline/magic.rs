@@ -51,7 +51,8 @@ impl DivPlan {
     }
 
     /// `n / d` (wrapping, truncating), computed the way the emitted code does. `None` for
-    /// `d == 0`.
+    /// `d == 0`. The tests' model of the emitted arithmetic.
+    #[cfg(test)]
     pub fn quotient(self, n: i64) -> Option<i64> {
         Some(match self {
             DivPlan::Zero => return None,

@@ -24,8 +24,8 @@
 #[cfg(target_arch = "x86_64")]
 mod emit;
 mod frame;
-pub mod magic;
-pub mod stack_model;
+mod magic;
+mod stack_model;
 
 pub use crate::abi::{Callbacks, CompiledCode};
 use jitvm_vm::{Function, Module};

@@ -15,7 +15,6 @@ pub const RAX: Reg = 0;
 pub const RCX: Reg = 1;
 pub const RDX: Reg = 2;
 pub const RBX: Reg = 3;
-pub const RSP: Reg = 4;
 pub const RBP: Reg = 5;
 pub const RSI: Reg = 6;
 pub const RDI: Reg = 7;
@@ -133,6 +132,12 @@ fn pool_mask() -> u16 {
     POOL.iter().fold(0, |m, &r| m | 1 << r)
 }
 
+impl Default for StackModel {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl StackModel {
     pub fn new() -> StackModel {
         StackModel {
@@ -212,11 +217,6 @@ impl StackModel {
         self.vals.clear();
         self.vals.resize(height, Val::Spilled);
         self.free = pool_mask();
-    }
-
-    /// Whether any entry is in a pool register or any register is taken.
-    pub fn all_free(&self) -> bool {
-        self.free == pool_mask()
     }
 }
 

@@ -28,14 +28,30 @@ fn baseline_against_the_interpreter() {
         std::env::var_os("JITVM_BIN").map_or_else(|| root.join("target/release/jitvm"), Into::into);
     let dir = std::env::var_os("BENCH_DIR")
         .map_or_else(|| root.join("../shared/bench"), std::path::PathBuf::from);
+    let only = std::env::var("BENCH").ok();
     for bench in ["fib", "loop", "sieve"] {
+        if only.as_deref().is_some_and(|o| o != bench) {
+            continue;
+        }
         let file = dir.join(format!("{bench}.bc"));
         let src = std::fs::read_to_string(&file).unwrap();
         // Compilation included, as in `jitvm run --tier baseline`.
-        let (native, out) = best_of(5, || {
+        // BENCH_RUNS=1 BENCH_DIS=1 with `perf record` maps samples onto the printed code.
+        let runs = std::env::var("BENCH_RUNS").map_or(5, |r| r.parse().unwrap());
+        let (native, out) = best_of(runs, || {
             let m = Machine::load(&src, 10_000);
             let outcome = m.run_main();
             assert_eq!(outcome.result, Ok(0));
+            if std::env::var_os("BENCH_DIS").is_some() {
+                for (f, func) in m.module.functions.iter().enumerate() {
+                    let (base, code) = &m.code[f];
+                    let line = |i: usize| format!("{i:04}  {:?}", func.code[i]);
+                    println!(
+                        "{}",
+                        jitvm_jit::disasm::disassemble(func, code, *base, line)
+                    );
+                }
+            }
             outcome.stdout()
         });
         let interp = jitvm.exists().then(|| {

@@ -1,6 +1,19 @@
-//! jitvm's native backends: the baseline JIT (dynasm, x86-64) and the optimizing JIT
-//! (Cranelift), and the native calling convention they share.
+//! jitvm's native backends and the calling convention they share.
 //!
-//! Not built yet: the engine refuses `--tier baseline` and `--tier opt` until these land.
-//! They will compile `jitvm_vm::Definition`s, publish the code through `jitvm-runtime`
-//! transactions, and fill each definition's `native_entry`.
+//! - [`abi`]: THE native ABI (read its docs first): function signature, [`abi::ThreadContext`],
+//!   trap statuses, dispatch-slot calls, entry headers, safepoints, Rust callbacks, and the
+//!   arity bridge [`abi::call_native`] through which Rust enters native code.
+//! - [`baseline`]: the baseline JIT, one pass with dynasm over a function's bytecode, with a
+//!   compile-time model of the operand stack.
+//! - [`stubs`]: interpreter stubs, native entry points that run a definition in the
+//!   interpreter (`call_interp`).
+//! - [`disasm`]: bytecode interleaved with machine code, for `jitvm dis --native`.
+//!
+//! Native code exists for x86-64 only; elsewhere the compilers return
+//! [`baseline::CompileError::UnsupportedTarget`]. Installing code (the runtime's staging
+//! transactions) and entering it are the VM's business.
+
+pub mod abi;
+pub mod baseline;
+pub mod disasm;
+pub mod stubs;

@@ -1,0 +1,363 @@
+//! # The native ABI: the one contract every native tier of jitvm follows
+//!
+//! The baseline JIT (dynasm, [`crate::baseline`]), the interpreter stubs ([`crate::stubs`])
+//! and the optimizing JIT (Cranelift, `CallConv::SystemV`) all produce code that obeys this
+//! page unchanged, so code from any tier calls code from any other, and the VM calls all of
+//! them through one bridge ([`call_native`]). x86-64 only; other targets refuse native tiers.
+//!
+//! ## Functions
+//!
+//! A `.bc` function with `P` parameters (0..=8) compiles to
+//!
+//! ```text
+//! extern "sysv64" fn(ctx: *mut ThreadContext, depth: u64, p0: i64, .., p{P-1}: i64) -> NativeRet
+//! ```
+//!
+//! so `rdi` = ctx, `rsi` = depth, `rdx, rcx, r8, r9` = p0..p3, p4..p7 on the stack (SysV
+//! order), and the [`NativeRet`] comes back in `rax` (value) : `rdx` (status). `depth` is the
+//! callee's own call depth: the caller's depth + 1, `main` is 1. Registers follow SysV:
+//! `rbx, rbp, r12..r15` are preserved, everything else may be clobbered; `rsp` is 16-byte
+//! aligned at every `call`.
+//!
+//! ## Traps: a status every caller checks
+//!
+//! `status` 0 is a normal return of `value`; anything else is a trap code ([`status_of`],
+//! [`trap_of`]: 1 division by zero, 2 memory out of bounds, 3 stack overflow, 4 assertion
+//! failed, 5 invalid thread handle, 6 too many threads). After **every** call (to native code
+//! or to a Rust callback that returns a status) the caller tests the status and, when nonzero,
+//! returns at once with the same status through its ordinary epilogue (callee-saved registers
+//! and `rsp` restored). Nothing ever unwinds or `longjmp`s across Rust frames: a trap is just
+//! a chain of early returns back to the Rust code that entered native code, which reports it.
+//! Traps a function detects itself (division by zero, out of bounds, assertion, depth) leave
+//! through the same exit with the code in `rdx`.
+//!
+//! ## Depth and the native stack
+//!
+//! The prologue traps `stack overflow` when `depth > ctx.max_depth`, exactly the
+//! interpreter's rule (a call that would nest deeper than the limit traps), and when
+//! `rsp - frame_bytes < ctx.stack_limit` (so a deep recursion never faults on the guard page);
+//! a frame of at most [`SMALL_FRAME`] bytes may compare `rsp` itself, so frames reach at most
+//! that far below the limit. Both checks run before the frame is built, so that trap is a
+//! bare `ret`. A function keeps
+//! its depth (for the baseline: `depth + 1` in a frame slot) and passes `depth + 1` to its
+//! callees: no read-modify-write of memory per call. The VM sets `stack_limit` some way above
+//! the real end of the thread's stack: Rust callbacks (and the interpreter behind a stub) run
+//! below the deepest native frame, so leave them room (at least [`STACK_HEADROOM`]).
+//!
+//! ## The per-thread context
+//!
+//! [`ThreadContext`] is `#[repr(C)]` with fixed offsets (`CTX_*`, checked by tests). It
+//! belongs to one VM thread and lives as long as that thread runs native code. Native code
+//! reads it; only the VM writes it. `memory_cells` equals the module's `memory` size, which
+//! compiled code also bakes in as a constant (`msize`, bounds checks).
+//!
+//! ## Memory
+//!
+//! `mload` is a bounds check (unsigned `i < cells`, else trap 2) and a plain `mov` (an acquire
+//! load on x86-64's TSO); `mstore` a plain `mov` store (a release store on TSO); `atomic_add`
+//! is `lock xadd` and `cas` is `lock cmpxchg` (both sequentially consistent).
+//!
+//! ## Calls between functions: dispatch slots
+//!
+//! Each function has one dispatch slot, an 8-byte word the VM owns (a runtime
+//! `DispatchSlot`), holding the entry point calls to that function run now. A call is exactly
+//!
+//! ```text
+//! mov rax, imm64(slot address)
+//! call qword [rax]
+//! ```
+//!
+//! so loading the target and transferring control are one instruction: the runtime's
+//! `Guarantee::Strong` covers exactly that (once a commit returns, no thread starts the old
+//! target), which `mov rax, [slot]; call rax` would not. `patch F G` is a commit that points
+//! F's slot at what G's slot holds.
+//!
+//! ## Entry headers
+//!
+//! Every entry point `E` (compiled function or interpreter stub) is 16-byte aligned and has an
+//! 8-byte header word at `E - 8`: `def_addr | kind`, kind bit 0 = 1 for native code
+//! ([`KIND_NATIVE`]), 0 for an interpreter stub ([`KIND_STUB`]). `def_addr` is 8-aligned and
+//! opaque to the compilers (the VM's definition). A blob is laid out as 8 bytes of zero, the
+//! header at [`HEADER_OFFSET`] and the entry at [`ENTRY_OFFSET`]; blobs are 16-aligned.
+//!
+//! ## Safepoints
+//!
+//! Native code polls at its entry and at every backward jump:
+//! `mov rax, imm64(poll_word); cmp dword [rax], 0; jne slow`. The out-of-line slow path saves
+//! every live value, calls `safepoint(ctx)`, restores and resumes, so a thread in a long
+//! native loop lets code reclamation (and anything else the VM needs) make progress. The VM's
+//! `safepoint` marks the thread quiescent in the runtime; since every native activation was
+//! entered through the runtime's "enter native code" scope, code on the thread's own stack is
+//! not freed under it.
+//!
+//! ## Rust callbacks
+//!
+//! The VM passes their addresses in [`Callbacks`]; native code calls them with
+//! `mov rax, imm64; call rax`, `ctx` in `rdi`, `rsp` 16-byte aligned, and assumes every
+//! caller-saved register clobbered. Signatures (all `extern "sysv64"`):
+//!
+//! | callback | signature | |
+//! |---|---|---|
+//! | `print` | `(ctx, v: i64) -> u64` | status |
+//! | `putc` | `(ctx, v: i64) -> u64` | status |
+//! | `spawn` | `(ctx, f: u64, args: *const i64) -> NativeRet` | value = handle; `args`: F's P parameters in order |
+//! | `join` | `(ctx, h: i64) -> NativeRet` | value = the thread's result |
+//! | `patch` | `(ctx, f: u64, g: u64) -> u64` | status |
+//! | `safepoint` | `(ctx)` | no result |
+//! | `call_interp` | `(ctx, depth: u64, def_addr: usize, args: *const i64) -> NativeRet` | stubs only |
+//!
+//! `f` and `g` are function indices (`FuncId`).
+//!
+//! ## Interpreter stubs and the way in
+//!
+//! A function still interpreted is reached from native code through a stub (header
+//! `def_addr | 0`) that stores its P parameters in a stack array and tail-returns
+//! `call_interp(ctx, depth, def_addr, array)`; the interpreter checks depth itself. The
+//! interpreter (or any Rust code) calls native code through [`call_native`], inside the
+//! runtime's "enter native code" scope.
+
+use jitvm_vm::program::Trap;
+use std::ffi::c_void;
+use std::sync::atomic::AtomicI64;
+
+/// What a native function returns, in `rax` : `rdx`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NativeRet {
+    /// The result, meaningful when `status` is [`STATUS_OK`].
+    pub value: i64,
+    /// [`STATUS_OK`] or a trap code ([`status_of`]).
+    pub status: u64,
+}
+
+impl NativeRet {
+    pub fn ok(value: i64) -> NativeRet {
+        NativeRet {
+            value,
+            status: STATUS_OK,
+        }
+    }
+
+    pub fn trap(trap: Trap) -> NativeRet {
+        NativeRet {
+            value: 0,
+            status: status_of(trap),
+        }
+    }
+
+    /// `Ok(value)` or the trap the status names. An unknown nonzero status (a bug) panics.
+    pub fn into_result(self) -> Result<i64, Trap> {
+        if self.status == STATUS_OK {
+            Ok(self.value)
+        } else {
+            Err(trap_of(self.status).expect("native code returned an unknown status"))
+        }
+    }
+}
+
+/// A normal return.
+pub const STATUS_OK: u64 = 0;
+
+/// The status that reports `trap`: 1 + its position in [`Trap`]'s declaration.
+pub fn status_of(trap: Trap) -> u64 {
+    match trap {
+        Trap::DivisionByZero => 1,
+        Trap::MemoryOutOfBounds => 2,
+        Trap::StackOverflow => 3,
+        Trap::AssertionFailed => 4,
+        Trap::InvalidThreadHandle => 5,
+        Trap::TooManyThreads => 6,
+    }
+}
+
+/// The trap a nonzero status reports; `None` for 0 and for codes no trap has.
+pub fn trap_of(status: u64) -> Option<Trap> {
+    Some(match status {
+        1 => Trap::DivisionByZero,
+        2 => Trap::MemoryOutOfBounds,
+        3 => Trap::StackOverflow,
+        4 => Trap::AssertionFailed,
+        5 => Trap::InvalidThreadHandle,
+        6 => Trap::TooManyThreads,
+        _ => return None,
+    })
+}
+
+/// One VM thread's state as native code sees it. Offsets are ABI: see the `CTX_*` constants.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ThreadContext {
+    /// The module's shared memory, `memory_cells` cells (dangling but aligned when 0).
+    pub memory_base: *const AtomicI64,
+    /// Its size in cells: the module's `memory` declaration.
+    pub memory_cells: u64,
+    /// The deepest call allowed (`--max-depth`); `main` is depth 1.
+    pub max_depth: u64,
+    /// The lowest address a native frame may reach (see the module docs on headroom).
+    pub stack_limit: usize,
+    /// The engine's per-thread state, for its callbacks. Native code never reads it.
+    pub vm: *mut c_void,
+}
+
+pub const CTX_MEMORY_BASE: i32 = 0;
+pub const CTX_MEMORY_CELLS: i32 = 8;
+pub const CTX_MAX_DEPTH: i32 = 16;
+pub const CTX_STACK_LIMIT: i32 = 24;
+pub const CTX_VM: i32 = 32;
+
+/// Stack to leave below `stack_limit` for Rust callbacks and the interpreter behind stubs.
+pub const STACK_HEADROOM: usize = 256 << 10;
+
+/// Frames this small may check `rsp >= stack_limit` instead of `rsp - frame >= stack_limit`:
+/// they end at most this far below the limit, well within [`STACK_HEADROOM`].
+pub const SMALL_FRAME: usize = 1024;
+
+/// Offset of the header word in a blob.
+pub const HEADER_OFFSET: usize = 8;
+/// Offset of the entry point in a blob (16-aligned when the blob is).
+pub const ENTRY_OFFSET: usize = 16;
+/// Header kind bit: native code.
+pub const KIND_NATIVE: usize = 1;
+/// Header kind bit: an interpreter stub.
+pub const KIND_STUB: usize = 0;
+
+/// The definition address and whether the code is native, from an entry point's header.
+///
+/// # Safety
+/// `entry` must be the entry point of a live blob laid out as described above.
+pub unsafe fn read_header(entry: usize) -> (usize, bool) {
+    // SAFETY: the caller guarantees a live blob, whose header word sits 8 bytes before
+    // `entry` and is 8-aligned (entries are 16-aligned).
+    let word = unsafe { *((entry - 8) as *const usize) };
+    (word & !7, word & KIND_NATIVE != 0)
+}
+
+/// Addresses of the Rust callbacks native code calls (see the module docs for signatures).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Callbacks {
+    pub print: usize,
+    pub putc: usize,
+    pub spawn: usize,
+    pub join: usize,
+    pub patch: usize,
+    pub safepoint: usize,
+    pub call_interp: usize,
+}
+
+/// Code a compiler produced, to be copied to a 16-aligned address (the one it was compiled
+/// for). Offsets are from the start of `bytes`.
+#[derive(Clone, Debug, Default)]
+pub struct CompiledCode {
+    /// The whole blob: 8 zero bytes, the header word, then code.
+    pub bytes: Vec<u8>,
+    /// Where the entry point is ([`ENTRY_OFFSET`]).
+    pub entry_offset: usize,
+    /// Code offset of each bytecode instruction (empty for stubs), for disassembly.
+    pub instr_offsets: Vec<usize>,
+    /// (bytecode instruction index, code offset of its `call qword [rax]`): the patch sites.
+    pub call_sites: Vec<(usize, usize)>,
+    /// (code offset, remark) for the disassembly: callbacks, polls, trap exits.
+    pub notes: Vec<(usize, String)>,
+    /// Where the out-of-line code (slow paths, trap exits) starts; `bytes.len()` if none.
+    pub cold_offset: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use bridge::*;
+
+#[cfg(target_arch = "x86_64")]
+mod bridge {
+    use super::{NativeRet, ThreadContext};
+
+    type Ctx = *mut ThreadContext;
+    pub type PrintFn = extern "sysv64" fn(Ctx, i64) -> u64;
+    pub type PutcFn = extern "sysv64" fn(Ctx, i64) -> u64;
+    pub type SpawnFn = extern "sysv64" fn(Ctx, u64, *const i64) -> NativeRet;
+    pub type JoinFn = extern "sysv64" fn(Ctx, i64) -> NativeRet;
+    pub type PatchFn = extern "sysv64" fn(Ctx, u64, u64) -> u64;
+    pub type SafepointFn = extern "sysv64" fn(Ctx);
+    pub type CallInterpFn = extern "sysv64" fn(Ctx, u64, usize, *const i64) -> NativeRet;
+
+    /// Calls the native entry point `entry` of a function with `args.len()` parameters.
+    ///
+    /// # Safety
+    /// `entry` must be the entry of live code following this ABI for exactly `args.len()`
+    /// parameters (at most 8), `ctx` must point to a valid [`ThreadContext`] for this thread,
+    /// and the code (and all it may call) must stay alive until this returns: call it inside
+    /// the runtime's "enter native code" scope on a registered thread.
+    pub unsafe fn call_native(entry: usize, ctx: Ctx, depth: u64, args: &[i64]) -> NativeRet {
+        macro_rules! call {
+            ($($a:ident),*) => {{
+                // SAFETY: by the caller's contract `entry` is code with exactly this
+                // signature: ctx, depth, then one i64 per argument.
+                let f: extern "sysv64" fn(Ctx, u64 $(, call!(@ty $a))*) -> NativeRet =
+                    unsafe { std::mem::transmute::<usize, _>(entry) };
+                let &[$($a),*] = args else { unreachable!() };
+                f(ctx, depth $(, $a)*)
+            }};
+            (@ty $a:ident) => { i64 };
+        }
+        match args.len() {
+            0 => call!(),
+            1 => call!(a0),
+            2 => call!(a0, a1),
+            3 => call!(a0, a1, a2),
+            4 => call!(a0, a1, a2, a3),
+            5 => call!(a0, a1, a2, a3, a4),
+            6 => call!(a0, a1, a2, a3, a4, a5),
+            7 => call!(a0, a1, a2, a3, a4, a5, a6),
+            8 => call!(a0, a1, a2, a3, a4, a5, a6, a7),
+            n => panic!("call_native: {n} arguments, the ABI allows at most 8"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::offset_of;
+
+    #[test]
+    fn thread_context_offsets_are_the_ones_native_code_uses() {
+        assert_eq!(
+            offset_of!(ThreadContext, memory_base),
+            CTX_MEMORY_BASE as usize
+        );
+        assert_eq!(
+            offset_of!(ThreadContext, memory_cells),
+            CTX_MEMORY_CELLS as usize
+        );
+        assert_eq!(offset_of!(ThreadContext, max_depth), CTX_MAX_DEPTH as usize);
+        assert_eq!(
+            offset_of!(ThreadContext, stack_limit),
+            CTX_STACK_LIMIT as usize
+        );
+        assert_eq!(offset_of!(ThreadContext, vm), CTX_VM as usize);
+        assert_eq!(std::mem::size_of::<ThreadContext>(), 40);
+    }
+
+    #[test]
+    fn native_ret_is_two_words_value_first() {
+        assert_eq!(std::mem::size_of::<NativeRet>(), 16);
+        assert_eq!(offset_of!(NativeRet, value), 0);
+        assert_eq!(offset_of!(NativeRet, status), 8);
+    }
+
+    #[test]
+    fn status_codes_round_trip_in_trap_order() {
+        let all = [
+            Trap::DivisionByZero,
+            Trap::MemoryOutOfBounds,
+            Trap::StackOverflow,
+            Trap::AssertionFailed,
+            Trap::InvalidThreadHandle,
+            Trap::TooManyThreads,
+        ];
+        for (i, t) in all.into_iter().enumerate() {
+            assert_eq!(status_of(t), i as u64 + 1);
+            assert_eq!(trap_of(status_of(t)), Some(t));
+        }
+        assert_eq!(trap_of(0), None);
+        assert_eq!(trap_of(7), None);
+    }
+}

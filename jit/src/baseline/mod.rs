@@ -1,0 +1,135 @@
+//! The baseline JIT: one pass over a function's bytecode with dynasm, x86-64.
+//!
+//! Not a memory stack machine: [`stack_model`] tracks, at compile time, where each operand
+//! stack entry is (a constant, a local, a register, or its frame slot), so `load i; push 1;
+//! add; store i` becomes `lea r8, [r13+1]; mov r13, r8`. Values go to canonical frame slots
+//! only where control flow merges, at calls, and when registers run out. Peepholes: constant
+//! folding, compare-and-branch fusion (`lt; jnz L` is `cmp; jl L`), immediate operands,
+//! `dup; store x` as `store x; load x`, and division by constants without `idiv`
+//! ([`magic`]).
+//!
+//! [`emit`] has one method per bytecode instruction; [`frame`] lays out the native frame and
+//! picks the locals that live in callee-saved registers.
+//!
+//! Register conventions (beyond the ABI of [`crate::abi`]):
+//!
+//! | register | holds |
+//! |---|---|
+//! | `rbx` | `ctx` for the whole body |
+//! | `r12, r13, r14, r15, rbp` | up to five locals, the most used first |
+//! | `r8..r11, rsi, rdi, rcx` | operand stack values ([`stack_model::POOL`]) |
+//! | `rax, rdx` | scratch within one instruction; never hold a stack value |
+//! | `[rsp + depth_slot]` | `depth + 1`, what callees receive |
+
+#[cfg(target_arch = "x86_64")]
+mod emit;
+mod frame;
+mod magic;
+mod stack_model;
+
+pub use crate::abi::{Callbacks, CompiledCode};
+use jitvm_vm::{Function, Module};
+use std::fmt;
+
+/// What the compiler needs to know about the world the code will run in.
+#[derive(Clone, Debug)]
+pub struct CompileEnv {
+    /// Address of the dispatch slot of each function, by `FuncId`.
+    pub slot_addr: Vec<usize>,
+    pub callbacks: Callbacks,
+    /// Address of the 32-bit word that is nonzero when threads must stop at a safepoint.
+    pub poll_word: usize,
+    /// The header word: `def_addr | KIND_NATIVE`.
+    pub header: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CompileError {
+    /// Native tiers exist only on x86-64.
+    UnsupportedTarget,
+    /// The environment does not fit the module (a slot address missing, say).
+    BadEnvironment(String),
+    /// The assembler refused the code (a bug).
+    Assembler(String),
+    /// The code came out larger than [`max_code_size`] promised (a bug).
+    TooLarge { len: usize, bound: usize },
+}
+
+impl fmt::Display for CompileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CompileError::UnsupportedTarget => {
+                f.write_str("native code is only supported on x86-64")
+            }
+            CompileError::BadEnvironment(why) => write!(f, "bad compile environment: {why}"),
+            CompileError::Assembler(why) => write!(f, "assembler error: {why}"),
+            CompileError::TooLarge { len, bound } => {
+                write!(f, "code of {len} bytes exceeds its bound of {bound}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CompileError {}
+
+/// Bytes per instruction [`max_code_size`] allows: the worst single instruction (a call
+/// moving eight arguments, a division by a variable, a poll's slow path) plus the spills its
+/// at most two new stack entries can cost over their lifetime.
+const BYTES_PER_INSTR: usize = 512;
+
+/// A safe upper bound on the size of [`compile`]'s output for `func`, whatever the
+/// environment: reserve this much, compile at the reserved address, then shrink.
+pub fn max_code_size(func: &Function) -> usize {
+    1024 + 32 * func.num_slots() as usize + BYTES_PER_INSTR * func.code.len()
+}
+
+/// Compiles `func` (a function of `module`) for the address `base_addr` (16-aligned), where
+/// the returned bytes must be copied; the entry point is `base_addr + entry_offset`.
+pub fn compile(
+    func: &Function,
+    module: &Module,
+    env: &CompileEnv,
+    base_addr: usize,
+) -> Result<CompiledCode, CompileError> {
+    if env.slot_addr.len() != module.functions.len() {
+        return Err(CompileError::BadEnvironment(format!(
+            "{} slot addresses for {} functions",
+            env.slot_addr.len(),
+            module.functions.len()
+        )));
+    }
+    if base_addr % 16 != 0 {
+        return Err(CompileError::BadEnvironment(format!(
+            "base address {base_addr:#x} is not 16-aligned"
+        )));
+    }
+    compile_x86(func, module, env, base_addr)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn compile_x86(
+    func: &Function,
+    module: &Module,
+    env: &CompileEnv,
+    base_addr: usize,
+) -> Result<CompiledCode, CompileError> {
+    let code = emit::Emitter::new(func, module, env, base_addr).compile()?;
+    let bound = max_code_size(func);
+    if code.bytes.len() > bound {
+        return Err(CompileError::TooLarge {
+            len: code.bytes.len(),
+            bound,
+        });
+    }
+    Ok(code)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn compile_x86(
+    _func: &Function,
+    _module: &Module,
+    _env: &CompileEnv,
+    _base_addr: usize,
+) -> Result<CompiledCode, CompileError> {
+    Err(CompileError::UnsupportedTarget)
+}

@@ -1,0 +1,98 @@
+//! The only place the tests touch `jitvm-runtime`: staging code, pointing dispatch slots,
+//! committing. When the runtime's API changes, this file is what to adapt.
+
+use jitvm_jit::abi::CompiledCode;
+use jitvm_runtime::{Blob, Config, DispatchSlot, Guarantee, Runtime, Transaction};
+use std::sync::Mutex;
+
+/// One runtime (code region) per test machine, freed with it.
+pub struct CodeSpace {
+    rt: Runtime,
+    blobs: Mutex<Vec<Blob>>,
+}
+
+pub type Slot = DispatchSlot;
+
+pub fn new_slot() -> Slot {
+    DispatchSlot::new(0)
+}
+
+pub fn slot_addr(slot: &Slot) -> usize {
+    slot.as_ptr() as usize
+}
+
+pub fn slot_target(slot: &Slot) -> usize {
+    slot.get()
+}
+
+/// A batch of installs, published by [`Batch::commit`] (one `Strong` commit).
+pub struct Batch<'a> {
+    space: &'a CodeSpace,
+    tx: Transaction<'a>,
+}
+
+impl CodeSpace {
+    pub fn new() -> CodeSpace {
+        let config = Config {
+            capacity: 16 << 20,
+            ..Config::default()
+        };
+        CodeSpace {
+            rt: Runtime::new(config).expect("a runtime"),
+            blobs: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            space: self,
+            tx: self.rt.transaction(),
+        }
+    }
+
+    /// `patch`: points `slot` at `target` now, with the guarantee `patch F G` needs.
+    pub fn repoint(&self, slot: &Slot, target: usize) {
+        let mut tx = self.rt.transaction();
+        tx.set_dispatch(slot, target);
+        tx.commit(Guarantee::Strong).expect("commit");
+    }
+}
+
+impl<'a> Batch<'a> {
+    /// Reserves `max_len` bytes, compiles into them with `compile(address)` (code is
+    /// assembled knowing where it will run) and returns the code and the address of its
+    /// first byte. The unused tail is `int3`.
+    pub fn stage<E>(
+        &mut self,
+        max_len: usize,
+        compile: impl FnOnce(usize) -> Result<CompiledCode, E>,
+    ) -> Result<(usize, CompiledCode), E> {
+        let mut result = None;
+        let blob = self
+            .tx
+            .stage_with(max_len, 16, |buf, addr| {
+                let r = compile(addr);
+                if let Ok(code) = &r {
+                    assert!(code.bytes.len() <= buf.len(), "code over its bound");
+                    buf[..code.bytes.len()].copy_from_slice(&code.bytes);
+                    buf[code.bytes.len()..].fill(0xCC);
+                } else {
+                    buf.fill(0xCC);
+                }
+                result = Some(r);
+            })
+            .expect("code memory");
+        self.space.blobs.lock().unwrap().push(blob);
+        let code = result.expect("stage_with runs the closure")?;
+        Ok((blob.addr(), code))
+    }
+
+    /// Points `slot` at `target` when the batch commits.
+    pub fn point(&mut self, slot: &'a Slot, target: usize) {
+        self.tx.set_dispatch(slot, target);
+    }
+
+    pub fn commit(self) {
+        self.tx.commit(Guarantee::Strong).expect("commit");
+    }
+}

@@ -1,5 +1,5 @@
-//! Code memory: one region, mapped twice ([`mapping`]), carved by an
-//! allocator ([`allocator`]), named by checked handles ([`Blob`]).
+//! Code memory: one region, mapped twice (`mapping.rs`), carved by an
+//! allocator (`allocator.rs`), named by checked handles ([`Blob`]).
 //!
 //! Writing through the RW view and executing through the RX view is still
 //! cross-modifying code as far as the CPU is concerned (same physical page,

@@ -62,6 +62,12 @@ impl Blob {
     pub fn addr(&self) -> usize {
         self.addr
     }
+    /// The executable address as a raw pointer, for reading the bytes (to
+    /// call the code, use [`Blob::code`] with
+    /// [`NativeScope::func`](crate::NativeScope::func)).
+    pub fn entry(&self) -> *const u8 {
+        self.addr as *const u8
+    }
     /// The first byte as a [`CodePtr`], what
     /// [`NativeScope::func`](crate::NativeScope::func) turns into a function.
     pub fn code(&self) -> CodePtr {

@@ -6,7 +6,10 @@
 //! its reclamation would poison or free the parent's code. So every runtime
 //! call that could write code memory (registering, staging, committing,
 //! reclaiming, synchronizing) returns [`crate::Error::ForkedChild`] in a
-//! child. Code already published stays callable there (it is only read).
+//! child (checked with one atomic load: a `pthread_atfork` child handler
+//! counts forks; a child made by a raw `clone` system call, which runs no
+//! fork handlers, is not detected). Code already published stays callable
+//! there (it is only read).
 //! A child that needs a JIT creates a new [`crate::Runtime`]: its own region.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,7 +1,7 @@
 //! Entering native code: the scope through which every call into JIT code
 //! goes.
 //!
-//! A [`CodePtr`](crate::CodePtr) is only an address. The one function that
+//! A [`crate::CodePtr`] is only an address. The one function that
 //! makes it callable, [`NativeScope::func`], exists only on the scope that
 //! [`ThreadHandle::enter`] lends, so a call into JIT code without a
 //! registered, entered thread (which reclamation could not see) does not

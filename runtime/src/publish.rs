@@ -347,7 +347,7 @@ impl<'a> Transaction<'a> {
     ///   returns `Ok`, it holds.
     pub fn commit(mut self, guarantee: Guarantee) -> Result<CommitInfo, Error> {
         let rt = self.rt;
-        rt.check_process_strict()?;
+        rt.check_process()?;
         let mem = rt.mem();
         let mut rec = rt.commit_lock();
         let b = &mut self.buf;

@@ -36,7 +36,6 @@ pub struct Runtime {
     spare_tx: Mutex<Vec<TxBuffers>>,
     hooks: Hooks,
     config: Config,
-    pid: libc::pid_t,
     forks: u64,
 }
 
@@ -72,8 +71,6 @@ impl Runtime {
             spare_tx: Mutex::new(Vec::new()),
             hooks: Hooks::default(),
             config,
-            // SAFETY: getpid has no preconditions.
-            pid: unsafe { libc::getpid() },
             forks: fork::generation(),
         };
         log::info!(
@@ -375,17 +372,6 @@ impl Runtime {
     /// `Err(ForkedChild)` in a fork child (one atomic load).
     pub(crate) fn check_process(&self) -> Result<(), Error> {
         if fork::generation() != self.forks {
-            return Err(Error::ForkedChild);
-        }
-        Ok(())
-    }
-
-    /// [`check_process`](Self::check_process), also catching a child made
-    /// without `fork()` (a raw `clone`): one system call.
-    pub(crate) fn check_process_strict(&self) -> Result<(), Error> {
-        self.check_process()?;
-        // SAFETY: getpid has no preconditions.
-        if unsafe { libc::getpid() } != self.pid {
             return Err(Error::ForkedChild);
         }
         Ok(())

@@ -1,5 +1,5 @@
-//! Code memory: one region, mapped twice ([`mapping`]), carved by an
-//! allocator ([`allocator`]), named by checked handles ([`Blob`]).
+//! Code memory: one region, mapped twice (`mapping.rs`), carved by an
+//! allocator (`allocator.rs`), named by checked handles ([`Blob`]).
 //!
 //! Writing through the RW view and executing through the RX view is still
 //! cross-modifying code as far as the CPU is concerned (same physical page,
@@ -61,6 +61,12 @@ impl Blob {
     /// emitters and relocations.
     pub fn addr(&self) -> usize {
         self.addr
+    }
+    /// The executable address as a raw pointer, for reading the bytes (to
+    /// call the code, use [`Blob::code`] with
+    /// [`NativeScope::func`](crate::NativeScope::func)).
+    pub fn entry(&self) -> *const u8 {
+        self.addr as *const u8
     }
     /// The first byte as a [`CodePtr`], what
     /// [`NativeScope::func`](crate::NativeScope::func) turns into a function.

@@ -9,7 +9,7 @@
 //! (`isb`) on each PE after the cache maintenance. A JIT cannot make other
 //! threads execute `cpuid` or `isb`, so it asks the kernel to interrupt them;
 //! each [`Strategy`] is one way to do so, one file each. The calling core
-//! serializes itself ([`local`]). [`Serializer::serialize_all`] is the single
+//! serializes itself (`local.rs`). `Serializer::serialize_all` is the single
 //! place all of this happens.
 
 mod local;

@@ -15,7 +15,7 @@
 //! fail with `EINTR` whatever `SA_RESTART` says, among them `nanosleep`,
 //! `clock_nanosleep`, `poll`, `ppoll`, `select`, `epoll_wait`, `sigtimedwait`
 //! and socket calls with a timeout. So every blocking call in this project
-//! retries on `EINTR` (see [`crate::sleep`]), and code that registers a thread
+//! retries on `EINTR` (see `sleep.rs`), and code that registers a thread
 //! must do the same around its own blocking calls.
 
 use std::cell::Cell;

@@ -8,7 +8,6 @@
 use clap::ValueEnum;
 use jitvm_runtime::{Config, Runtime};
 use jitvm_vm::interp;
-use jitvm_vm::program::ThreadBody;
 use jitvm_vm::state::ThreadState;
 use jitvm_vm::{parse_module, Diagnostic, Diagnostics, FuncId, Module, Program, RunConfig, Trap};
 use std::fmt;
@@ -22,7 +21,7 @@ use std::sync::Arc;
 pub enum Tier {
     /// The interpreter only.
     Interp,
-    /// Every function compiled by the baseline JIT before it runs (not built yet).
+    /// Every function compiled by the baseline JIT before it runs.
     Baseline,
     /// Every function compiled by the optimizing JIT before it runs (not built yet).
     Opt,
@@ -34,10 +33,15 @@ impl Tier {
     /// Every tier, as `--tier` lists them.
     pub const ALL: [Tier; 4] = [Tier::Interp, Tier::Baseline, Tier::Opt, Tier::Auto];
 
-    /// Whether this build can run the tier. The JIT backends have not landed yet; asking for
-    /// one is refused rather than silently run in another tier.
+    /// Whether this build can run the tier. Native tiers need x86-64, and the optimizing
+    /// JIT has not landed yet; asking for a tier this build lacks is refused rather than
+    /// silently run in another tier.
     pub fn is_available(self) -> bool {
-        matches!(self, Tier::Interp | Tier::Auto)
+        match self {
+            Tier::Interp | Tier::Auto => true,
+            Tier::Baseline => cfg!(target_arch = "x86_64"),
+            Tier::Opt => false,
+        }
     }
 }
 
@@ -173,28 +177,9 @@ pub fn entry_point(module: &Module) -> Result<FuncId, LoadError> {
     Ok(main)
 }
 
-/// Builds the program for `module`, with the thread body for `tier`. With only the
-/// interpreter built, no tier has a compiler to hand hot code to, so no hot hook is
-/// installed; the profile still counts (`jitvm run --stats` prints it) and is what the
-/// tiering policy will read once the JITs land.
-pub fn instantiate(
-    module: Module,
-    tier: Tier,
-    config: RunConfig,
-) -> Result<Arc<Program>, jitvm_runtime::Error> {
-    let runtime = Runtime::new(runtime_config())?;
-    Ok(Program::new(
-        Arc::new(module),
-        config,
-        runtime,
-        thread_body(tier),
-        None,
-    ))
-}
-
 /// Set to `1` to run the code runtime in poison mode: reclaimed code is filled with trap
 /// instructions and quarantined, so a thread that runs freed code stops at once. A testing
-/// aid, as `JITVM_SYNC` (read by the runtime) is.
+/// aid, as `JITVM_SYNC` (read by the runtime: which core-serialization strategy) is.
 pub const POISON_ENV: &str = "JITVM_POISON";
 
 /// The runtime's configuration for a run: its defaults, and the environment's testing aids.
@@ -205,15 +190,146 @@ pub fn runtime_config() -> Config {
     }
 }
 
-/// What every thread of a program in `tier` runs, `main` and spawned alike. Each tier this
-/// build runs starts every thread in the interpreter; a JIT tier will return a body that
-/// enters native code where a function has some.
-pub fn thread_body(tier: Tier) -> Box<ThreadBody> {
-    debug_assert!(
-        tier.is_available(),
-        "callers refuse unavailable tiers first"
+/// One `--func-tier NAME=TIER`: run function NAME in TIER whatever `--tier` says. A testing
+/// aid, so that tests can mix tiers before tiering exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FuncTier {
+    pub name: String,
+    pub tier: Tier,
+}
+
+impl std::str::FromStr for FuncTier {
+    type Err = String;
+    fn from_str(s: &str) -> Result<FuncTier, String> {
+        let (name, tier) = s
+            .split_once('=')
+            .ok_or_else(|| format!("expected NAME=TIER, got `{s}`"))?;
+        let tier = Tier::from_str(tier, false)?;
+        if !matches!(tier, Tier::Interp | Tier::Baseline) {
+            return Err(format!(
+                "a function's tier is interp or baseline, not `{tier}`"
+            ));
+        }
+        Ok(FuncTier {
+            name: name.to_string(),
+            tier,
+        })
+    }
+}
+
+/// The tier each function of `module` starts in: native (`Baseline`) for every function
+/// under `--tier baseline`, the interpreter otherwise (`auto` has no tiering policy yet),
+/// with `overrides` applied. An override naming no function is an error.
+pub fn function_tiers(
+    module: &Module,
+    tier: Tier,
+    overrides: &[FuncTier],
+) -> Result<Vec<Tier>, String> {
+    let start = match tier {
+        Tier::Baseline | Tier::Opt => Tier::Baseline,
+        Tier::Interp | Tier::Auto => Tier::Interp,
+    };
+    let mut tiers = vec![start; module.functions.len()];
+    for o in overrides {
+        let f = module
+            .function_index(&o.name)
+            .ok_or_else(|| format!("--func-tier: no function `{}`", o.name))?;
+        tiers[f as usize] = o.tier;
+    }
+    Ok(tiers)
+}
+
+/// Builds the program for `module` with each function in the tier `tiers` gives it (see
+/// [`function_tiers`]): a runtime for its code, native code for the functions that have
+/// some (published before anything runs), and the thread body that fits.
+pub fn instantiate(
+    module: Module,
+    tiers: &[Tier],
+    config: RunConfig,
+) -> Result<Arc<Program>, String> {
+    let runtime = Runtime::new(runtime_config()).map_err(|e| e.to_string())?;
+    let native: Vec<bool> = tiers.iter().map(|&t| t == Tier::Baseline).collect();
+    if !native.contains(&true) {
+        return Ok(Program::new(
+            Arc::new(module),
+            config,
+            runtime,
+            Box::new(interpreter_thread),
+            None,
+        ));
+    }
+    native_program(module, &native, config, runtime)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn native_program(
+    module: Module,
+    native: &[bool],
+    config: RunConfig,
+    runtime: Arc<Runtime>,
+) -> Result<Arc<Program>, String> {
+    let program = Program::new(
+        Arc::new(module),
+        config,
+        runtime,
+        Box::new(jitvm_jit::native_thread::native_thread),
+        None,
     );
-    Box::new(interpreter_thread)
+    jitvm_jit::install::install_baseline(&program, native)
+        .map_err(|e| format!("cannot install native code: {e}"))?;
+    Ok(program)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn native_program(
+    _module: Module,
+    _native: &[bool],
+    _config: RunConfig,
+    _runtime: Arc<Runtime>,
+) -> Result<Arc<Program>, String> {
+    Err("native tiers need an x86-64 machine".to_string())
+}
+
+/// Every function of `module` compiled by the baseline JIT and installed (nothing runs), as
+/// `jitvm dis --native` prints it: each bytecode instruction followed by its machine code,
+/// patch sites marked.
+#[cfg(target_arch = "x86_64")]
+pub fn native_disassembly(module: Module) -> Result<String, String> {
+    let runtime = Runtime::new(runtime_config()).map_err(|e| e.to_string())?;
+    let native = vec![true; module.functions.len()];
+    let program = Program::new(
+        Arc::new(module),
+        RunConfig::default(),
+        runtime,
+        Box::new(interpreter_thread),
+        None,
+    );
+    let installed = jitvm_jit::install::install_baseline(&program, &native)
+        .map_err(|e| format!("cannot install native code: {e}"))?;
+    let module = &program.module;
+    let mut out = String::new();
+    for item in &installed {
+        let f = &module.functions[item.func as usize];
+        out.push_str(&format!(
+            "func {}    ; #{}: baseline code at {:#x}\n",
+            f.name,
+            item.func,
+            item.addr + jitvm_jit::abi::ENTRY_OFFSET
+        ));
+        match &item.native {
+            Some(code) => out.push_str(&jitvm_jit::disasm::disassemble(f, code, item.addr, |i| {
+                jitvm_vm::dis::instruction(module, f, i)
+            })),
+            None => out.push_str("  ; not compiled: runs in the interpreter (see the log)\n"),
+        }
+        out.push_str("end\n\n");
+    }
+    Ok(out)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn native_disassembly(_module: Module) -> Result<String, String> {
+    Err("native tiers need an x86-64 machine".to_string())
 }
 
 /// A thread that runs `f(args)` in the interpreter: its own [`ThreadState`], counted calls

@@ -1,7 +1,9 @@
 //! `jitvm`: run, check and disassemble `.bc` programs.
 
 use clap::{Parser, Subcommand};
-use jitvm::{entry_point, instantiate, load, Input, Tier};
+use jitvm::{
+    entry_point, function_tiers, instantiate, load, native_disassembly, FuncTier, Input, Tier,
+};
 use jitvm_vm::lower::lower_module;
 use jitvm_vm::output::report_write_error;
 use jitvm_vm::RunConfig;
@@ -44,6 +46,10 @@ enum Command {
         /// counts to stderr.
         #[arg(long)]
         stats: bool,
+        /// Testing aid: run function NAME in TIER (interp or baseline) whatever --tier says;
+        /// repeat for several functions.
+        #[arg(long = "func-tier", value_name = "NAME=TIER")]
+        func_tier: Vec<FuncTier>,
         /// The `.bc` file, or `-` for standard input.
         file: PathBuf,
     },
@@ -59,6 +65,13 @@ enum Command {
         /// Also show the interpreter's register code (`R[3] := R[1] + 1`).
         #[arg(long)]
         lowered: bool,
+        /// Show each function's bytecode interleaved with the machine code the native tier
+        /// makes of it, patch sites marked.
+        #[arg(long, conflicts_with = "lowered")]
+        native: bool,
+        /// The native tier `--native` shows (baseline is the one this build has).
+        #[arg(long, value_enum, default_value_t = Tier::Baseline, requires = "native")]
+        tier: Tier,
         /// The `.bc` file, or `-` for standard input.
         file: PathBuf,
     },
@@ -75,9 +88,11 @@ fn main() -> ExitCode {
             tier,
             max_depth,
             stats,
+            func_tier,
             file,
         } => run(
             tier,
+            &func_tier,
             RunConfig { max_depth, stats },
             &Input::from_arg(&file),
         ),
@@ -88,8 +103,25 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e.render(&input.name())),
             }
         }
-        Command::Dis { lowered, file } => {
+        Command::Dis {
+            lowered,
+            native,
+            tier,
+            file,
+        } => {
             let input = Input::from_arg(&file);
+            if native {
+                if let Some(refused) = refuse_tier(tier, &[Tier::Baseline, Tier::Opt]) {
+                    return refused;
+                }
+                return match load(&input) {
+                    Ok(module) => match native_disassembly(module) {
+                        Ok(text) => print_out(&text),
+                        Err(e) => fail(&format!("error: {e}\n")),
+                    },
+                    Err(e) => fail(&e.render(&input.name())),
+                };
+            }
             match load(&input) {
                 Ok(module) => {
                     let code = lowered.then(|| lower_module(&module));
@@ -115,12 +147,33 @@ fn print_out(text: &str) -> ExitCode {
     }
 }
 
-fn run(tier: Tier, config: RunConfig, input: &Input) -> ExitCode {
+/// The refusal of a tier this build lacks (or, for `dis --native`, one that is not native).
+fn refuse_tier(tier: Tier, allowed: &[Tier]) -> Option<ExitCode> {
+    if !allowed.contains(&tier) {
+        return Some(fail(&format!(
+            "error: tier `{tier}` has no native code to show; use --tier baseline\n"
+        )));
+    }
     if !tier.is_available() {
-        return fail(&format!(
-            "error: tier `{tier}` is not available in this build (its JIT backend has not landed yet); \
+        let why = if cfg!(target_arch = "x86_64") {
+            "its JIT backend has not landed yet"
+        } else {
+            "native code needs an x86-64 machine"
+        };
+        return Some(fail(&format!(
+            "error: tier `{tier}` is not available in this build ({why}); \
              use --tier interp or --tier auto\n"
-        ));
+        )));
+    }
+    None
+}
+
+fn run(tier: Tier, func_tiers: &[FuncTier], config: RunConfig, input: &Input) -> ExitCode {
+    if let Some(refused) = refuse_tier(tier, &Tier::ALL) {
+        return refused;
+    }
+    if let Some(t) = func_tiers.iter().find(|t| !t.tier.is_available()) {
+        return refuse_tier(t.tier, &Tier::ALL).expect("unavailable");
     }
     let path = input.name();
     let module = match load(input) {
@@ -131,9 +184,13 @@ fn run(tier: Tier, config: RunConfig, input: &Input) -> ExitCode {
         Ok(main) => main,
         Err(e) => return fail(&e.render(&path)),
     };
-    let program = match instantiate(module, tier, config) {
+    let tiers = match function_tiers(&module, tier, func_tiers) {
+        Ok(tiers) => tiers,
+        Err(e) => return fail(&format!("error: {e}\n")),
+    };
+    let program = match instantiate(module, &tiers, config) {
         Ok(program) => program,
-        Err(e) => return fail(&format!("error: cannot start the code runtime: {e}\n")),
+        Err(e) => return fail(&format!("error: cannot start: {e}\n")),
     };
     program.run_main(main);
     program.exit_normally()

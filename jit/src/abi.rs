@@ -116,7 +116,7 @@
 //! interpreter (or any Rust code) calls native code through [`call_native`], inside the
 //! runtime's "enter native code" scope.
 
-use jitvm_vm::program::Trap;
+use jitvm_vm::Trap;
 use std::ffi::c_void;
 use std::sync::atomic::AtomicI64;
 
@@ -268,6 +268,7 @@ pub use bridge::*;
 #[cfg(target_arch = "x86_64")]
 mod bridge {
     use super::{NativeRet, ThreadContext};
+    use jitvm_runtime::{CodePtr, NativeScope};
 
     type Ctx = *mut ThreadContext;
     pub type PrintFn = extern "sysv64" fn(Ctx, i64) -> u64;
@@ -281,17 +282,24 @@ mod bridge {
     /// Calls the native entry point `entry` of a function with `args.len()` parameters.
     ///
     /// # Safety
-    /// `entry` must be the entry of live code following this ABI for exactly `args.len()`
-    /// parameters (at most 8), `ctx` must point to a valid [`ThreadContext`] for this thread,
-    /// and the code (and all it may call) must stay alive until this returns: call it inside
-    /// the runtime's "enter native code" scope on a registered thread.
-    pub unsafe fn call_native(entry: usize, ctx: Ctx, depth: u64, args: &[i64]) -> NativeRet {
+    /// `entry` must be the entry of published code following this ABI for exactly
+    /// `args.len()` parameters (at most 8), and `ctx` must point to a valid
+    /// [`ThreadContext`] for this thread. `scope` (the runtime's "enter native code") keeps
+    /// the code, and all it may call, alive until this returns.
+    pub unsafe fn call_native(
+        scope: &NativeScope<'_>,
+        entry: CodePtr,
+        ctx: Ctx,
+        depth: u64,
+        args: &[i64],
+    ) -> NativeRet {
         macro_rules! call {
             ($($a:ident),*) => {{
                 // SAFETY: by the caller's contract `entry` is code with exactly this
-                // signature: ctx, depth, then one i64 per argument.
+                // signature: ctx, depth, then one i64 per argument; `scope` proves the
+                // thread is inside the runtime's `enter`.
                 let f: extern "sysv64" fn(Ctx, u64 $(, call!(@ty $a))*) -> NativeRet =
-                    unsafe { std::mem::transmute::<usize, _>(entry) };
+                    unsafe { scope.func(entry) };
                 let &[$($a),*] = args else { unreachable!() };
                 f(ctx, depth $(, $a)*)
             }};

@@ -16,4 +16,8 @@
 pub mod abi;
 pub mod baseline;
 pub mod disasm;
+#[cfg(target_arch = "x86_64")]
+pub mod install;
+#[cfg(target_arch = "x86_64")]
+pub mod native_thread;
 pub mod stubs;

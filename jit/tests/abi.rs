@@ -9,7 +9,7 @@ use jitvm_jit::abi::{
     call_native, read_header, status_of, trap_of, Callbacks, NativeRet, ThreadContext,
 };
 use jitvm_jit::stubs::{compile_stub, MAX_STUB_SIZE};
-use jitvm_vm::program::Trap;
+use jitvm_vm::Trap;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};

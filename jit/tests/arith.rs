@@ -5,8 +5,8 @@
 
 mod support;
 
-use jitvm_vm::program::Trap;
 use jitvm_vm::BinOp;
+use jitvm_vm::Trap;
 use std::fmt::Write;
 use std::sync::Arc;
 use support::Machine;

@@ -1,7 +1,7 @@
 //! The disassembler: a verified module back as text, each instruction with its offset and
 //! the operand stack height before it, and optionally the interpreter's lowered ops.
 
-use crate::bytecode::{Instr, Module};
+use crate::bytecode::{Function, Instr, Module};
 use crate::regcode::LoweredFunction;
 use std::fmt::Write;
 
@@ -35,36 +35,11 @@ pub fn disassemble(module: &Module, lowered: Option<&[LoweredFunction]>) -> Stri
         for label in &f.labels {
             labels_at[label.target as usize].push(&label.name);
         }
-        for (i, instr) in f.code.iter().enumerate() {
+        for i in 0..f.code.len() {
             for name in &labels_at[i] {
                 let _ = writeln!(out, "{name}:");
             }
-            let operands = match *instr {
-                Instr::Push(c) => format!(" {c}"),
-                Instr::Load(s) | Instr::Store(s) => format!(" {}", f.slot_name(s)),
-                Instr::Jmp(t) | Instr::Jz(t) | Instr::Jnz(t) => {
-                    let name = f
-                        .labels
-                        .iter()
-                        .find(|l| l.target == t)
-                        .map_or("?", |l| &l.name);
-                    format!(" {name}  ; -> {t:04}")
-                }
-                Instr::Call(g) | Instr::Spawn(g) => {
-                    format!(" {}", module.functions[g as usize].name)
-                }
-                Instr::Patch(a, b) => format!(
-                    " {} {}",
-                    module.functions[a as usize].name, module.functions[b as usize].name
-                ),
-                _ => String::new(),
-            };
-            let _ = writeln!(
-                out,
-                "  {i:04}    [{:>4}]  {}{operands}",
-                f.heights[i],
-                instr.mnemonic()
-            );
+            let _ = writeln!(out, "  {}", instruction(module, f, i));
         }
         for label in f
             .labels
@@ -88,6 +63,38 @@ pub fn disassemble(module: &Module, lowered: Option<&[LoweredFunction]>) -> Stri
         }
     }
     out
+}
+
+/// Instruction `i` of `f` as the disassembly shows it: offset, stack height before it,
+/// mnemonic and operands (`0003    [   1]  jz recurse  ; -> 0006`). The native disassembly
+/// heads each instruction's machine code with this line.
+pub fn instruction(module: &Module, f: &Function, i: usize) -> String {
+    let instr = f.code[i];
+    let operands = match instr {
+        Instr::Push(c) => format!(" {c}"),
+        Instr::Load(s) | Instr::Store(s) => format!(" {}", f.slot_name(s)),
+        Instr::Jmp(t) | Instr::Jz(t) | Instr::Jnz(t) => {
+            let name = f
+                .labels
+                .iter()
+                .find(|l| l.target == t)
+                .map_or("?", |l| &l.name);
+            format!(" {name}  ; -> {t:04}")
+        }
+        Instr::Call(g) | Instr::Spawn(g) => {
+            format!(" {}", module.functions[g as usize].name)
+        }
+        Instr::Patch(a, b) => format!(
+            " {} {}",
+            module.functions[a as usize].name, module.functions[b as usize].name
+        ),
+        _ => String::new(),
+    };
+    format!(
+        "{i:04}    [{:>4}]  {}{operands}",
+        f.heights[i],
+        instr.mnemonic()
+    )
 }
 
 #[cfg(test)]

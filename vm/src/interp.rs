@@ -400,7 +400,10 @@ mod tests {
     fn a_trap_in_a_nested_run_leaves_the_suspended_run_alone() {
         let program = program(10_000);
         let mut st = suspended(&program, 100);
-        assert_eq!(run_function(&program, &mut st, 1, &[], 3), Err(Trap::DivisionByZero));
+        assert_eq!(
+            run_function(&program, &mut st, 1, &[], 3),
+            Err(Trap::DivisionByZero)
+        );
         assert_untouched(&st, 100);
         let shallow = self::program(5);
         let mut st = suspended(&shallow, 100);
@@ -416,7 +419,8 @@ mod tests {
         // down(n) runs at depths depth_base + 1 ..= depth_base + n + 1.
         let program = program(50);
         let mut st = ThreadState::new(program.definitions().len());
-        let mut down = |n: i64, depth_base: u32| run_function(&program, &mut st, 0, &[n], depth_base);
+        let mut down =
+            |n: i64, depth_base: u32| run_function(&program, &mut st, 0, &[n], depth_base);
         assert_eq!(down(49, 0), Ok(49));
         assert_eq!(down(50, 0), Err(Trap::StackOverflow));
         assert_eq!(down(39, 10), Ok(39));

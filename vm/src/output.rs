@@ -3,8 +3,8 @@
 //! a write that fails is reported to the caller, which ends the run (see
 //! [`crate::program::Program::exit_for_output`] and [`report_write_error`]).
 
-use std::io::{self, Write};
 use crate::threads::blocking;
+use std::io::{self, Write};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 /// Exit status when stdout cannot be written (`error: cannot write output: ...`).

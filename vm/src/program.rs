@@ -20,8 +20,8 @@ use crate::profile::Profile;
 use crate::regcode::LoweredFunction;
 use crate::threads::{blocking, Threads};
 use crate::trap::Trap;
-use std::io::{self, Write};
 use jitvm_runtime::{DispatchSlot, Guarantee, Runtime, Transaction};
+use std::io::{self, Write};
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 

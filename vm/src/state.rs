@@ -17,8 +17,7 @@ use std::sync::Arc;
 /// How the interpreter calls native code: the engine's bridge, given the program, this
 /// thread's state (for callbacks into a nested interpreter), the native entry, the callee's
 /// call depth (`main` is 1) and the arguments.
-pub type NativeCall =
-    fn(&Arc<Program>, &mut ThreadState, Entry, u32, &[i64]) -> Result<i64, Trap>;
+pub type NativeCall = fn(&Arc<Program>, &mut ThreadState, Entry, u32, &[i64]) -> Result<i64, Trap>;
 
 /// A suspended caller: the definition it runs, where it resumes, where its frame starts.
 pub(crate) struct Frame {

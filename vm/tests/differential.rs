@@ -321,7 +321,13 @@ fn lowered_interpreter_matches_the_reference_evaluator() {
                 unreachable!("the generated programs never spawn")
             },
         );
-        let program = Program::new(Arc::new(module), RunConfig::default(), jitvm_runtime::Runtime::new(Default::default()).unwrap(), no_threads, None);
+        let program = Program::new(
+            Arc::new(module),
+            RunConfig::default(),
+            jitvm_runtime::Runtime::new(Default::default()).unwrap(),
+            no_threads,
+            None,
+        );
         let mut state = ThreadState::new(program.definitions().len());
         let got = interp::run_function(&program, &mut state, main, &[], 0);
         assert_eq!(got, expected, "seed {seed}: results differ\n{src}");

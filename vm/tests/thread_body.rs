@@ -26,7 +26,13 @@ fn every_thread_runs_the_body_the_program_was_built_with() {
             Ok(1000 + args[0])
         }
     };
-    let program = Program::new(Arc::new(module), RunConfig::default(), jitvm_runtime::Runtime::new(Default::default()).unwrap(), Box::new(body), None);
+    let program = Program::new(
+        Arc::new(module),
+        RunConfig::default(),
+        jitvm_runtime::Runtime::new(Default::default()).unwrap(),
+        Box::new(body),
+        None,
+    );
     assert_eq!(program.run_main(main), 2012);
     assert_eq!(started.load(Ordering::SeqCst), 3);
 }

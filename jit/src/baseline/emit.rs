@@ -15,7 +15,7 @@ use crate::abi::{
 };
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
-use jitvm_vm::program::Trap;
+use jitvm_vm::Trap;
 use jitvm_vm::{BinOp, FuncId, Function, Instr, Module};
 
 macro_rules! asm {

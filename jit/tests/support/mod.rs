@@ -15,7 +15,7 @@ use jitvm_jit::abi::{
 };
 use jitvm_jit::baseline::{self, CompileEnv};
 use jitvm_jit::stubs;
-use jitvm_vm::program::Trap;
+use jitvm_vm::Trap;
 use jitvm_vm::{parse_module, FuncId, Function, Module};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};

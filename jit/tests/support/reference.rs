@@ -4,7 +4,7 @@
 
 use super::Machine;
 use jitvm_jit::abi::{call_native, NativeRet, ThreadContext};
-use jitvm_vm::program::Trap;
+use jitvm_vm::Trap;
 use jitvm_vm::{FuncId, Instr};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;

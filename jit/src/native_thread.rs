@@ -1,0 +1,208 @@
+//! The Rust half of the native ABI ([`crate::abi`]): a VM thread that may run native code,
+//! the bridge through which the interpreter (or a thread's start) enters native code, and the
+//! callbacks through which native code calls back into the VM.
+//!
+//! The contract with the runtime, in the order a thread meets it:
+//!
+//! 1. every VM thread is registered with the program's runtime for its whole life
+//!    ([`Program`] does it before the thread body runs);
+//! 2. [`native_thread`] is the thread body: it builds the thread's [`ThreadContext`] and
+//!    starts `f` natively or in the interpreter, whichever its entry says;
+//! 3. every call into native code goes through [`enter_native`], inside the runtime's
+//!    `ThreadHandle::enter`, so code on this thread's stack is never freed under it;
+//! 4. native code polls the runtime's poll word at function entries and loop back-edges and
+//!    calls [`safepoint`], which reports quiescence without leaving (the runtime pins the
+//!    code still on the stack), so a long native loop never holds reclamation back;
+//! 5. the interpreter reports quiescence at its profile batches, and a thread that waits
+//!    (join, a contended output lock) is offline meanwhile.
+
+use crate::abi::{call_native, Callbacks, NativeRet, ThreadContext, STACK_HEADROOM, STATUS_OK};
+use jitvm_runtime::{with_current_thread, CodePtr, ThreadHandle};
+use jitvm_vm::entry::Entry;
+use jitvm_vm::interp;
+use jitvm_vm::program::{Definition, Program};
+use jitvm_vm::state::ThreadState;
+use jitvm_vm::{FuncId, Trap};
+use std::ffi::c_void;
+use std::sync::Arc;
+
+/// What the callbacks reach through [`ThreadContext::vm`]: the thread's program, runtime
+/// registration and interpreter state.
+struct VmThread<'a> {
+    program: &'a Arc<Program>,
+    handle: &'a ThreadHandle,
+    /// The interpreter state of the run that called out most recently (see
+    /// [`enter_native`]): a nested interpreter run puts its frames above that run's.
+    state: *mut ThreadState,
+}
+
+/// The addresses of the callbacks, for the compilers.
+pub fn callbacks() -> Callbacks {
+    Callbacks {
+        print: print as *const () as usize,
+        putc: putc as *const () as usize,
+        spawn: spawn as *const () as usize,
+        join: join as *const () as usize,
+        patch: patch as *const () as usize,
+        safepoint: safepoint as *const () as usize,
+        call_interp: call_interp as *const () as usize,
+    }
+}
+
+/// The thread body of a program with native code: runs `f(args)` on this thread, natively if
+/// f's entry is native code, else in the interpreter (which calls out to native callees).
+pub fn native_thread(program: &Arc<Program>, f: FuncId, args: &[i64]) -> Result<i64, Trap> {
+    with_current_thread(|handle| {
+        let Some(handle) = handle else {
+            // Not a registered VM thread (a test calling the body directly): interpret.
+            let mut state = ThreadState::new(program.definitions().len());
+            return interp::run_function(program, &mut state, f, args, 0);
+        };
+        let mut state = ThreadState::new(program.definitions().len());
+        let mut vm = VmThread {
+            program,
+            handle,
+            state: std::ptr::null_mut(),
+        };
+        let memory = program.memory();
+        let mut ctx = ThreadContext {
+            memory_base: memory.as_ptr(),
+            memory_cells: memory.len() as u64,
+            max_depth: program.config.max_depth as u64,
+            stack_limit: stack_limit(),
+            vm: &mut vm as *mut VmThread as *mut c_void,
+        };
+        state.set_native(enter_native, &mut ctx as *mut ThreadContext as *mut c_void);
+        let entry = program.entry(f);
+        let result = if entry.is_native() {
+            enter_native(program, &mut state, entry, 1, args)
+        } else {
+            interp::run(program, &mut state, program.definition(entry), args, 0)
+        };
+        state.flush_profile(program);
+        result
+    })
+}
+
+/// Calls the native `entry` at call depth `depth` with `args`, inside the runtime's
+/// `enter`. The interpreter's bridge ([`jitvm_vm::state::NativeCall`]).
+fn enter_native(
+    program: &Arc<Program>,
+    st: &mut ThreadState,
+    entry: Entry,
+    depth: u32,
+    args: &[i64],
+) -> Result<i64, Trap> {
+    let ctx = st.native_context() as *mut ThreadContext;
+    debug_assert!(!ctx.is_null(), "set by native_thread");
+    // SAFETY: `native_thread` set the context for this thread; it and the `VmThread` it
+    // points to live on that function's stack frame, below every call into native code.
+    let vm = unsafe { &mut *((*ctx).vm as *mut VmThread) };
+    debug_assert!(Arc::ptr_eq(vm.program, program));
+    // Callbacks reach the interpreter state through a pointer made from this borrow, which
+    // is not used again until native code returns.
+    let caller_state = std::mem::replace(&mut vm.state, st as *mut ThreadState);
+    let ret = vm.handle.enter(|scope| {
+        // SAFETY: `entry` is a native entry of this program (its header says so), which
+        // follows the ABI for the callee's parameter count, `args.len()`; `ctx` is this
+        // thread's context; we are inside `enter` on the registered thread.
+        unsafe { call_native(scope, CodePtr::new(entry.addr()), ctx, depth as u64, args) }
+    });
+    vm.state = caller_state;
+    ret.into_result()
+}
+
+/// The lowest address native frames may reach: the thread's stack end plus headroom for the
+/// Rust code (callbacks, a nested interpreter) that runs below the deepest native frame.
+fn stack_limit() -> usize {
+    // SAFETY: pthread_getattr_np fills the zeroed attribute object for the calling (live)
+    // thread; pthread_attr_getstack reads it; it is destroyed once, after use.
+    let low = unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return usize::MAX; // unknown: every native call traps rather than risk a fault
+        }
+        let mut addr: *mut c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let r = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        if r != 0 {
+            return usize::MAX;
+        }
+        addr as usize
+    };
+    low + STACK_HEADROOM
+}
+
+/// The thread state behind `ctx`.
+///
+/// # Safety
+/// `ctx` is the context native code was entered with (see [`native_thread`]).
+unsafe fn vm<'a>(ctx: *mut ThreadContext) -> &'a mut VmThread<'a> {
+    // SAFETY: by the caller's contract.
+    unsafe { &mut *((*ctx).vm as *mut VmThread) }
+}
+
+/// The status that reports `result`.
+fn ret(result: Result<i64, Trap>) -> NativeRet {
+    match result {
+        Ok(value) => NativeRet::ok(value),
+        Err(trap) => NativeRet::trap(trap),
+    }
+}
+
+extern "sysv64" fn print(ctx: *mut ThreadContext, value: i64) -> u64 {
+    // SAFETY: native code passes the context it was entered with.
+    unsafe { vm(ctx) }.program.print(value);
+    STATUS_OK
+}
+
+extern "sysv64" fn putc(ctx: *mut ThreadContext, value: i64) -> u64 {
+    // SAFETY: as in `print`.
+    unsafe { vm(ctx) }.program.putc(value);
+    STATUS_OK
+}
+
+extern "sysv64" fn spawn(ctx: *mut ThreadContext, f: u64, args: *const i64) -> NativeRet {
+    // SAFETY: as in `print`.
+    let vm = unsafe { vm(ctx) };
+    let n = vm.program.module.functions[f as usize].params.len();
+    // SAFETY: native code passes F's parameters, in order, in an array of at least `n`.
+    let args = unsafe { std::slice::from_raw_parts(args, n) };
+    ret(vm.program.spawn(f as FuncId, args))
+}
+
+extern "sysv64" fn join(ctx: *mut ThreadContext, handle: i64) -> NativeRet {
+    // SAFETY: as in `print`.
+    ret(unsafe { vm(ctx) }.program.join(handle))
+}
+
+extern "sysv64" fn patch(ctx: *mut ThreadContext, f: u64, g: u64) -> u64 {
+    // SAFETY: as in `print`.
+    unsafe { vm(ctx) }.program.patch(f as FuncId, g as FuncId);
+    STATUS_OK
+}
+
+extern "sysv64" fn safepoint(ctx: *mut ThreadContext) {
+    // SAFETY: as in `print`.
+    unsafe { vm(ctx) }.handle.safepoint_from_native();
+}
+
+extern "sysv64" fn call_interp(
+    ctx: *mut ThreadContext,
+    depth: u64,
+    def: usize,
+    args: *const i64,
+) -> NativeRet {
+    // SAFETY: as in `print`.
+    let vm = unsafe { vm(ctx) };
+    // SAFETY: a stub passes the definition of this program it was made for.
+    let def = unsafe { &*(def as *const Definition) };
+    let n = def.code.params as usize;
+    // SAFETY: the stub passes its `n` parameters in an array.
+    let args = unsafe { std::slice::from_raw_parts(args, n) };
+    // SAFETY: `vm.state` was set from the interpreter state of the run that entered native
+    // code (or the thread's own), which is not used until native code returns.
+    let st = unsafe { &mut *vm.state };
+    ret(interp::run(vm.program, st, def, args, depth as u32 - 1))
+}

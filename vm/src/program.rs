@@ -38,11 +38,16 @@ impl RunConfig {
     pub const DEFAULT_MAX_DEPTH: u32 = 10_000;
     pub const LIMIT_MAX_DEPTH: u32 = 1_000_000;
 
-    /// Native stack for a VM thread: enough for the runtime itself plus a native frame per
-    /// allowed call level, so JIT code calling JIT code `max_depth` deep cannot overflow it.
-    /// Stacks are reserved, not committed: untouched pages cost nothing.
+    /// Native stack for a VM thread: enough for the runtime itself plus what one call level
+    /// can take, so `max_depth` nested calls fit whatever their tiers. Native code calling
+    /// native code takes a frame of tens of bytes; a call that crosses between native code
+    /// and the interpreter (a stub, the interpreter's loop, the way back in) takes about
+    /// 250 bytes (measured: 1,000,000 alternating levels used 246 MB); 512 leaves room.
+    /// Native code also checks the stack's end, so a program that still runs out traps
+    /// `stack overflow` rather than crash. Stacks are reserved, not committed: untouched
+    /// pages cost nothing.
     pub fn thread_stack_bytes(&self) -> usize {
-        (8 << 20) + self.max_depth as usize * 256
+        (8 << 20) + self.max_depth as usize * 512
     }
 }
 

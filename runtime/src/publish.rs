@@ -6,6 +6,8 @@
 //! two serializations. Batch: the cost does not grow with the number of
 //! blobs and patches.
 
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 
@@ -55,6 +57,27 @@ pub struct Transaction<'a> {
     _slots: PhantomData<&'a DispatchSlot>,
 }
 
+/// Hashes a blob generation (unique per allocation) with one multiply.
+#[derive(Default)]
+pub(crate) struct GenHasher(u64);
+
+impl Hasher for GenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A set of blob generations: O(1) "is this blob staged / retired here?".
+pub(crate) type GenSet = HashSet<u64, BuildHasherDefault<GenHasher>>;
+
 /// The vectors of a transaction. The runtime keeps a few between
 /// transactions, so a commit of n blobs does not regrow them from empty.
 #[derive(Default)]
@@ -67,13 +90,28 @@ pub(crate) struct TxBuffers {
     #[cfg(target_arch = "x86_64")]
     rel32: Vec<(Rel32Site, i32)>,
     retire: Vec<Blob>,
+    /// Generations of `staged` and of `retire`.
+    staged_gens: GenSet,
+    retire_gens: GenSet,
     /// Code-region addresses that relocations and rel32 sites point at.
     targets: Vec<usize>,
-    /// Scratch: `retire` sorted, for target checks at commit.
-    retire_sorted: Vec<Blob>,
 }
 
 impl TxBuffers {
+    /// Records a blob staged by the transaction.
+    pub(crate) fn add_staged(&mut self, b: Blob) {
+        self.staged.push(b);
+        self.staged_gens.insert(b.gen);
+    }
+
+    fn is_staged(&self, b: &Blob) -> bool {
+        self.staged_gens.contains(&b.gen)
+    }
+
+    fn is_retired(&self, b: &Blob) -> bool {
+        self.retire_gens.contains(&b.gen)
+    }
+
     /// Empties every vector for reuse; false if one grew too large to keep.
     pub(crate) fn recycle(&mut self) -> bool {
         const KEEP: usize = 1 << 12;
@@ -83,12 +121,15 @@ impl TxBuffers {
         self.rel32.clear();
         self.retire.clear();
         self.targets.clear();
-        self.retire_sorted.clear();
+        self.staged_gens.clear();
+        self.retire_gens.clear();
         [
             self.staged.capacity(),
             self.dispatch.capacity(),
             self.retire.capacity(),
             self.targets.capacity(),
+            self.staged_gens.capacity(),
+            self.retire_gens.capacity(),
         ]
         .iter()
         .all(|&c| c <= KEEP)
@@ -99,21 +140,16 @@ impl TxBuffers {
 /// (a Rust function, an interpreter trampoline, a heap header); one inside it
 /// must lie in a live blob that is not being retired, or in a blob staged by
 /// the same transaction.
-fn check_target(
-    rt: &Runtime,
-    staged: &[Blob],
-    retiring: impl Fn(&Blob) -> bool,
-    target: usize,
-) -> Result<(), Error> {
+fn check_target(rt: &Runtime, buf: &TxBuffers, target: usize) -> Result<(), Error> {
     if !rt.mem().contains(target) {
         return Ok(());
     }
     match rt.mem().covering(target) {
-        Some((b, State::Live, _)) if !retiring(&b) => Ok(()),
+        Some((b, State::Live, _)) if !buf.is_retired(&b) => Ok(()),
         Some((_, State::Live, _)) => Err(Error::InvalidTarget(
             "inside a blob this transaction retires",
         )),
-        Some((b, State::Staged, _)) if staged.iter().rev().any(|s| *s == b) => Ok(()),
+        Some((b, State::Staged, _)) if buf.is_staged(&b) => Ok(()),
         Some((_, State::Retired | State::Quarantined, _)) => {
             Err(Error::InvalidTarget("inside a retired blob"))
         }
@@ -177,7 +213,7 @@ impl<'a> Transaction<'a> {
         fill: impl FnOnce(&mut [u8], usize),
     ) -> Result<Blob, Error> {
         let blob = self.alloc(len, align)?;
-        self.buf.staged.push(blob);
+        self.buf.add_staged(blob);
         if self.rt.config().poison {
             let padded = len.max(1).div_ceil(16) * 16;
             self.rt.mem().fill_trap(blob.addr() + len, padded - len);
@@ -196,7 +232,7 @@ impl<'a> Transaction<'a> {
         }
         Ok(Staging {
             rt: self.rt,
-            staged: &mut self.buf.staged,
+            buf: &mut self.buf,
             blob: Some(blob),
         })
     }
@@ -215,7 +251,7 @@ impl<'a> Transaction<'a> {
         let blob = self.alloc(code.len(), align)?;
         // Checked with the new blob counted as staged: code may refer to
         // itself.
-        self.buf.staged.push(blob);
+        self.buf.add_staged(blob);
         let mut result = relocs.iter().try_for_each(|r| self.check_target(r.target));
         if result.is_ok() {
             let buf = self.rt.mem().staged_slice(blob);
@@ -224,6 +260,7 @@ impl<'a> Transaction<'a> {
         }
         if let Err(e) = result {
             self.buf.staged.pop();
+            self.buf.staged_gens.remove(&blob.gen);
             let _ = self.rt.mem().free_all(&[blob], State::Staged);
             return Err(e);
         }
@@ -237,15 +274,14 @@ impl<'a> Transaction<'a> {
     /// Sets the owner tag of a blob staged by this transaction (what
     /// [`Runtime::lookup`] and the code hook report).
     pub fn set_owner(&mut self, blob: Blob, owner: u64) -> Result<(), Error> {
-        if !self.buf.staged.contains(&blob) {
+        if !self.buf.is_staged(&blob) {
             return Err(Error::InvalidBlob);
         }
         self.rt.mem().set_owner(blob, State::Staged, owner)
     }
 
     fn check_target(&self, target: usize) -> Result<(), Error> {
-        let retire = &self.buf.retire;
-        check_target(self.rt, &self.buf.staged, |b| retire.contains(b), target)
+        check_target(self.rt, &self.buf, target)
     }
 
     /// Points `slot` at `target` when the transaction commits (release
@@ -268,7 +304,7 @@ impl<'a> Transaction<'a> {
     /// reach ([`Error::OutOfRange`]).
     #[cfg(target_arch = "x86_64")]
     pub fn patch_rel32(&mut self, site: Rel32Site, target: usize) -> Result<(), Error> {
-        if !self.buf.staged.contains(&site.blob) {
+        if !self.buf.is_staged(&site.blob) {
             return Err(match self.rt.mem().state(site.blob) {
                 Some(State::Live) => Error::InvalidSite(
                     "the site is published and may be running; patch calls through a DispatchSlot",
@@ -293,10 +329,11 @@ impl<'a> Transaction<'a> {
     /// foreign, staged, already retired) or is listed twice is
     /// [`Error::InvalidBlob`], and nothing is recorded.
     pub fn retire(&mut self, blob: Blob) -> Result<(), Error> {
-        if self.rt.mem().state(blob) != Some(State::Live) || self.buf.retire.contains(&blob) {
+        if self.rt.mem().state(blob) != Some(State::Live) || self.buf.is_retired(&blob) {
             return Err(Error::InvalidBlob);
         }
         self.buf.retire.push(blob);
+        self.buf.retire_gens.insert(blob.gen);
         Ok(())
     }
 
@@ -354,16 +391,8 @@ impl<'a> Transaction<'a> {
 
         // 1. Validate; nothing changes before this passes.
         mem.check_publish(&b.staged, &b.retire)?;
-        b.retire_sorted.clear();
-        b.retire_sorted.extend_from_slice(&b.retire);
-        b.retire_sorted.sort_unstable_by_key(|x| x.addr());
-        let retiring = |x: &Blob| {
-            b.retire_sorted
-                .binary_search_by_key(&x.addr(), |r| r.addr())
-                .is_ok_and(|i| b.retire_sorted[i] == *x)
-        };
         for &t in b.dispatch.iter().map(|(_, t)| t).chain(&b.targets) {
-            check_target(rt, &b.staged, retiring, t)?;
+            check_target(rt, b, t)?;
         }
 
         // 2. rel32 sites inside blobs nobody can reach yet.

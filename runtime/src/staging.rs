@@ -8,13 +8,14 @@
 //! `Staging` unfinished frees the whole reservation.
 
 use crate::code_memory::{Blob, State};
+use crate::publish::TxBuffers;
 use crate::{Error, Runtime};
 
 /// A reservation made by [`crate::Transaction::reserve`]; borrows the
 /// transaction until finished or dropped.
 pub struct Staging<'t> {
     pub(crate) rt: &'t Runtime,
-    pub(crate) staged: &'t mut Vec<Blob>,
+    pub(crate) buf: &'t mut TxBuffers,
     pub(crate) blob: Option<Blob>,
 }
 
@@ -45,7 +46,7 @@ impl Staging<'_> {
         let blob = self.blob.take().ok_or(Error::InvalidBlob)?;
         match self.rt.mem().shrink(blob, used) {
             Ok(b) => {
-                self.staged.push(b);
+                self.buf.add_staged(b);
                 Ok(b)
             }
             Err(e) => {

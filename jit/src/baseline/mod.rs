@@ -1,14 +1,16 @@
 //! The baseline JIT: one pass over a function's bytecode with dynasm, x86-64.
 //!
-//! Not a memory stack machine: [`stack_model`] tracks, at compile time, where each operand
+//! Not a memory stack machine: `stack_model` tracks, at compile time, where each operand
 //! stack entry is (a constant, a local, a register, or its frame slot), so `load i; push 1;
 //! add; store i` becomes `lea r8, [r13+1]; mov r13, r8`. Values go to canonical frame slots
 //! only where control flow merges, at calls, and when registers run out. Peepholes: constant
 //! folding, compare-and-branch fusion (`lt; jnz L` is `cmp; jl L`), immediate operands,
-//! `dup; store x` as `store x; load x`, and division by constants without `idiv`
-//! ([`magic`]).
+//! `dup; store x` as `store x; load x`, results computed straight into the local they are
+//! stored to or the argument register of the call that takes them, division by constants
+//! without `idiv` (`magic`), and shrink-wrapping of a leading base case (fib's `n < 2`
+//! returns before any frame exists).
 //!
-//! [`emit`] has one method per bytecode instruction; [`frame`] lays out the native frame and
+//! `emit` has one method per bytecode instruction; `frame` lays out the native frame and
 //! picks the locals that live in callee-saved registers.
 //!
 //! Register conventions (beyond the ABI of [`crate::abi`]):
@@ -17,7 +19,7 @@
 //! |---|---|
 //! | `rbx` | `ctx` for the whole body |
 //! | `r12, r13, r14, r15, rbp` | up to five locals, the most used first |
-//! | `r8..r11, rsi, rdi, rcx` | operand stack values ([`stack_model::POOL`]) |
+//! | `r8..r11, rsi, rdi, rcx` | operand stack values (the pool) |
 //! | `rax, rdx` | scratch within one instruction; never hold a stack value |
 //! | `[rsp + depth_slot]` | `depth + 1`, what callees receive |
 

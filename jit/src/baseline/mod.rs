@@ -74,15 +74,20 @@ impl fmt::Display for CompileError {
 
 impl std::error::Error for CompileError {}
 
-/// Bytes per instruction [`max_code_size`] allows: the worst single instruction (a call
-/// moving eight arguments, a division by a variable, a poll's slow path) plus the spills its
-/// at most two new stack entries can cost over their lifetime.
-const BYTES_PER_INSTR: usize = 512;
+/// Bytes per instruction [`max_code_size`] allows. The largest instructions are a call or
+/// `spawn` with eight arguments from memory or wide constants (~175 bytes) and a backward
+/// branch with its poll and the poll's slow path saving seven registers (~170). Each
+/// instruction creates at most two stack entries, and an entry costs at most ~40 bytes of
+/// moves over its life (materialised once, spilled or canonicalised once; a spilled entry is
+/// only ever reloaded into a new entry).
+const BYTES_PER_INSTR: usize = 320;
 
 /// A safe upper bound on the size of [`compile`]'s output for `func`, whatever the
-/// environment: reserve this much, compile at the reserved address, then shrink.
+/// environment: reserve this much, compile at the reserved address, then shrink. (The
+/// prologue, moving up to eight parameters and zeroing locals, and the shared exits fit in
+/// the constant and per-slot terms.)
 pub fn max_code_size(func: &Function) -> usize {
-    1024 + 32 * func.num_slots() as usize + BYTES_PER_INSTR * func.code.len()
+    768 + 16 * func.num_slots() as usize + BYTES_PER_INSTR * func.code.len()
 }
 
 /// Compiles `func` (a function of `module`) for the address `base_addr` (16-aligned), where

@@ -3,6 +3,8 @@
 //! registers, locals in frame slots, spilled entries, constants on either side, and under
 //! register pressure (so `rcx` is taken when a shift needs it).
 
+#![cfg(target_arch = "x86_64")]
+
 mod support;
 
 use jitvm_vm::program::Trap;

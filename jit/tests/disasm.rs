@@ -1,5 +1,7 @@
 //! The native disassembly: bytecode interleaved with its machine code, patch sites marked.
 
+#![cfg(target_arch = "x86_64")]
+
 mod support;
 
 use jitvm_jit::disasm::disassemble;

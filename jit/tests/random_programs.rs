@@ -4,6 +4,8 @@
 //! (labels and backward jumps with live values below), calls functions of 0..8 parameters
 //! with values pending, shuffles with `dup/swap/over`, and uses memory and every operator.
 
+#![cfg(target_arch = "x86_64")]
+
 mod support;
 
 use std::fmt::Write;

@@ -596,16 +596,12 @@ impl<'a> Emitter<'a> {
         let Some((vi, cell)) = self.checked_cell(vi, i) else {
             return self.stack.push(Val::Const(0)); // unreachable: the check always traps
         };
+        // The loaded value replaces the index, in the index's register if it owns one.
         let dst = self.dst_for(vi);
         asm!(self; mov rax, QWORD [rbx + CTX_MEMORY_BASE]);
         match cell {
             CellAddr::Index(r) => asm!(self; mov Rq(dst), QWORD [rax + Rq(r) * 8]),
             CellAddr::Disp(d) => asm!(self; mov Rq(dst), QWORD [rax + d]),
-        }
-        if let Val::Reg(r) = vi {
-            if r != dst {
-                self.stack.release_reg(r);
-            }
         }
         self.stack.push(Val::Reg(dst));
     }

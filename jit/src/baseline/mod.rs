@@ -23,10 +23,14 @@
 //! | `rax, rdx` | scratch within one instruction; never hold a stack value |
 //! | `[rsp + depth_slot]` | `depth + 1`, what callees receive |
 
+// Only the x86-64 emitter uses these; elsewhere they are compiled but idle.
 #[cfg(target_arch = "x86_64")]
 mod emit;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod frame;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod magic;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod stack_model;
 
 pub use crate::abi::{Callbacks, CompiledCode};

@@ -83,7 +83,9 @@
 //! ## Safepoints
 //!
 //! Native code polls at its entry and at every backward jump:
-//! `mov rax, imm64(poll_word); cmp dword [rax], 0; jne slow`. The out-of-line slow path saves
+//! `mov rax, imm64(poll_word); cmp dword [rax], 0; jne slow` (a compiler may test a leaf base
+//! case first and poll only on the path past it: that path cannot loop or call). The
+//! out-of-line slow path saves
 //! every live value, calls `safepoint(ctx)`, restores and resumes, so a thread in a long
 //! native loop lets code reclamation (and anything else the VM needs) make progress. The VM's
 //! `safepoint` marks the thread quiescent in the runtime; since every native activation was

@@ -16,7 +16,7 @@
 //! ret
 //! ```
 
-use crate::abi::{Callbacks, CompiledCode, ENTRY_OFFSET, KIND_STUB};
+use crate::abi::{Callbacks, CompiledCode};
 use crate::baseline::CompileError;
 
 /// The largest stub: what to reserve before compiling one.
@@ -46,6 +46,7 @@ fn compile_stub_x86(
     callbacks: &Callbacks,
     base_addr: usize,
 ) -> Result<CompiledCode, CompileError> {
+    use crate::abi::{ENTRY_OFFSET, KIND_STUB};
     use dynasmrt::x64::X64Relocation;
     use dynasmrt::{dynasm, DynasmApi, VecAssembler};
 

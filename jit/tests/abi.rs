@@ -3,6 +3,8 @@
 //! native stack guard traps instead of faulting, stubs and native code pass 0..8 parameters
 //! (stack parameters included) both ways, `rsp` is aligned at every call, headers are right.
 
+#![cfg(target_arch = "x86_64")]
+
 mod support;
 
 use jitvm_jit::abi::{

@@ -3,6 +3,8 @@
 //! registers, locals in frame slots, spilled entries, constants on either side, and under
 //! register pressure (so `rcx` is taken when a shift needs it).
 
+#![cfg(target_arch = "x86_64")]
+
 mod support;
 
 use jitvm_vm::BinOp;
@@ -329,4 +331,63 @@ fn fused_compare_and_branch_agrees_with_the_comparison_value() {
             }
         }
     }
+}
+
+/// Functions opening with a base case (`a; b; CMP; jz/jnz L; v; ret`) return it before
+/// any frame exists; every shape of the guard agrees with the reference evaluator, and the
+/// rest of the body (reached through the frame set-up) still sees every parameter.
+#[test]
+fn base_case_guards_agree_with_the_evaluator() {
+    let operands = [
+        "load a",
+        "load d",
+        "load e",
+        "push 2",
+        "push -3",
+        "push 9223372036854775807",
+    ];
+    let mut src = String::new();
+    let mut names = Vec::new();
+    let mut n = 0;
+    for x in operands {
+        for y in operands {
+            for cmp in ["eq", "ne", "lt", "le", "gt", "ge"] {
+                for jump in ["jz", "jnz"] {
+                    for v in ["load b", "push 7", "load e"] {
+                        // Odd functions put another block between the guard and `more`.
+                        let (block, branch) = if n % 2 == 0 {
+                            ("", "")
+                        } else {
+                            ("other:\n  push 1\n  ret\n", "  load c\n  jz other\n")
+                        };
+                        let _ = writeln!(
+                            src,
+                            "func g{n}(a, b, c, d, e)\n  {x}\n  {y}\n  {cmp}\n  {jump} more\n  {v}\n  ret\n\
+                             {block}more:\n{branch}  load a\n  load b\n  load c\n  load d\n  load e\n  push 1\n  \
+                             sub\n  call h\n  load e\n  mul\n  ret\nend"
+                        );
+                        names.push(format!("g{n}"));
+                        n += 1;
+                    }
+                }
+            }
+        }
+    }
+    src.push_str("func h(a, b, c, d, e)\n load a\n load b\n add\n load c\n sub\n load d\n xor\n load e\n add\n ret\nend\n");
+    src.push_str("func main()\n push 0\n ret\nend\n");
+    let native = Machine::load(&src, 100);
+    let interp = Machine::load_with(&src, 100, |_, _| support::Tier::Interp);
+    let values = [0i64, 1, 2, -3, 7, i64::MAX, i64::MIN];
+    for name in &names {
+        for &a in &values {
+            for &e in &values {
+                let args = [a, a ^ 5, e.wrapping_add(1), a.wrapping_sub(e), e];
+                let want = call(&interp, name, &args);
+                assert_eq!(call(&native, name, &args), want, "{name}{args:?}");
+            }
+        }
+    }
+    // Leaf calls through the guard still count depth: max_depth 1 allows only the first.
+    let one = Machine::load(&src, 1);
+    assert!(call(&one, "g0", &[2, 0, 0, 0, 0]).is_ok());
 }

@@ -2,6 +2,8 @@
 //! `cargo test --release -p jitvm-jit --test bench -- --ignored --nocapture`; compares with
 //! `target/release/jitvm run --tier interp` when that binary has been built.
 
+#![cfg(target_arch = "x86_64")]
+
 mod support;
 
 use std::path::Path;

@@ -3,6 +3,8 @@
 //! all baseline, all interpreted (stubs), a mix, and all baseline with every safepoint poll
 //! taking its slow path (so slow paths must preserve every live value).
 
+#![cfg(target_arch = "x86_64")]
+
 mod support;
 
 use jitvm_vm::parse_module;

@@ -1,5 +1,7 @@
 //! The native disassembly: bytecode interleaved with its machine code, patch sites marked.
 
+#![cfg(target_arch = "x86_64")]
+
 mod support;
 
 use jitvm_jit::disasm::disassemble;
@@ -30,6 +32,10 @@ fn disassembly_interleaves_bytecode_and_marks_patch_sites() {
     assert!(text.contains("call    qword ptr [rax]"));
     assert!(text.contains("safepoint poll"));
     assert!(text.contains("; out of line"));
+    // fib's base case returns before any register is pushed.
+    let machine: Vec<&str> = text.lines().filter(|l| l.starts_with("  ")).collect();
+    let first = |m: &str| machine.iter().position(|l| l.contains(m)).unwrap();
+    assert!(first("  ret") < first("  push "));
     // Addresses are the ones the code runs at.
     assert!(text.contains(&format!("{:016x}", base + code.entry_offset)));
 }

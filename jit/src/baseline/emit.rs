@@ -57,6 +57,16 @@ enum Cold {
     },
 }
 
+/// A base case at the very start of a function (see `emit_base_case_guard`): return `ret`
+/// unless `a` vs `b` satisfies `jump`, in which case go on at instruction `target`.
+struct BaseCaseGuard {
+    a: Opnd,
+    b: Opnd,
+    jump: Cond,
+    ret: Opnd,
+    target: u32,
+}
+
 /// Where a memory instruction's cell is, after its bounds check.
 #[derive(Clone, Copy)]
 enum CellAddr {
@@ -130,11 +140,16 @@ impl<'a> Emitter<'a> {
         let header = self.env.header as u64;
         asm!(self; .u64 0 ; .u64 header);
         debug_assert_eq!(self.offset(), ENTRY_OFFSET);
-        self.emit_prologue();
+        self.emit_entry_checks();
+        let (mut i, mut falls_through) = match self.base_case_guard() {
+            Some(guard) => self.emit_base_case_guard(guard),
+            None => {
+                self.emit_frame_setup();
+                (0, true)
+            }
+        };
 
         let code = &self.func.code;
-        let mut falls_through = true;
-        let mut i = 0;
         while i < code.len() {
             if let Some(label) = self.labels[i] {
                 if falls_through {
@@ -225,9 +240,8 @@ impl<'a> Emitter<'a> {
     // ---------------------------------------------------------------- prologue, epilogue
 
     /// Depth and native-stack checks before anything is pushed (so their trap is a bare
-    /// `ret`), then the frame, ctx into `rbx`, `depth + 1` into its slot, locals into their
-    /// homes, and the entry safepoint poll.
-    fn emit_prologue(&mut self) {
+    /// `ret`).
+    fn emit_entry_checks(&mut self) {
         let below = -self.frame.total();
         let early = self.early_overflow;
         asm!(self
@@ -244,6 +258,11 @@ impl<'a> Emitter<'a> {
                 ; jb =>early
             );
         }
+    }
+
+    /// The frame, ctx into `rbx`, `depth + 1` into its slot, locals into their homes, and
+    /// the entry safepoint poll.
+    fn emit_frame_setup(&mut self) {
         for r in self.frame.saved.clone() {
             asm!(self; push Rq(r));
         }
@@ -269,6 +288,68 @@ impl<'a> Emitter<'a> {
             self.store_home(slot as u32, src);
         }
         self.poll();
+    }
+
+    /// A function that opens with a base case, `a; b; CMP; jz/jnz L; v; ret` where a, b and
+    /// v are constants or parameters in registers and L lies ahead (fib's `n < 2 → n`).
+    fn base_case_guard(&self) -> Option<BaseCaseGuard> {
+        let code = &self.func.code;
+        if code.len() < 7 || self.labels[..6].iter().any(Option::is_some) {
+            return None;
+        }
+        let in_reg = |instr: Instr| match instr {
+            Instr::Push(c) => Some(Opnd::constant(c)),
+            Instr::Load(p) if (p as usize) < self.func.params.len().min(4) => {
+                Some(Opnd::Reg(ARG_REGS[p as usize]))
+            }
+            _ => None,
+        };
+        let (a, b, ret) = (in_reg(code[0])?, in_reg(code[1])?, in_reg(code[4])?);
+        let Instr::Bin(op) = code[2] else { return None };
+        let (target, jump) = match code[3] {
+            Instr::Jz(t) => (t, Cond::of(op.is_comparison().then_some(op)?).negate()),
+            Instr::Jnz(t) => (t, Cond::of(op.is_comparison().then_some(op)?)),
+            _ => return None,
+        };
+        let is_reg = |o: Opnd| matches!(o, Opnd::Reg(_));
+        (code[5] == Instr::Ret && target > 5 && (is_reg(a) || is_reg(b))).then_some(BaseCaseGuard {
+            a,
+            b,
+            jump,
+            ret,
+            target,
+        })
+    }
+
+    /// Shrink-wrapping for the base case: its test and its return run on the ABI's
+    /// registers before any frame exists (no push, no store: a leaf call costs little more
+    /// than `call`/`ret`); the frame is built, and the entry poll made, only on the way to
+    /// the rest of the body. Returns where the body goes on: (instruction, falls into it).
+    fn emit_base_case_guard(&mut self, g: BaseCaseGuard) -> (usize, bool) {
+        let frame_path = self.ops.new_dynamic_label();
+        for _ in 0..4 {
+            self.out.instr_offsets.push(self.offset());
+        }
+        // Only rax is scratch here: every other register may hold a parameter.
+        let cc = self.compare(g.a, g.b, g.jump);
+        self.jcc(cc, frame_path);
+        for _ in 0..2 {
+            self.out.instr_offsets.push(self.offset());
+        }
+        self.load(RAX, g.ret);
+        asm!(self; xor edx, edx ; ret ; =>frame_path);
+        let at = self.offset();
+        self.out
+            .notes
+            .push((at, "past the base case: build the frame".into()));
+        self.emit_frame_setup();
+        if g.target == 6 {
+            (6, true)
+        } else {
+            let label = self.label(g.target);
+            asm!(self; jmp =>label);
+            (6, false)
+        }
     }
 
     fn emit_epilogue(&mut self) {
@@ -515,16 +596,12 @@ impl<'a> Emitter<'a> {
         let Some((vi, cell)) = self.checked_cell(vi, i) else {
             return self.stack.push(Val::Const(0)); // unreachable: the check always traps
         };
+        // The loaded value replaces the index, in the index's register if it owns one.
         let dst = self.dst_for(vi);
         asm!(self; mov rax, QWORD [rbx + CTX_MEMORY_BASE]);
         match cell {
             CellAddr::Index(r) => asm!(self; mov Rq(dst), QWORD [rax + Rq(r) * 8]),
             CellAddr::Disp(d) => asm!(self; mov Rq(dst), QWORD [rax + d]),
-        }
-        if let Val::Reg(r) = vi {
-            if r != dst {
-                self.stack.release_reg(r);
-            }
         }
         self.stack.push(Val::Reg(dst));
     }

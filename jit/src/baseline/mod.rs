@@ -1,14 +1,16 @@
 //! The baseline JIT: one pass over a function's bytecode with dynasm, x86-64.
 //!
-//! Not a memory stack machine: [`stack_model`] tracks, at compile time, where each operand
+//! Not a memory stack machine: `stack_model` tracks, at compile time, where each operand
 //! stack entry is (a constant, a local, a register, or its frame slot), so `load i; push 1;
 //! add; store i` becomes `lea r8, [r13+1]; mov r13, r8`. Values go to canonical frame slots
 //! only where control flow merges, at calls, and when registers run out. Peepholes: constant
 //! folding, compare-and-branch fusion (`lt; jnz L` is `cmp; jl L`), immediate operands,
-//! `dup; store x` as `store x; load x`, and division by constants without `idiv`
-//! ([`magic`]).
+//! `dup; store x` as `store x; load x`, results computed straight into the local they are
+//! stored to or the argument register of the call that takes them, division by constants
+//! without `idiv` (`magic`), and shrink-wrapping of a leading base case (fib's `n < 2`
+//! returns before any frame exists).
 //!
-//! [`emit`] has one method per bytecode instruction; [`frame`] lays out the native frame and
+//! `emit` has one method per bytecode instruction; `frame` lays out the native frame and
 //! picks the locals that live in callee-saved registers.
 //!
 //! Register conventions (beyond the ABI of [`crate::abi`]):
@@ -17,14 +19,18 @@
 //! |---|---|
 //! | `rbx` | `ctx` for the whole body |
 //! | `r12, r13, r14, r15, rbp` | up to five locals, the most used first |
-//! | `r8..r11, rsi, rdi, rcx` | operand stack values ([`stack_model::POOL`]) |
+//! | `r8..r11, rsi, rdi, rcx` | operand stack values (the pool) |
 //! | `rax, rdx` | scratch within one instruction; never hold a stack value |
 //! | `[rsp + depth_slot]` | `depth + 1`, what callees receive |
 
+// Only the x86-64 emitter uses these; elsewhere they are compiled but idle.
 #[cfg(target_arch = "x86_64")]
 mod emit;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod frame;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod magic;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod stack_model;
 
 pub use crate::abi::{Callbacks, CompiledCode};
@@ -72,15 +78,20 @@ impl fmt::Display for CompileError {
 
 impl std::error::Error for CompileError {}
 
-/// Bytes per instruction [`max_code_size`] allows: the worst single instruction (a call
-/// moving eight arguments, a division by a variable, a poll's slow path) plus the spills its
-/// at most two new stack entries can cost over their lifetime.
-const BYTES_PER_INSTR: usize = 512;
+/// Bytes per instruction [`max_code_size`] allows. The largest instructions are a call or
+/// `spawn` with eight arguments from memory or wide constants (~175 bytes) and a backward
+/// branch with its poll and the poll's slow path saving seven registers (~170). Each
+/// instruction creates at most two stack entries, and an entry costs at most ~40 bytes of
+/// moves over its life (materialised once, spilled or canonicalised once; a spilled entry is
+/// only ever reloaded into a new entry).
+const BYTES_PER_INSTR: usize = 320;
 
 /// A safe upper bound on the size of [`compile`]'s output for `func`, whatever the
-/// environment: reserve this much, compile at the reserved address, then shrink.
+/// environment: reserve this much, compile at the reserved address, then shrink. (The
+/// prologue, moving up to eight parameters and zeroing locals, and the shared exits fit in
+/// the constant and per-slot terms.)
 pub fn max_code_size(func: &Function) -> usize {
-    1024 + 32 * func.num_slots() as usize + BYTES_PER_INSTR * func.code.len()
+    768 + 16 * func.num_slots() as usize + BYTES_PER_INSTR * func.code.len()
 }
 
 /// Compiles `func` (a function of `module`) for the address `base_addr` (16-aligned), where

@@ -400,6 +400,16 @@ impl Machine {
     }
 }
 
+/// Zeroed cells from the allocator's zeroed path (fresh pages), as the VM allocates them.
+fn zeroed_memory(cells: usize) -> Box<[AtomicI64]> {
+    let plain: Box<[i64]> = vec![0i64; cells].into_boxed_slice();
+    let len = plain.len();
+    let ptr = Box::into_raw(plain) as *mut AtomicI64;
+    // SAFETY: AtomicI64 has the size and alignment of i64, and the allocation came from a
+    // Box<[i64]> of `len` elements with that layout.
+    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len)) }
+}
+
 /// The lowest address of this thread's stack (above its guard page).
 pub fn stack_low() -> usize {
     // SAFETY: pthread_getattr_np fills `attr` for the calling thread; it is destroyed after

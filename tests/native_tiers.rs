@@ -76,7 +76,11 @@ fn assert_same_as_interp(mixes: impl Fn(&Path) -> Vec<Vec<String>>) {
                     "{} with {flags:?}: got {:?}, interpreter gave {:?}",
                     file.display(),
                     (String::from_utf8_lossy(&got.0), got.1, &got.2),
-                    (String::from_utf8_lossy(&expected.0), expected.1, &expected.2)
+                    (
+                        String::from_utf8_lossy(&expected.0),
+                        expected.1,
+                        &expected.2
+                    )
                 ));
             }
         }

@@ -7,9 +7,7 @@
 
 mod support;
 
-use jitvm_jit::abi::{
-    call_native, read_header, status_of, trap_of, Callbacks, NativeRet, ThreadContext,
-};
+use jitvm_jit::abi::{read_header, status_of, trap_of, Callbacks, NativeRet, ThreadContext};
 use jitvm_jit::stubs::{compile_stub, MAX_STUB_SIZE};
 use jitvm_vm::Trap;
 use std::fmt::Write;
@@ -293,7 +291,7 @@ fn stubs_pass_0_to_8_parameters_and_return_rax_rdx_unchanged() {
         SEEN.lock().unwrap().clear();
         let mut ctx = dummy_context();
         // SAFETY: a stub for exactly p parameters; the callback ignores ctx.
-        let r = unsafe { call_native(entry, &mut ctx, 42 + p as u64, &args) };
+        let r = unsafe { space.call(entry, &mut ctx, 42 + p as u64, &args) };
         let seen = SEEN.lock().unwrap().clone();
         assert_eq!(
             seen,
@@ -329,7 +327,7 @@ fn stubs_call_interp_with_rsp_aligned() {
         let mut ctx = dummy_context();
         let args = vec![1i64; p];
         // SAFETY: a stub for exactly p parameters.
-        let r = unsafe { call_native(base + code.entry_offset, &mut ctx, 1, &args) };
+        let r = unsafe { space.call(base + code.entry_offset, &mut ctx, 1, &args) };
         assert_eq!(r.status, 0, "{p} params: misaligned");
     }
 }

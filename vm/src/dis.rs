@@ -35,8 +35,8 @@ pub fn disassemble(module: &Module, lowered: Option<&[LoweredFunction]>) -> Stri
         for label in &f.labels {
             labels_at[label.target as usize].push(&label.name);
         }
-        for i in 0..f.code.len() {
-            for name in &labels_at[i] {
+        for (i, names) in labels_at.iter().take(f.code.len()).enumerate() {
+            for name in names {
                 let _ = writeln!(out, "{name}:");
             }
             let _ = writeln!(out, "  {}", instruction(module, f, i));

@@ -1,13 +1,15 @@
 //! The only place the tests touch `jitvm-runtime`: staging code, pointing dispatch slots,
 //! committing. When the runtime's API changes, this file is what to adapt.
 
-use jitvm_jit::abi::CompiledCode;
-use jitvm_runtime::{Blob, Config, DispatchSlot, Guarantee, Runtime, Transaction};
-use std::sync::Mutex;
+use jitvm_jit::abi::{call_native, CompiledCode, NativeRet, ThreadContext};
+use jitvm_runtime::{
+    with_current_thread, Blob, CodePtr, Config, DispatchSlot, Guarantee, Runtime, Transaction,
+};
+use std::sync::{Arc, Mutex};
 
 /// One runtime (code region) per test machine, freed with it.
 pub struct CodeSpace {
-    rt: Runtime,
+    rt: Arc<Runtime>,
     blobs: Mutex<Vec<Blob>>,
 }
 
@@ -50,10 +52,33 @@ impl CodeSpace {
         }
     }
 
+    /// Calls native code at `entry` the way the VM does: on a thread registered with this
+    /// space's runtime (registered for the call if it is not already), inside `enter`.
+    ///
+    /// # Safety
+    /// As `jitvm_jit::abi::call_native`: live code for `args.len()` parameters, `ctx` this
+    /// thread's context.
+    pub unsafe fn call(
+        &self,
+        entry: usize,
+        ctx: *mut ThreadContext,
+        depth: u64,
+        args: &[i64],
+    ) -> NativeRet {
+        // SAFETY (both calls): by this function's contract; `enter` lends the scope.
+        let call = |h: &jitvm_runtime::ThreadHandle| {
+            h.enter(|scope| unsafe { call_native(scope, CodePtr::new(entry), ctx, depth, args) })
+        };
+        with_current_thread(|current| match current {
+            Some(h) => call(h),
+            None => call(&self.rt.register_thread().expect("registration")),
+        })
+    }
+
     /// `patch`: points `slot` at `target` now, with the guarantee `patch F G` needs.
     pub fn repoint(&self, slot: &Slot, target: usize) {
         let mut tx = self.rt.transaction();
-        tx.set_dispatch(slot, target);
+        tx.set_dispatch(slot, target).expect("a valid target");
         tx.commit(Guarantee::Strong).expect("commit");
     }
 }
@@ -89,7 +114,7 @@ impl<'a> Batch<'a> {
 
     /// Points `slot` at `target` when the batch commits.
     pub fn point(&mut self, slot: &'a Slot, target: usize) {
-        self.tx.set_dispatch(slot, target);
+        self.tx.set_dispatch(slot, target).expect("a valid target");
     }
 
     pub fn commit(self) {

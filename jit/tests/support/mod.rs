@@ -10,8 +10,7 @@ pub mod reference;
 
 use code_space::{new_slot, slot_addr, slot_target, CodeSpace, Slot};
 use jitvm_jit::abi::{
-    call_native, status_of, Callbacks, CompiledCode, NativeRet, ThreadContext, KIND_NATIVE,
-    STACK_HEADROOM,
+    status_of, Callbacks, CompiledCode, NativeRet, ThreadContext, KIND_NATIVE, STACK_HEADROOM,
 };
 use jitvm_jit::baseline::{self, CompileEnv};
 use jitvm_jit::stubs;
@@ -306,7 +305,7 @@ impl Machine {
             adjust(unsafe { &mut *ctx });
             // SAFETY: the slot points at live code for f's arity (installed above, never
             // freed while the machine lives); ctx is this thread's and outlives the call.
-            unsafe { call_native(entry, ctx, 1, args) }.into_result()
+            unsafe { self.space.call(entry, ctx, 1, args) }.into_result()
         })
     }
 

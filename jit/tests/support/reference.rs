@@ -3,7 +3,7 @@
 //! with the arity bridge, so interpreted and native code call each other as in the VM.
 
 use super::Machine;
-use jitvm_jit::abi::{call_native, NativeRet, ThreadContext};
+use jitvm_jit::abi::{NativeRet, ThreadContext};
 use jitvm_vm::Trap;
 use jitvm_vm::{FuncId, Instr};
 use std::sync::atomic::Ordering::SeqCst;
@@ -95,7 +95,7 @@ fn run(
                 let p = m.module.functions[g as usize].params.len();
                 let args = stack.split_off(stack.len() - p);
                 // SAFETY: the slot points at live code for g's arity; ctx is this thread's.
-                let r = unsafe { call_native(m.entry(g), ctx, depth + 1, &args) };
+                let r = unsafe { m.space.call(m.entry(g), ctx, depth + 1, &args) };
                 stack.push(r.into_result()?);
             }
             Instr::Ret => return Ok(stack.pop().unwrap()),

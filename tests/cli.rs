@@ -393,3 +393,50 @@ fn the_tier_option_takes_exactly_the_engines_tiers() {
         assert!(!out.stderr.contains("invalid value"), "{}", out.stderr);
     }
 }
+
+#[test]
+fn dis_native_interleaves_bytecode_and_machine_code_with_patch_sites_marked() {
+    let out = jitvm(&["dis", "--native", &case("fib.bc")]);
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !cfg!(target_arch = "x86_64") {
+        return;
+    }
+    assert!(text.contains("func fib"), "{text}");
+    // The bytecode line, then the machine code it became.
+    let call = text.find("call fib").expect("the bytecode call");
+    let site = text[call..]
+        .find("call    qword ptr [rax]")
+        .expect("the call through the slot");
+    assert!(text[call + site..]
+        .lines()
+        .next()
+        .unwrap()
+        .contains("patch site: dispatch slot"));
+    let out = jitvm(&["dis", "--native", "--tier", "interp", &case("fib.bc")]);
+    assert_eq!(out.status, Some(2));
+    assert!(out.stderr.contains("no native code"), "{}", out.stderr);
+}
+
+#[test]
+fn func_tier_picks_a_tier_per_function_and_refuses_what_it_cannot_run() {
+    let fib = case("fib.bc");
+    for args in [
+        &["run", "--func-tier=fib=baseline", &fib][..],
+        &["run", "--tier=baseline", "--func-tier=main=interp", &fib][..],
+    ] {
+        let out = jitvm(args);
+        assert_eq!(out.status, Some(0), "{args:?}: {}", out.stderr);
+        assert!(String::from_utf8_lossy(&out.stdout).ends_with("75025\n"));
+    }
+    for (args, says) in [
+        (&["run", "--func-tier=nope=baseline", &fib][..], "no function `nope`"),
+        (&["run", "--func-tier=fib", &fib][..], "NAME=TIER"),
+        (&["run", "--func-tier=fib=auto", &fib][..], "interp or baseline"),
+    ] {
+        let out = jitvm(args);
+        assert_eq!(out.status, Some(2), "{args:?}");
+        assert!(out.stdout.is_empty());
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+    }
+}

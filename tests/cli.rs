@@ -430,9 +430,15 @@ fn func_tier_picks_a_tier_per_function_and_refuses_what_it_cannot_run() {
         assert!(String::from_utf8_lossy(&out.stdout).ends_with("75025\n"));
     }
     for (args, says) in [
-        (&["run", "--func-tier=nope=baseline", &fib][..], "no function `nope`"),
+        (
+            &["run", "--func-tier=nope=baseline", &fib][..],
+            "no function `nope`",
+        ),
         (&["run", "--func-tier=fib", &fib][..], "NAME=TIER"),
-        (&["run", "--func-tier=fib=auto", &fib][..], "interp or baseline"),
+        (
+            &["run", "--func-tier=fib=auto", &fib][..],
+            "interp or baseline",
+        ),
     ] {
         let out = jitvm(args);
         assert_eq!(out.status, Some(2), "{args:?}");

@@ -84,13 +84,28 @@
 //!
 //! Native code polls at its entry and at every backward jump:
 //! `mov rax, imm64(poll_word); cmp dword [rax], 0; jne slow` (a compiler may test a leaf base
-//! case first and poll only on the path past it: that path cannot loop or call). The
-//! out-of-line slow path saves
-//! every live value, calls `safepoint(ctx)`, restores and resumes, so a thread in a long
-//! native loop lets code reclamation (and anything else the VM needs) make progress. The VM's
-//! `safepoint` marks the thread quiescent in the runtime; since every native activation was
-//! entered through the runtime's "enter native code" scope, code on the thread's own stack is
-//! not freed under it.
+//! case first and poll only on the path past it: that path cannot loop or call). The poll
+//! word is the runtime's (`Runtime::poll_word`); it is set only while retired code waits for
+//! threads that are inside native code. The out-of-line slow path saves every live value,
+//! calls `safepoint(ctx)`, restores and resumes. The VM's `safepoint` is the runtime's native
+//! safepoint (`ThreadHandle::safepoint_from_native`): it pins the code whose return addresses
+//! are on this thread's stack and reports the thread quiescent without leaving, so a thread in
+//! a long native loop never holds back the freeing of code it is not running. At a poll,
+//! native code holds no code address except the return addresses on its stack: that is what
+//! makes the report true.
+//!
+//! ## Threads and the runtime: the contract
+//!
+//! 1. Every VM thread is registered with the program's runtime for its whole life.
+//! 2. Every entry into native code from Rust goes through the runtime's
+//!    `ThreadHandle::enter` ([`call_native`] takes its `NativeScope`); while the outermost
+//!    entry lasts, code the thread may return into is not freed.
+//! 3. Native code polls as above; the interpreter reports quiescence at its profile batches.
+//! 4. A thread that waits (`join`, a contended output lock) is offline in the runtime
+//!    meanwhile (`ThreadHandle::blocking`), so it holds nothing back.
+//!
+//! [`crate::native_thread`] is the Rust side of all of it: the thread body, the bridge the
+//! interpreter calls native code through, and the callbacks.
 //!
 //! ## Rust callbacks
 //!
@@ -115,8 +130,9 @@
 //! A function still interpreted is reached from native code through a stub (header
 //! `def_addr | 0`) that stores its P parameters in a stack array and tail-returns
 //! `call_interp(ctx, depth, def_addr, array)`; the interpreter checks depth itself. The
-//! interpreter (or any Rust code) calls native code through [`call_native`], inside the
-//! runtime's "enter native code" scope.
+//! interpreter reads the header of the entry a slot holds: for native code it calls it through
+//! [`call_native`] (the engine's bridge, `native_thread::enter_native`), passing the callee's
+//! depth; for a stub it interprets the definition itself, without a detour through the stub.
 
 use jitvm_vm::Trap;
 use std::ffi::c_void;
@@ -218,8 +234,8 @@ pub const SMALL_FRAME: usize = 1024;
 pub const HEADER_OFFSET: usize = 8;
 /// Offset of the entry point in a blob (16-aligned when the blob is).
 pub const ENTRY_OFFSET: usize = 16;
-/// Header kind bit: native code.
-pub const KIND_NATIVE: usize = 1;
+/// Header kind bit: native code (the VM's definition of an entry, `jitvm_vm::entry`).
+pub const KIND_NATIVE: usize = jitvm_vm::entry::NATIVE;
 /// Header kind bit: an interpreter stub.
 pub const KIND_STUB: usize = 0;
 

@@ -8,10 +8,15 @@
 //! - [`stubs`]: interpreter stubs, native entry points that run a definition in the
 //!   interpreter (`call_interp`).
 //! - [`disasm`]: bytecode interleaved with machine code, for `jitvm dis --native`.
+//! - [`native_thread`]: the Rust half of the ABI: a VM thread's context, the bridge through
+//!   which the interpreter enters native code (inside the runtime's `enter`), and the
+//!   callbacks native code makes (`print`, `spawn`, `patch`, the safepoint, the interpreter).
+//! - [`install`]: compiling a program's functions and publishing them, with a stub in front
+//!   of every interpreted one, in one runtime transaction.
 //!
 //! Native code exists for x86-64 only; elsewhere the compilers return
-//! [`baseline::CompileError::UnsupportedTarget`]. Installing code (the runtime's staging
-//! transactions) and entering it are the VM's business.
+//! [`baseline::CompileError::UnsupportedTarget`], and `native_thread` and `install` are not
+//! built (the engine refuses native tiers).
 
 pub mod abi;
 pub mod baseline;

@@ -8,10 +8,10 @@
 //!    ([`Program`] does it before the thread body runs);
 //! 2. [`native_thread`] is the thread body: it builds the thread's [`ThreadContext`] and
 //!    starts `f` natively or in the interpreter, whichever its entry says;
-//! 3. every call into native code goes through [`enter_native`], inside the runtime's
+//! 3. every call into native code goes through `enter_native`, inside the runtime's
 //!    `ThreadHandle::enter`, so code on this thread's stack is never freed under it;
 //! 4. native code polls the runtime's poll word at function entries and loop back-edges and
-//!    calls [`safepoint`], which reports quiescence without leaving (the runtime pins the
+//!    calls `safepoint`, which reports quiescence without leaving (the runtime pins the
 //!    code still on the stack), so a long native loop never holds reclamation back;
 //! 5. the interpreter reports quiescence at its profile batches, and a thread that waits
 //!    (join, a contended output lock) is offline meanwhile.

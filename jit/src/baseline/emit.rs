@@ -6,7 +6,7 @@
 #![allow(clippy::useless_conversion)]
 
 use super::frame::{Frame, Home};
-use super::magic::DivPlan;
+use super::magic::{unsigned_magic, DivPlan};
 use super::stack_model::*;
 use super::{CompileEnv, CompileError};
 use crate::abi::{
@@ -990,6 +990,19 @@ impl<'a> Emitter<'a> {
                 self.stack.push(Val::Reg(dst));
             }
             DivPlan::Magic { m, s, add_n, sub_n } => {
+                // A non-negative dividend (the usual case: counters, indices) takes the
+                // unsigned plan, one `mul` and a shift; a negative one the signed sequence.
+                // Either leaves the quotient in rdx.
+                let quotient = self.ops.new_dynamic_label();
+                let non_negative = self.ops.new_dynamic_label();
+                if d > 1 {
+                    match a {
+                        Opnd::Reg(r) => asm!(self; test Rq(r), Rq(r)),
+                        Opnd::Mem(o) => asm!(self; cmp QWORD [rsp + o], 0),
+                        _ => unreachable!("constant dividends are folded"),
+                    }
+                    asm!(self; jns =>non_negative);
+                }
                 asm!(self; mov rax, QWORD m);
                 match a {
                     Opnd::Reg(r) => asm!(self; imul Rq(r)),
@@ -1007,6 +1020,20 @@ impl<'a> Emitter<'a> {
                     asm!(self; sar rdx, s);
                 }
                 asm!(self; mov rax, rdx ; shr rax, 63 ; add rdx, rax);
+                if d > 1 {
+                    let (um, us) = unsigned_magic(d as u64);
+                    let (um, us) = (um as i64, us as i8);
+                    asm!(self; jmp =>quotient ; =>non_negative ; mov rax, QWORD um);
+                    match a {
+                        Opnd::Reg(r) => asm!(self; mul Rq(r)),
+                        Opnd::Mem(o) => asm!(self; mul QWORD [rsp + o]),
+                        _ => unreachable!("constant dividends are folded"),
+                    }
+                    if us > 0 {
+                        asm!(self; shr rdx, us);
+                    }
+                }
+                asm!(self; =>quotient);
                 // The quotient is in rdx. (`imul rdx, -d; lea dst, [n + rdx]` saves the copy
                 // of n but measured 1.5x slower on the loop benchmark on AMD EPYC.)
                 let dst = if rem {

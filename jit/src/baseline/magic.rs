@@ -118,6 +118,19 @@ fn magic(d: i64) -> (i64, u32) {
     (if d < 0 { m.wrapping_neg() } else { m }, p - 64)
 }
 
+/// For `2 <= d`, not a power of two: `(m, s)` with `n / d == mulhu(n, m) >> s` for every
+/// `0 <= n < 2^63` (Granlund and Montgomery, "Division by invariant integers using
+/// multiplication", thm. 4.2 with 63-bit dividends: `l = ceil(log2 d)`,
+/// `m = floor(2^(63 + l) / d) + 1` fits in 64 bits and needs no fix-up, `s = l - 1`).
+/// A non-negative dividend divides with one `mul` and one shift instead of the signed
+/// sequence's five instructions.
+pub fn unsigned_magic(d: u64) -> (u64, u32) {
+    debug_assert!(d >= 2 && !d.is_power_of_two());
+    let l = 64 - (d - 1).leading_zeros();
+    let m = (1u128 << (63 + l)) / d as u128 + 1;
+    (m as u64, l - 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +206,24 @@ mod tests {
         assert_eq!(magic(7), (0x4924_9249_2492_4925, 1));
         assert_eq!(magic(3), (0x5555_5555_5555_5556, 0));
         assert_eq!(magic(-3), (0x5555_5555_5555_5555, 1));
+    }
+
+    #[test]
+    fn unsigned_magic_divides_every_non_negative_dividend_exactly() {
+        let dividends = (0..5000i64)
+            .chain((0..5000).map(|k| i64::MAX - k))
+            .chain((0..62).map(|k| 1i64 << k))
+            .chain((0..62).map(|k| (1i64 << k) - 1));
+        let dividends: Vec<i64> = dividends.collect();
+        let divisors = (3..2000u64)
+            .chain([1_000_003, 1 << 40 | 1, i64::MAX as u64, (1u64 << 62) + 1])
+            .filter(|d| !d.is_power_of_two());
+        for d in divisors {
+            let (m, s) = unsigned_magic(d);
+            for &n in &dividends {
+                let q = (((n as u128) * (m as u128)) >> 64) as u64 >> s;
+                assert_eq!(q, n as u64 / d, "{n} / {d}");
+            }
+        }
     }
 }

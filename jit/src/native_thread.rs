@@ -74,10 +74,9 @@ pub fn native_thread(program: &Arc<Program>, f: FuncId, args: &[i64]) -> Result<
         };
         state.set_native(enter_native, &mut ctx as *mut ThreadContext as *mut c_void);
         let entry = program.entry(f);
-        let result = if entry.is_native() {
-            enter_native(program, &mut state, entry, 1, args)
-        } else {
-            interp::run(program, &mut state, program.definition(entry), args, 0)
+        let result = match program.resolve(entry) {
+            (_, true) => enter_native(program, &mut state, entry, 1, args),
+            (def, false) => interp::run(program, &mut state, def, args, 0),
         };
         state.flush_profile(program);
         result

@@ -15,8 +15,8 @@
 //! definition or calls out to the native code. `patch F G` copies G's entry into F's slot,
 //! body and compiled code together, in one runtime transaction.
 //!
-//! Until a JIT installs code, a definition's entry is an [`InterpEntry`] in ordinary memory:
-//! a header and nothing after it. No native code can call it, because there is none; a JIT
+//! Until a JIT installs code, a definition's entry is the definition itself, whose first
+//! word is its header: a header in ordinary memory and nothing executable after it. No native code can call it, because there is none; a JIT
 //! replaces every such entry with an executable stub before it installs its first native
 //! function (the contract of [`crate::program::Program::set_entry`]).
 
@@ -41,7 +41,7 @@ impl Entry {
     #[inline(always)]
     pub fn header(self) -> usize {
         // SAFETY: every value a program's slots hold is an entry with a readable header
-        // word below it (an `InterpEntry` of the program, or code installed under the
+        // word below it (a definition of the program, or code installed under the
         // contract of `Program::set_entry`, which stays mapped while this thread can still
         // reach it: it has not passed a safepoint since it loaded the slot).
         unsafe { *((self.0 - 8) as *const usize) }
@@ -58,27 +58,4 @@ impl Entry {
 pub fn header_word(def_addr: usize, native: bool) -> usize {
     debug_assert_eq!(def_addr & KIND_MASK, 0, "definitions are 8-aligned");
     def_addr | if native { NATIVE } else { 0 }
-}
-
-/// An interpreted definition's entry while the program has no native code: its header, and
-/// the address just past it as the entry.
-#[repr(C, align(16))]
-pub(crate) struct InterpEntry {
-    header: usize,
-    /// The entry address is this field's: one word past the header.
-    entry: usize,
-}
-
-impl InterpEntry {
-    pub(crate) fn new(def_addr: usize) -> InterpEntry {
-        InterpEntry {
-            header: header_word(def_addr, false),
-            entry: 0,
-        }
-    }
-
-    /// The entry address.
-    pub(crate) fn addr(&self) -> usize {
-        &self.entry as *const usize as usize
-    }
 }

@@ -5,6 +5,7 @@
 //! copied and the result is written where the caller expects it.
 
 use crate::bytecode::FuncId;
+use crate::entry::Entry;
 use crate::program::{Definition, Program};
 use crate::regcode::Op;
 use crate::state::{Frame, ThreadState};
@@ -35,6 +36,38 @@ pub fn run<'p>(
     let result = execute(program, st, def, args, depth_base as usize, frame_base);
     // A trap leaves this run's frames behind; the suspended runs below find theirs on top.
     st.frames.truncate(frame_base);
+    result
+}
+
+/// A call from the interpreter to the native `entry` of `callee` at call depth `depth`,
+/// with the arguments at `argv` (in the caller's frame, which ends at register `top`). Out
+/// of line, so that the interpreter loop keeps its registers for interpreted calls.
+///
+/// # Safety
+/// `argv` points at `callee`'s parameters in `st`'s register file.
+#[inline(never)]
+unsafe fn call_out(
+    program: &Arc<Program>,
+    st: &mut ThreadState,
+    entry: Entry,
+    callee: &Definition,
+    depth: usize,
+    argv: *const i64,
+    top: usize,
+) -> Result<i64, Trap> {
+    let call_native = st.native_call.expect("checked by the caller");
+    let n = callee.code.params as usize;
+    let mut args = [0i64; 8];
+    // SAFETY: by the caller's contract; copied out before a nested run may move the file.
+    args[..n].copy_from_slice(unsafe { std::slice::from_raw_parts(argv, n) });
+    // A run nested under the native call (native code calling back into the interpreter)
+    // starts above the caller's frame.
+    let saved_top = std::mem::replace(&mut st.reg_top, top);
+    let result = call_native(program, st, entry, depth as u32, &args[..n]);
+    st.reg_top = saved_top;
+    // Counted once the entry is no longer needed: a profile batch reports a safepoint,
+    // where no code address may be held.
+    st.count_call(program, callee.func);
     result
 }
 
@@ -212,32 +245,20 @@ fn execute<'p>(
                 Op::BrGeI { a, imm, t } => branch!(reg!(a) >= imm, t),
                 Op::Call { f, base: args } => {
                     let entry = program.entry(f);
-                    let callee = program.definition(entry);
+                    let (callee, native) = program.resolve(entry);
                     if st.frames.len() + 2 > frame_limit {
                         return Err(Trap::StackOverflow);
                     }
-                    st.count_call(program, callee.func);
-                    if entry.is_native() {
-                        if let Some(call_native) = st.native_call {
-                            // The callee's depth, counted as the check above counts it.
-                            let depth = depth_base + (st.frames.len() - frame_base) + 2;
-                            let n = callee.code.params as usize;
-                            let mut argv = [0i64; 8];
-                            argv[..n].copy_from_slice(std::slice::from_raw_parts(
-                                r.add(args as usize),
-                                n,
-                            ));
-                            // A run nested under the native call (native code calling back
-                            // into the interpreter) starts above this frame.
-                            let saved_top = st.reg_top;
-                            st.reg_top = base + def.code.frame_size as usize;
-                            let result = call_native(program, st, entry, depth as u32, &argv[..n]);
-                            st.reg_top = saved_top;
-                            r = st.regs.as_mut_ptr().add(base);
-                            reg!(args) = result?;
-                            continue;
-                        }
+                    if native && st.native_call.is_some() {
+                        let depth = depth_base + (st.frames.len() - frame_base) + 2;
+                        let top = base + def.code.frame_size as usize;
+                        let argv = r.add(args as usize);
+                        let result = call_out(program, st, entry, callee, depth, argv, top);
+                        r = st.regs.as_mut_ptr().add(base);
+                        reg!(args) = result?;
+                        continue;
                     }
+                    st.count_call(program, callee.func);
                     let new_base = base + args as usize;
                     let needed = new_base + callee.code.frame_size as usize;
                     if needed > st.regs.len() {

@@ -13,7 +13,7 @@
 //! [`Program::set_entry`]. These are the only places the slots are read and written.
 
 use crate::bytecode::{FuncId, Module};
-use crate::entry::{header_word, Entry, InterpEntry, KIND_MASK};
+use crate::entry::{header_word, Entry, KIND_MASK, NATIVE};
 use crate::lower::lower_function;
 use crate::output::{report_write_error, Output};
 use crate::profile::Profile;
@@ -69,7 +69,14 @@ pub const EXIT_INTERNAL: i32 = 1;
 
 /// One function body, ready to run: immutable. Its compiled code, if any, is in the entries
 /// that name it (see [`crate::entry`]).
+///
+/// A definition is also its own interpreted entry: its first word is a header naming itself,
+/// and the entry is the address just past it. So an interpreted call finds the definition at
+/// `entry - 8` without waiting for the header's load (see [`Program::resolve`]).
+#[repr(C)]
 pub struct Definition {
+    /// `header_word(self, interpreted)`: this definition's own address.
+    header: usize,
     /// The function whose body this is.
     pub func: FuncId,
     pub code: LoweredFunction,
@@ -91,8 +98,6 @@ pub struct Program {
     definitions: Box<[Definition]>,
     /// One slot per function: the entry its calls run (see the module docs).
     slots: Box<[DispatchSlot]>,
-    /// Per definition, its entry while it has no executable one (see [`crate::entry`]).
-    interp_entries: Box<[InterpEntry]>,
     /// Where code lives and changes: every VM thread registers with it, and every change
     /// of a slot is one of its transactions.
     runtime: Arc<Runtime>,
@@ -116,24 +121,24 @@ impl Program {
         thread_body: Box<ThreadBody>,
         hot_hook: Option<Box<HotHook>>,
     ) -> Arc<Program> {
-        let definitions: Box<[Definition]> = module
+        let mut definitions: Box<[Definition]> = module
             .functions
             .iter()
             .enumerate()
             .map(|(i, f)| Definition {
+                header: 0,
                 func: i as FuncId,
                 code: lower_function(&module, f),
             })
             .collect();
-        // The boxed slices never move or shrink, so these addresses stay valid for the
+        // The boxed slice never moves or shrinks, so these addresses stay valid for the
         // program's lifetime.
-        let interp_entries: Box<[InterpEntry]> = definitions
+        for d in definitions.iter_mut() {
+            d.header = header_word(d as *const Definition as usize, false);
+        }
+        let slots = definitions
             .iter()
-            .map(|d| InterpEntry::new(d as *const Definition as usize))
-            .collect();
-        let slots = interp_entries
-            .iter()
-            .map(|e| DispatchSlot::new(e.addr()))
+            .map(|d| DispatchSlot::new(d as *const Definition as usize + 8))
             .collect();
         Arc::new(Program {
             memory: zeroed_memory(module.memory_cells as usize),
@@ -141,7 +146,6 @@ impl Program {
             module,
             definitions,
             slots,
-            interp_entries,
             runtime,
             config,
             hot_hook,
@@ -170,10 +174,28 @@ impl Program {
     /// The definition `entry` runs.
     #[inline(always)]
     pub fn definition(&self, entry: Entry) -> &Definition {
-        // SAFETY: every entry's header names a definition of this program (the interpreted
+        self.resolve(entry).0
+    }
+
+    /// The definition `entry` runs, and whether the entry is native code. An interpreted
+    /// entry is the address just past its definition's header word, which names the
+    /// definition itself.
+    #[inline(always)]
+    pub fn resolve(&self, entry: Entry) -> (&Definition, bool) {
+        let own = entry.addr().wrapping_sub(8);
+        let header = entry.header();
+        let def = if header == own {
+            own
+        } else {
+            header & !KIND_MASK
+        };
+        // SAFETY: every entry's header names a definition of this program (interpreted
         // entries by construction, installed ones by `set_entry`'s contract), and
         // `self.definitions` lives as long as `self`.
-        unsafe { &*((entry.header() & !KIND_MASK) as *const Definition) }
+        (
+            unsafe { &*(def as *const Definition) },
+            header & NATIVE != 0,
+        )
     }
 
     /// The address of f's dispatch slot, for native code to call through
@@ -192,7 +214,7 @@ impl Program {
 
     /// `def`'s entry that has no code behind it, only a header (see [`crate::entry`]).
     pub fn interp_entry(&self, def: FuncId) -> usize {
-        self.interp_entries[def as usize].addr()
+        &self.definitions[def as usize] as *const Definition as usize + 8
     }
 
     /// Adds "point f's slot at `entry`" to `tx`, a transaction of this program's runtime.

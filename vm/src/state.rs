@@ -101,8 +101,7 @@ impl ThreadState {
         *left -= 1;
         if *left == 0 {
             *left = PROFILE_BATCH;
-            program.report_hot(def, PROFILE_BATCH, 0);
-            quiescent();
+            Self::report_calls(program, def);
         }
     }
 
@@ -113,10 +112,26 @@ impl ThreadState {
         *left -= 1;
         if *left == 0 {
             *left = PROFILE_BATCH;
-            program.report_hot(def, 0, PROFILE_BATCH);
-            quiescent();
-            self.offer_cpu(program);
+            self.report_back_edges(program, def);
         }
+    }
+
+    /// A batch of calls for the profile; the batch is also a safepoint (see
+    /// [`crate::threads::quiescent`]). Out of line: it runs once per 1,024 calls.
+    #[cold]
+    #[inline(never)]
+    fn report_calls(program: &Program, def: FuncId) {
+        program.report_hot(def, PROFILE_BATCH, 0);
+        quiescent();
+    }
+
+    /// A batch of back-edges: for the profile, a safepoint, and a chance to offer the CPU.
+    #[cold]
+    #[inline(never)]
+    fn report_back_edges(&mut self, program: &Program, def: FuncId) {
+        program.report_hot(def, 0, PROFILE_BATCH);
+        quiescent();
+        self.offer_cpu(program);
     }
 
     /// A loop that runs long without calling anything may be a spin-wait for another thread

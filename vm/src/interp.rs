@@ -39,9 +39,10 @@ pub fn run<'p>(
     result
 }
 
-/// A call from the interpreter to the native `entry` of `callee` at call depth `depth`,
-/// with the arguments at `argv` (in the caller's frame, which ends at register `top`). Out
-/// of line, so that the interpreter loop keeps its registers for interpreted calls.
+/// A call from the interpreter to the native `entry` of `callee`, with the arguments at
+/// `argv` (in the caller's frame, which ends at register `top`); `frame_limit` is the run's
+/// (see `execute`). Out of line, and given only what the loop keeps live anyway, so that the
+/// interpreter loop keeps its registers for interpreted calls.
 ///
 /// # Safety
 /// `argv` points at `callee`'s parameters in `st`'s register file.
@@ -51,11 +52,14 @@ unsafe fn call_out(
     st: &mut ThreadState,
     entry: Entry,
     callee: &Definition,
-    depth: usize,
+    frame_limit: usize,
     argv: *const i64,
     top: usize,
 ) -> Result<i64, Trap> {
     let call_native = st.native_call.expect("checked by the caller");
+    // The callee's depth as the run's depth check counts it: the check refuses a call when
+    // frames + 2 > frame_limit, that is when the callee's depth would pass max_depth.
+    let depth = program.config.max_depth as usize - frame_limit + st.frames.len() + 2;
     let n = callee.code.params as usize;
     let mut args = [0i64; 8];
     // SAFETY: by the caller's contract; copied out before a nested run may move the file.
@@ -250,10 +254,9 @@ fn execute<'p>(
                         return Err(Trap::StackOverflow);
                     }
                     if native && st.native_call.is_some() {
-                        let depth = depth_base + (st.frames.len() - frame_base) + 2;
                         let top = base + def.code.frame_size as usize;
                         let argv = r.add(args as usize);
-                        let result = call_out(program, st, entry, callee, depth, argv, top);
+                        let result = call_out(program, st, entry, callee, frame_limit, argv, top);
                         r = st.regs.as_mut_ptr().add(base);
                         reg!(args) = result?;
                         continue;

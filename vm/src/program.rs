@@ -184,18 +184,24 @@ impl Program {
     pub fn resolve(&self, entry: Entry) -> (&Definition, bool) {
         let own = entry.addr().wrapping_sub(8);
         let header = entry.header();
-        let def = if header == own {
-            own
-        } else {
-            header & !KIND_MASK
-        };
-        // SAFETY: every entry's header names a definition of this program (interpreted
-        // entries by construction, installed ones by `set_entry`'s contract), and
-        // `self.definitions` lives as long as `self`.
-        (
-            unsafe { &*(def as *const Definition) },
-            header & NATIVE != 0,
-        )
+        if header != own {
+            // A branch, not a select, so an interpreted call's definition need not wait
+            // for the header's load.
+            return Self::resolve_installed(header);
+        }
+        // SAFETY: the header names the definition it heads, `own`: a definition of this
+        // program (interpreted entries by construction, installed ones by `set_entry`'s
+        // contract), and `self.definitions` lives as long as `self`.
+        (unsafe { &*(own as *const Definition) }, false)
+    }
+
+    /// [`Program::resolve`] for an entry a JIT installed: native code or a stub.
+    #[cold]
+    #[inline(never)]
+    fn resolve_installed<'p>(header: usize) -> (&'p Definition, bool) {
+        // SAFETY: as in `resolve`, the header names a definition of the program.
+        let def = unsafe { &*((header & !KIND_MASK) as *const Definition) };
+        (def, header & NATIVE != 0)
     }
 
     /// The address of f's dispatch slot, for native code to call through

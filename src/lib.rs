@@ -23,7 +23,7 @@ pub enum Tier {
     Interp,
     /// Every function compiled by the baseline JIT before it runs.
     Baseline,
-    /// Every function compiled by the optimizing JIT before it runs (not built yet).
+    /// Every function compiled by the optimizing JIT (Cranelift) before it runs.
     Opt,
     /// Start in the interpreter and tier up what gets hot, with the tiers this build has.
     Auto,
@@ -33,14 +33,12 @@ impl Tier {
     /// Every tier, as `--tier` lists them.
     pub const ALL: [Tier; 4] = [Tier::Interp, Tier::Baseline, Tier::Opt, Tier::Auto];
 
-    /// Whether this build can run the tier. Native tiers need x86-64, and the optimizing
-    /// JIT has not landed yet; asking for a tier this build lacks is refused rather than
-    /// silently run in another tier.
+    /// Whether this build can run the tier. Native tiers need x86-64; asking for a tier this
+    /// build lacks is refused rather than silently run in another tier.
     pub fn is_available(self) -> bool {
         match self {
             Tier::Interp | Tier::Auto => true,
-            Tier::Baseline => cfg!(target_arch = "x86_64"),
-            Tier::Opt => false,
+            Tier::Baseline | Tier::Opt => cfg!(target_arch = "x86_64"),
         }
     }
 }
@@ -205,9 +203,9 @@ impl std::str::FromStr for FuncTier {
             .split_once('=')
             .ok_or_else(|| format!("expected NAME=TIER, got `{s}`"))?;
         let tier = Tier::from_str(tier, false)?;
-        if !matches!(tier, Tier::Interp | Tier::Baseline) {
+        if tier == Tier::Auto {
             return Err(format!(
-                "a function's tier is interp or baseline, not `{tier}`"
+                "a function's tier is interp, baseline or opt, not `{tier}`"
             ));
         }
         Ok(FuncTier {
@@ -217,8 +215,8 @@ impl std::str::FromStr for FuncTier {
     }
 }
 
-/// The tier each function of `module` starts in: native (`Baseline`) for every function
-/// under `--tier baseline`, the interpreter otherwise (`auto` has no tiering policy yet),
+/// The tier each function of `module` starts in: `Baseline` or `Opt` for every function
+/// under `--tier baseline` or `--tier opt`, the interpreter otherwise (`auto` has no tiering policy yet),
 /// with `overrides` applied. An override naming no function is an error.
 pub fn function_tiers(
     module: &Module,
@@ -226,7 +224,8 @@ pub fn function_tiers(
     overrides: &[FuncTier],
 ) -> Result<Vec<Tier>, String> {
     let start = match tier {
-        Tier::Baseline | Tier::Opt => Tier::Baseline,
+        Tier::Baseline => Tier::Baseline,
+        Tier::Opt => Tier::Opt,
         Tier::Interp | Tier::Auto => Tier::Interp,
     };
     let mut tiers = vec![start; module.functions.len()];
@@ -248,8 +247,7 @@ pub fn instantiate(
     config: RunConfig,
 ) -> Result<Arc<Program>, String> {
     let runtime = Runtime::new(runtime_config()).map_err(|e| e.to_string())?;
-    let native: Vec<bool> = tiers.iter().map(|&t| t == Tier::Baseline).collect();
-    if !native.contains(&true) {
+    if tiers.iter().all(|&t| t == Tier::Interp || t == Tier::Auto) {
         return Ok(Program::new(
             Arc::new(module),
             config,
@@ -258,16 +256,49 @@ pub fn instantiate(
             None,
         ));
     }
-    native_program(module, &native, config, runtime)
+    native_program(module, tiers, config, runtime)
+}
+
+/// The installer's tier for an engine tier.
+#[cfg(target_arch = "x86_64")]
+fn native_tier(t: Tier) -> jitvm_jit::install::NativeTier {
+    use jitvm_jit::install::NativeTier;
+    match t {
+        Tier::Baseline => NativeTier::Baseline,
+        Tier::Opt => NativeTier::Opt,
+        Tier::Interp | Tier::Auto => NativeTier::Interp,
+    }
+}
+
+/// `--stats` lines for what the JITs compiled: time per function and per instruction.
+#[cfg(target_arch = "x86_64")]
+fn compile_stats(module: &Module, installed: &[jitvm_jit::install::Installed]) -> String {
+    use jitvm_jit::install::NativeTier;
+    let mut out = String::from("compile times (JIT tiers):\n");
+    for item in installed.iter().filter(|i| i.tier != NativeTier::Interp) {
+        let f = &module.functions[item.func as usize];
+        let n = f.code.len().max(1);
+        let us = item.compile_time.as_secs_f64() * 1e6;
+        out.push_str(&format!(
+            "  {:<24} {:>8}  {:>10.1} us  {:>8.2} us/instr  ({} instrs)\n",
+            f.name,
+            format!("{:?}", item.tier).to_lowercase(),
+            us,
+            us / n as f64,
+            f.code.len()
+        ));
+    }
+    out
 }
 
 #[cfg(target_arch = "x86_64")]
 fn native_program(
     module: Module,
-    native: &[bool],
+    tiers: &[Tier],
     config: RunConfig,
     runtime: Arc<Runtime>,
 ) -> Result<Arc<Program>, String> {
+    let tiers: Vec<_> = tiers.iter().map(|&t| native_tier(t)).collect();
     let program = Program::new(
         Arc::new(module),
         config,
@@ -275,28 +306,33 @@ fn native_program(
         Box::new(jitvm_jit::native_thread::native_thread),
         None,
     );
-    jitvm_jit::install::install_baseline(&program, native)
+    let installed = jitvm_jit::install::install(&program, &tiers, false)
         .map_err(|e| format!("cannot install native code: {e}"))?;
+    if config.stats {
+        program.set_extra_stats(compile_stats(&program.module, &installed));
+    }
     Ok(program)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 fn native_program(
     _module: Module,
-    _native: &[bool],
+    _tiers: &[Tier],
     _config: RunConfig,
     _runtime: Arc<Runtime>,
 ) -> Result<Arc<Program>, String> {
     Err("native tiers need an x86-64 machine".to_string())
 }
 
-/// Every function of `module` compiled by the baseline JIT and installed (nothing runs), as
-/// `jitvm dis --native` prints it: each bytecode instruction followed by its machine code,
-/// patch sites marked.
+/// Every function of `module` compiled by `tier`'s JIT and installed (nothing runs).
 #[cfg(target_arch = "x86_64")]
-pub fn native_disassembly(module: Module) -> Result<String, String> {
+fn install_all(
+    module: Module,
+    tier: Tier,
+    want_ir: bool,
+) -> Result<(Arc<Program>, Vec<jitvm_jit::install::Installed>), String> {
     let runtime = Runtime::new(runtime_config()).map_err(|e| e.to_string())?;
-    let native = vec![true; module.functions.len()];
+    let tiers = vec![native_tier(tier); module.functions.len()];
     let program = Program::new(
         Arc::new(module),
         RunConfig::default(),
@@ -304,16 +340,48 @@ pub fn native_disassembly(module: Module) -> Result<String, String> {
         Box::new(interpreter_thread),
         None,
     );
-    let installed = jitvm_jit::install::install_baseline(&program, &native)
+    let installed = jitvm_jit::install::install(&program, &tiers, want_ir)
         .map_err(|e| format!("cannot install native code: {e}"))?;
+    Ok((program, installed))
+}
+
+/// Each function's Cranelift IR before and after optimization, as `jitvm dis --ir` prints it.
+#[cfg(target_arch = "x86_64")]
+pub fn ir_listing(module: Module) -> Result<String, String> {
+    let (program, installed) = install_all(module, Tier::Opt, true)?;
+    let mut out = String::new();
+    for item in &installed {
+        let name = &program.module.functions[item.func as usize].name;
+        match &item.ir {
+            Some((before, after)) => out.push_str(&format!(
+                "; func {name}: before optimization\n{before}\n; func {name}: after optimization\n{after}\n"
+            )),
+            None => out.push_str(&format!("; func {name}: not compiled (see the log)\n\n")),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn ir_listing(_module: Module) -> Result<String, String> {
+    Err("native tiers need an x86-64 machine".to_string())
+}
+
+/// Every function of `module` compiled by `tier`'s JIT (baseline or opt) and installed
+/// (nothing runs), as `jitvm dis --native` prints it: each bytecode instruction followed by
+/// its machine code, patch sites marked (for opt: the calls to call stubs).
+#[cfg(target_arch = "x86_64")]
+pub fn native_disassembly(module: Module, tier: Tier) -> Result<String, String> {
+    let (program, installed) = install_all(module, tier, false)?;
     let module = &program.module;
     let mut out = String::new();
     for item in &installed {
         let f = &module.functions[item.func as usize];
         out.push_str(&format!(
-            "func {}    ; #{}: baseline code at {:#x}\n",
+            "func {}    ; #{}: {} code at {:#x}\n",
             f.name,
             item.func,
+            tier,
             item.addr + jitvm_jit::abi::ENTRY_OFFSET
         ));
         match &item.native {
@@ -328,7 +396,7 @@ pub fn native_disassembly(module: Module) -> Result<String, String> {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-pub fn native_disassembly(_module: Module) -> Result<String, String> {
+pub fn native_disassembly(_module: Module, _tier: Tier) -> Result<String, String> {
     Err("native tiers need an x86-64 machine".to_string())
 }
 

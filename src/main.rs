@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use jitvm::{
-    entry_point, function_tiers, instantiate, load, native_disassembly, FuncTier, Input, Tier,
+    entry_point, function_tiers, instantiate, ir_listing, load, native_disassembly, FuncTier, Input, Tier,
 };
 use jitvm_vm::lower::lower_module;
 use jitvm_vm::output::report_write_error;
@@ -43,10 +43,10 @@ enum Command {
               value_parser = clap::value_parser!(u32).range(1..=RunConfig::LIMIT_MAX_DEPTH as i64))]
         max_depth: u32,
         /// When the run ends (trap included), print per-function call and loop back-edge
-        /// counts to stderr.
+        /// counts to stderr, and the JIT tiers' compile time per function and per instruction.
         #[arg(long)]
         stats: bool,
-        /// Testing aid: run function NAME in TIER (interp or baseline) whatever --tier says;
+        /// Testing aid: run function NAME in TIER (interp, baseline or opt) whatever --tier says;
         /// repeat for several functions.
         #[arg(long = "func-tier", value_name = "NAME=TIER")]
         func_tier: Vec<FuncTier>,
@@ -69,7 +69,10 @@ enum Command {
         /// makes of it, patch sites marked.
         #[arg(long, conflicts_with = "lowered")]
         native: bool,
-        /// The native tier `--native` shows (baseline is the one this build has).
+        /// Show each function's Cranelift IR before and after optimization.
+        #[arg(long, conflicts_with_all = ["lowered", "native"])]
+        ir: bool,
+        /// The native tier `--native` shows: baseline or opt.
         #[arg(long, value_enum, default_value_t = Tier::Baseline, requires = "native")]
         tier: Tier,
         /// The `.bc` file, or `-` for standard input.
@@ -106,16 +109,29 @@ fn main() -> ExitCode {
         Command::Dis {
             lowered,
             native,
+            ir,
             tier,
             file,
         } => {
             let input = Input::from_arg(&file);
+            if ir {
+                if let Some(refused) = refuse_tier(Tier::Opt, &[Tier::Opt]) {
+                    return refused;
+                }
+                return match load(&input) {
+                    Ok(module) => match ir_listing(module) {
+                        Ok(text) => print_out(&text),
+                        Err(e) => fail(&format!("error: {e}\n")),
+                    },
+                    Err(e) => fail(&e.render(&input.name())),
+                };
+            }
             if native {
                 if let Some(refused) = refuse_tier(tier, &[Tier::Baseline, Tier::Opt]) {
                     return refused;
                 }
                 return match load(&input) {
-                    Ok(module) => match native_disassembly(module) {
+                    Ok(module) => match native_disassembly(module, tier) {
                         Ok(text) => print_out(&text),
                         Err(e) => fail(&format!("error: {e}\n")),
                     },
@@ -151,7 +167,7 @@ fn print_out(text: &str) -> ExitCode {
 fn refuse_tier(tier: Tier, allowed: &[Tier]) -> Option<ExitCode> {
     if !allowed.contains(&tier) {
         return Some(fail(&format!(
-            "error: tier `{tier}` has no native code to show; use --tier baseline\n"
+            "error: tier `{tier}` has no native code to show; use --tier baseline or opt\n"
         )));
     }
     if !tier.is_available() {

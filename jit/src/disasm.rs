@@ -35,6 +35,10 @@ pub fn disassemble(
     if code.cold_offset < code.bytes.len() {
         sections.push((code.cold_offset, "; out of line".to_string()));
     }
+    // Cranelift orders code as it likes (instructions it moved or merged have no offset of
+    // their own): print headings in code order.
+    sections.retain(|s| s.0 != usize::MAX);
+    sections.sort_by_key(|s| s.0);
     let mut next_section = 0;
 
     let mut text = String::new();

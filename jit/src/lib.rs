@@ -25,4 +25,6 @@ pub mod disasm;
 pub mod install;
 #[cfg(target_arch = "x86_64")]
 pub mod native_thread;
+#[cfg(target_arch = "x86_64")]
+pub mod opt;
 pub mod stubs;

@@ -105,6 +105,9 @@ pub struct Program {
     pub config: RunConfig,
     pub profile: Profile,
     hot_hook: Option<Box<HotHook>>,
+    /// More `--stats` text from the engine (the JITs' compile times), printed after the
+    /// profile.
+    extra_stats: std::sync::OnceLock<String>,
     output: Output,
     threads: Arc<Threads>,
     thread_body: Box<ThreadBody>,
@@ -149,10 +152,16 @@ impl Program {
             runtime,
             config,
             hot_hook,
+            extra_stats: std::sync::OnceLock::new(),
             output: Output::default(),
             threads: Threads::new(config.thread_stack_bytes()),
             thread_body,
         })
+    }
+
+    /// Sets the text `--stats` prints after the profile (once; later calls are ignored).
+    pub fn set_extra_stats(&self, text: String) {
+        let _ = self.extra_stats.set(text);
     }
 
     pub fn definitions(&self) -> &[Definition] {
@@ -370,6 +379,9 @@ impl Program {
     fn exit(&self, status: i32) -> ! {
         if self.config.stats {
             let _ = io::stderr().write_all(self.profile.report(&self.module).as_bytes());
+            if let Some(extra) = self.extra_stats.get() {
+                let _ = io::stderr().write_all(extra.as_bytes());
+            }
         }
         std::process::exit(status)
     }

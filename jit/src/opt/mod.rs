@@ -1,0 +1,152 @@
+//! The optimizing JIT: bytecode to Cranelift IR ([`translate`]), compiled by
+//! `cranelift-codegen` with `opt_level=speed` for the host, under the same ABI as the
+//! baseline ([`crate::abi`]).
+//!
+//! Not `cranelift-jit`: it writes code where the code runs, which the runtime's W^X double
+//! mapping never allows. `cranelift-codegen` gives position-independent bytes plus
+//! relocations, which installation hands to the runtime's `Transaction::stage_relocated`.
+//! Calls between functions go through per-callee [`call_stubs`].
+
+pub mod call_stubs;
+pub mod translate;
+
+use crate::abi::{Callbacks, ENTRY_OFFSET, HEADER_OFFSET};
+use cranelift_codegen::binemit::Reloc as ClifReloc;
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::ir::{ExternalName, UserExternalNameRef};
+use cranelift_codegen::isa::{self, OwnedTargetIsa};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::{Context, FinalizedRelocTarget};
+use jitvm_runtime::RelocKind;
+use jitvm_vm::{FuncId, Module};
+
+/// What the translator needs from the world the code runs in.
+#[derive(Clone, Debug)]
+pub struct OptEnv {
+    pub callbacks: Callbacks,
+    pub poll_word: usize,
+}
+
+/// Code Cranelift produced, laid out as a blob (header first), with what installation must
+/// fix up.
+#[derive(Clone, Debug, Default)]
+pub struct OptCode {
+    /// The blob: 8 zero bytes, the header word, then the code (entry at 16).
+    pub code: crate::abi::CompiledCode,
+    /// Relocations with blob offsets, targets still symbolic: `Err(F)` is F's call stub.
+    pub relocs: Vec<(usize, RelocKind, Result<usize, FuncId>, i64)>,
+    /// The CLIF before and after optimization (filled when asked for).
+    pub ir: Option<(String, String)>,
+}
+
+/// The host ISA with `opt_level=speed` and the CPU features this machine has.
+pub fn host_isa() -> Result<OwnedTargetIsa, String> {
+    let mut flags = settings::builder();
+    let set = |f: &mut settings::Builder, k: &str, v: &str| {
+        f.set(k, v).map_err(|e| format!("{k}={v}: {e}"))
+    };
+    set(&mut flags, "opt_level", "speed")?;
+    set(
+        &mut flags,
+        "enable_verifier",
+        if cfg!(debug_assertions) {
+            "true"
+        } else {
+            "false"
+        },
+    )?;
+    let mut builder = isa::lookup_by_name("x86_64-unknown-linux-gnu").map_err(|e| e.to_string())?;
+    macro_rules! feature {
+        ($($f:tt => $name:expr),*) => {$(
+            if std::arch::is_x86_feature_detected!($f) {
+                builder.enable($name).map_err(|e| format!("{}: {e}", $name))?;
+            }
+        )*};
+    }
+    feature!("sse3" => "has_sse3", "ssse3" => "has_ssse3", "sse4.1" => "has_sse41",
+        "sse4.2" => "has_sse42", "popcnt" => "has_popcnt", "avx" => "has_avx",
+        "avx2" => "has_avx2", "bmi1" => "has_bmi1", "bmi2" => "has_bmi2",
+        "lzcnt" => "has_lzcnt");
+    builder
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| e.to_string())
+}
+
+/// Compiles function `f` of `module`; `header` is its header word (`def_addr | 1`).
+pub fn compile(
+    module: &Module,
+    f: FuncId,
+    env: &OptEnv,
+    isa: &dyn isa::TargetIsa,
+    header: usize,
+    want_ir: bool,
+) -> Result<OptCode, String> {
+    let clif = translate::translate(module, f, env);
+    let before = want_ir.then(|| clif.display().to_string());
+    let mut ctx = Context::for_function(clif);
+    ctx.compile(isa, &mut ControlPlane::default())
+        .map_err(|e| format!("cranelift: {:?}", e.inner))?;
+    let after = want_ir.then(|| ctx.func.display().to_string());
+    let compiled = ctx.compiled_code().expect("just compiled");
+    let body = compiled.code_buffer();
+
+    let mut bytes = vec![0u8; ENTRY_OFFSET];
+    bytes[HEADER_OFFSET..ENTRY_OFFSET].copy_from_slice(&(header as u64).to_le_bytes());
+    bytes.extend_from_slice(body);
+
+    let user_name = |r: UserExternalNameRef| ctx.func.params.user_named_funcs()[r].index;
+    let mut relocs = Vec::new();
+    let mut call_sites = Vec::new();
+    let srclocs = compiled.buffer.get_srclocs_sorted();
+    let instr_at = |off: u32| {
+        srclocs
+            .iter()
+            .find(|s| s.start <= off && off < s.end && !s.loc.is_default())
+            .map(|s| s.loc.bits() as usize)
+    };
+    for r in compiled.buffer.relocs() {
+        let kind = match r.kind {
+            ClifReloc::Abs8 => RelocKind::Abs8,
+            ClifReloc::X86PCRel4 | ClifReloc::X86CallPCRel4 | ClifReloc::X86CallPLTRel4 => {
+                RelocKind::PcRel4
+            }
+            k => return Err(format!("unsupported relocation {k:?}")),
+        };
+        let target = match &r.target {
+            FinalizedRelocTarget::ExternalName(ExternalName::User(n)) => Err(user_name(*n)),
+            FinalizedRelocTarget::Func(off) => Ok(*off as usize + ENTRY_OFFSET),
+            t => return Err(format!("unsupported relocation target {t:?}")),
+        };
+        if let (Err(_), ClifReloc::X86CallPCRel4 | ClifReloc::X86CallPLTRel4) = (&target, r.kind)
+        {
+            // The `call rel32` starts one byte (E8) before its displacement.
+            let site = r.offset as usize - 1 + ENTRY_OFFSET;
+            call_sites.push((instr_at(r.offset).unwrap_or(0), site));
+        }
+        relocs.push((r.offset as usize + ENTRY_OFFSET, kind, target, r.addend));
+    }
+
+    let n = module.functions[f as usize].code.len();
+    let mut instr_offsets = vec![usize::MAX; n];
+    for s in srclocs {
+        if !s.loc.is_default() {
+            let i = s.loc.bits() as usize;
+            if i < n {
+                instr_offsets[i] = instr_offsets[i].min(s.start as usize + ENTRY_OFFSET);
+            }
+        }
+    }
+    let len = bytes.len();
+    Ok(OptCode {
+        code: crate::abi::CompiledCode {
+            bytes,
+            entry_offset: ENTRY_OFFSET,
+            instr_offsets,
+            call_sites,
+            notes: Vec::new(),
+            cold_offset: len,
+        },
+        relocs,
+        ir: before.zip(after),
+    })
+}

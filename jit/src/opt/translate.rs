@@ -1,0 +1,603 @@
+//! Bytecode to Cranelift IR. Operand stack entries are SSA values (the verifier proved each
+//! instruction's stack height unique, so a block's parameters are the stack at its start);
+//! locals are frontend `Variable`s. Semantics mirror the baseline exactly: the depth and
+//! stack checks at entry, safepoint polls at entry and on backward jumps, traps as cold
+//! blocks returning `(0, status)`, the status of every call tested.
+
+use super::OptEnv;
+use crate::abi::{self, status_of};
+use cranelift_codegen::ir::{
+    condcodes::IntCC, types::I64, types::I8, AbiParam, AtomicRmwOp, Block, ExtFuncData,
+    ExternalName, FuncRef, Function, InstBuilder, InstructionData, MemFlags, Opcode, SigRef,
+    Signature, SourceLoc, StackSlotData, StackSlotKind, UserExternalName, UserFuncName, Value,
+};
+use cranelift_codegen::isa::CallConv;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use jitvm_vm::bytecode::{BinOp, Instr};
+use jitvm_vm::{FuncId, Module, Trap};
+use std::collections::HashMap;
+
+/// The ABI's signature for a function of `params` parameters.
+pub fn signature(params: usize) -> Signature {
+    let mut sig = Signature::new(CallConv::SystemV);
+    sig.params
+        .extend(std::iter::repeat(AbiParam::new(I64)).take(params + 2));
+    sig.returns.extend([AbiParam::new(I64), AbiParam::new(I64)]);
+    sig
+}
+
+fn sig_of(params: usize, returns: usize) -> Signature {
+    let mut sig = Signature::new(CallConv::SystemV);
+    sig.params
+        .extend(std::iter::repeat(AbiParam::new(I64)).take(params));
+    sig.returns
+        .extend(std::iter::repeat(AbiParam::new(I64)).take(returns));
+    sig
+}
+
+/// `ctx`'s fields and the memory base never change while native code runs.
+fn readonly() -> MemFlags {
+    MemFlags::trusted().with_readonly()
+}
+
+/// Translates function `f` of `module` into CLIF. Calls to other functions are calls to
+/// the external function `u0:F` (colocated: a `call rel32`), which installation binds to
+/// F's call stub.
+pub fn translate(module: &Module, f: FuncId, env: &OptEnv) -> Function {
+    let func = &module.functions[f as usize];
+    let mut clif = Function::with_name_signature(
+        UserFuncName::user(0, f),
+        signature(func.params.len()),
+    );
+    let mut fctx = FunctionBuilderContext::new();
+    let b = FunctionBuilder::new(&mut clif, &mut fctx);
+    Translator::new(module, f, env, b).run();
+    clif
+}
+
+struct Translator<'a> {
+    module: &'a Module,
+    f: FuncId,
+    env: &'a OptEnv,
+    b: FunctionBuilder<'a>,
+    ctx: Value,
+    depth1: Value,
+    mem_base: Value,
+    /// The block starting at each instruction that begins one.
+    blocks: HashMap<usize, Block>,
+    traps: HashMap<u64, Block>,
+    /// Returns `(0, status)` for the status in its parameter: a failed call.
+    fail: Block,
+    callees: HashMap<FuncId, FuncRef>,
+    sigs: HashMap<(usize, usize), SigRef>,
+    stack: Vec<Value>,
+}
+
+impl<'a> Translator<'a> {
+    fn new(module: &'a Module, f: FuncId, env: &'a OptEnv, mut b: FunctionBuilder<'a>) -> Self {
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let fail = b.create_block();
+        b.append_block_param(fail, I64);
+        b.set_cold_block(fail);
+        let ctx = b.block_params(entry)[0];
+        let depth = b.block_params(entry)[1];
+        Translator {
+            module,
+            f,
+            env,
+            b,
+            ctx,
+            depth1: depth,
+            mem_base: ctx,
+            blocks: HashMap::new(),
+            traps: HashMap::new(),
+            fail,
+            callees: HashMap::new(),
+            sigs: HashMap::new(),
+            stack: Vec::new(),
+        }
+    }
+
+    fn func(&self) -> &'a jitvm_vm::Function {
+        &self.module.functions[self.f as usize]
+    }
+
+    fn run(mut self) {
+        let func = self.func();
+        let entry = self.b.current_block().expect("entry block");
+        let params: Vec<Value> = self.b.block_params(entry).to_vec();
+        let (ctx, depth) = (params[0], params[1]);
+
+        // Depth and native stack, before anything else: `depth > max_depth` or a body whose
+        // stack pointer (after Cranelift's prologue built the frame) is below the limit.
+        let max_depth = self.b.ins().load(I64, readonly(), ctx, abi::CTX_MAX_DEPTH);
+        let too_deep = self.b.ins().icmp(IntCC::UnsignedGreaterThan, depth, max_depth);
+        self.trap_if(too_deep, Trap::StackOverflow);
+        let limit = self.b.ins().load(I64, readonly(), ctx, abi::CTX_STACK_LIMIT);
+        let sp = self.b.ins().get_stack_pointer(I64);
+        let low = self.b.ins().icmp(IntCC::UnsignedLessThan, sp, limit);
+        self.trap_if(low, Trap::StackOverflow);
+        self.poll();
+        self.depth1 = self.b.ins().iadd_imm(depth, 1);
+        self.mem_base = self
+            .b
+            .ins()
+            .load(I64, readonly(), ctx, abi::CTX_MEMORY_BASE);
+
+        for k in 0..func.num_slots() as usize {
+            let var = Variable::from_u32(k as u32);
+            self.b.declare_var(var, I64);
+            let init = if k < func.params.len() {
+                params[k + 2]
+            } else {
+                self.b.ins().iconst(I64, 0)
+            };
+            self.b.def_var(var, init);
+        }
+
+        // Blocks start at jump targets and after conditional jumps.
+        for (i, ins) in func.code.iter().enumerate() {
+            match *ins {
+                Instr::Jmp(t) => {
+                    self.block_at(t as usize);
+                }
+                Instr::Jz(t) | Instr::Jnz(t) => {
+                    self.block_at(t as usize);
+                    self.block_at(i + 1);
+                }
+                _ => {}
+            }
+        }
+
+        let mut live = true;
+        for i in 0..func.code.len() {
+            if let Some(&blk) = self.blocks.get(&i) {
+                if live {
+                    let args = self.stack.clone();
+                    self.b.ins().jump(blk, &args);
+                }
+                self.b.switch_to_block(blk);
+                self.stack = self.b.block_params(blk).to_vec();
+            } else if !live {
+                continue; // the verifier rejects unreachable code; nothing to translate
+            }
+            self.b.set_srcloc(SourceLoc::new(i as u32));
+            live = self.instr(i, func.code[i]);
+        }
+        let mut traps: Vec<(u64, Block)> = self.traps.iter().map(|(&s, &b)| (s, b)).collect();
+        traps.sort();
+        for (status, blk) in traps {
+            self.b.switch_to_block(blk);
+            let zero = self.iconst(0);
+            let st = self.iconst(status as i64);
+            self.b.ins().return_(&[zero, st]);
+        }
+        let fail = self.fail;
+        self.b.switch_to_block(fail);
+        let status = self.b.block_params(fail)[0];
+        let zero = self.iconst(0);
+        self.b.ins().return_(&[zero, status]);
+        self.b.seal_all_blocks();
+        self.b.finalize();
+    }
+
+    fn block_at(&mut self, i: usize) -> Block {
+        if let Some(&b) = self.blocks.get(&i) {
+            return b;
+        }
+        let blk = self.b.create_block();
+        for _ in 0..self.func().heights[i] {
+            self.b.append_block_param(blk, I64);
+        }
+        self.blocks.insert(i, blk);
+        blk
+    }
+
+    fn pop(&mut self) -> Value {
+        self.stack.pop().expect("verified stack height")
+    }
+
+    fn push(&mut self, v: Value) {
+        self.stack.push(v);
+    }
+
+    fn iconst(&mut self, c: i64) -> Value {
+        self.b.ins().iconst(I64, c)
+    }
+
+    fn const_of(&self, v: Value) -> Option<i64> {
+        let inst = self.b.func.dfg.value_def(v).inst()?;
+        match self.b.func.dfg.insts[inst] {
+            InstructionData::UnaryImm {
+                opcode: Opcode::Iconst,
+                imm,
+            } => Some(imm.bits()),
+            _ => None,
+        }
+    }
+
+    /// The `i8` truth value behind `v` when `v` is a widened comparison, for branching.
+    fn truth(&mut self, v: Value) -> Value {
+        if let Some(inst) = self.b.func.dfg.value_def(v).inst() {
+            if let InstructionData::Unary {
+                opcode: Opcode::Uextend,
+                arg,
+            } = self.b.func.dfg.insts[inst]
+            {
+                if self.b.func.dfg.value_type(arg) == I8 {
+                    return arg;
+                }
+            }
+        }
+        v
+    }
+
+    /// The cold block that returns `(0, status)`; filled at the end (the builder cannot
+    /// leave a block half built).
+    fn trap_block(&mut self, status: u64) -> Block {
+        if let Some(&b) = self.traps.get(&status) {
+            return b;
+        }
+        let blk = self.b.create_block();
+        self.b.set_cold_block(blk);
+        self.traps.insert(status, blk);
+        blk
+    }
+
+    /// Traps with `trap` when `cond` (any integer, nonzero is true) holds.
+    fn trap_if(&mut self, cond: Value, trap: Trap) {
+        let t = self.trap_block(status_of(trap));
+        let cont = self.b.create_block();
+        self.b.ins().brif(cond, t, &[], cont, &[]);
+        self.b.switch_to_block(cont);
+    }
+
+    /// Leaves through `fail` unless `status` is 0.
+    fn check_status(&mut self, status: Value) {
+        let cont = self.b.create_block();
+        let fail = self.fail;
+        self.b.ins().brif(status, fail, &[status], cont, &[]);
+        self.b.switch_to_block(cont);
+    }
+
+    /// `if *poll_word != 0 { safepoint(ctx) }`, the slow path cold.
+    fn poll(&mut self) {
+        let word = self.iconst(self.env.poll_word as i64);
+        let flag = self
+            .b
+            .ins()
+            .atomic_load(cranelift_codegen::ir::types::I32, MemFlags::trusted(), word);
+        let slow = self.b.create_block();
+        self.b.set_cold_block(slow);
+        let cont = self.b.create_block();
+        self.b.ins().brif(flag, slow, &[], cont, &[]);
+        self.b.switch_to_block(slow);
+        let ctx = self.ctx;
+        self.call_rust(self.env.callbacks.safepoint, &[ctx], 0);
+        self.b.ins().jump(cont, &[]);
+        self.b.switch_to_block(cont);
+    }
+
+    fn sig(&mut self, params: usize, returns: usize) -> SigRef {
+        if let Some(&s) = self.sigs.get(&(params, returns)) {
+            return s;
+        }
+        let s = self.b.import_signature(sig_of(params, returns));
+        self.sigs.insert((params, returns), s);
+        s
+    }
+
+    /// Calls a Rust callback at `addr` (not patchable: it never changes).
+    fn call_rust(&mut self, addr: usize, args: &[Value], returns: usize) -> Vec<Value> {
+        let sig = self.sig(args.len(), returns);
+        let callee = self.iconst(addr as i64);
+        let call = self.b.ins().call_indirect(sig, callee, args);
+        self.b.inst_results(call).to_vec()
+    }
+
+    fn callee(&mut self, g: FuncId) -> FuncRef {
+        if let Some(&r) = self.callees.get(&g) {
+            return r;
+        }
+        let params = self.module.functions[g as usize].params.len();
+        let signature = self.b.import_signature(signature(params));
+        let name = self
+            .b
+            .func
+            .declare_imported_user_function(UserExternalName::new(0, g));
+        let r = self.b.import_function(ExtFuncData {
+            name: ExternalName::user(name),
+            signature,
+            colocated: true,
+        });
+        self.callees.insert(g, r);
+        r
+    }
+
+    /// Jumps to the block of `t` with the current stack, polling first when backward.
+    fn jump_to(&mut self, from: usize, t: usize) {
+        if t <= from {
+            self.poll();
+        }
+        let blk = self.blocks[&t];
+        let args = self.stack.clone();
+        self.b.ins().jump(blk, &args);
+    }
+
+    /// `brif cond` to `t` (taken) or the next instruction's block.
+    fn branch(&mut self, i: usize, cond: Value, t: usize, jump_if_nonzero: bool) {
+        let next = self.blocks[&(i + 1)];
+        // A backward edge polls on its way, in a block of its own.
+        let back = (t <= i).then(|| self.b.create_block());
+        let target = back.unwrap_or(self.blocks[&t]);
+        let args = self.stack.clone();
+        let target_args: &[Value] = if back.is_some() { &[] } else { &args };
+        if jump_if_nonzero {
+            self.b.ins().brif(cond, target, target_args, next, &args);
+        } else {
+            self.b.ins().brif(cond, next, &args, target, target_args);
+        }
+        if let Some(back) = back {
+            self.b.switch_to_block(back);
+            self.jump_to(i, t);
+        }
+    }
+
+    /// The address of memory cell `i` after its bounds check.
+    fn cell(&mut self, i: Value) -> Value {
+        let cells = self.module.memory_cells as i64;
+        let out = self
+            .b
+            .ins()
+            .icmp_imm(IntCC::UnsignedGreaterThanOrEqual, i, cells);
+        self.trap_if(out, Trap::MemoryOutOfBounds);
+        let off = self.b.ins().ishl_imm(i, 3);
+        self.b.ins().iadd(self.mem_base, off)
+    }
+
+    fn divide(&mut self, a: Value, d: Value, rem: bool) -> Value {
+        match self.const_of(d) {
+            Some(0) | None => {
+                self.trap_if_zero(d);
+            }
+            Some(-1) => {
+                return if rem {
+                    self.iconst(0)
+                } else {
+                    self.b.ins().ineg(a)
+                };
+            }
+            Some(_) => {
+                return if rem {
+                    self.b.ins().srem(a, d)
+                } else {
+                    self.b.ins().sdiv(a, d)
+                };
+            }
+        }
+        // MIN / -1 would fault in `idiv`: divide by 1 instead and fix the result.
+        let minus1 = self.b.ins().icmp_imm(IntCC::Equal, d, -1);
+        let one = self.iconst(1);
+        let safe = self.b.ins().select(minus1, one, d);
+        if rem {
+            let r = self.b.ins().srem(a, safe);
+            let zero = self.iconst(0);
+            self.b.ins().select(minus1, zero, r)
+        } else {
+            let q = self.b.ins().sdiv(a, safe);
+            let n = self.b.ins().ineg(a);
+            self.b.ins().select(minus1, n, q)
+        }
+    }
+
+    fn trap_if_zero(&mut self, v: Value) {
+        let t = self.trap_block(status_of(Trap::DivisionByZero));
+        let cont = self.b.create_block();
+        self.b.ins().brif(v, cont, &[], t, &[]);
+        self.b.switch_to_block(cont);
+    }
+
+    fn bin(&mut self, op: BinOp, a: Value, c: Value) -> Value {
+        let cmp = |cc| Some(cc);
+        let cc = match op {
+            BinOp::Eq => cmp(IntCC::Equal),
+            BinOp::Ne => cmp(IntCC::NotEqual),
+            BinOp::Lt => cmp(IntCC::SignedLessThan),
+            BinOp::Le => cmp(IntCC::SignedLessThanOrEqual),
+            BinOp::Gt => cmp(IntCC::SignedGreaterThan),
+            BinOp::Ge => cmp(IntCC::SignedGreaterThanOrEqual),
+            _ => None,
+        };
+        if let Some(cc) = cc {
+            let t = self.b.ins().icmp(cc, a, c);
+            return self.b.ins().uextend(I64, t);
+        }
+        let ins = self.b.ins();
+        match op {
+            BinOp::Add => ins.iadd(a, c),
+            BinOp::Sub => ins.isub(a, c),
+            BinOp::Mul => ins.imul(a, c),
+            BinOp::And => ins.band(a, c),
+            BinOp::Or => ins.bor(a, c),
+            BinOp::Xor => ins.bxor(a, c),
+            // Cranelift's shifts take the amount modulo 64, as the bytecode does.
+            BinOp::Shl => ins.ishl(a, c),
+            BinOp::Shr => ins.sshr(a, c),
+            BinOp::Ushr => ins.ushr(a, c),
+            BinOp::Div => self.divide(a, c, false),
+            BinOp::Rem => self.divide(a, c, true),
+            _ => unreachable!("comparisons handled above"),
+        }
+    }
+
+    /// Translates instruction `i`; false when control does not fall through.
+    fn instr(&mut self, i: usize, ins: Instr) -> bool {
+        match ins {
+            Instr::Push(c) => {
+                let v = self.iconst(c);
+                self.push(v);
+            }
+            Instr::Pop => {
+                self.pop();
+            }
+            Instr::Dup => {
+                let v = *self.stack.last().expect("verified");
+                self.push(v);
+            }
+            Instr::Swap => {
+                let n = self.stack.len();
+                self.stack.swap(n - 1, n - 2);
+            }
+            Instr::Over => {
+                let v = self.stack[self.stack.len() - 2];
+                self.push(v);
+            }
+            Instr::Load(x) => {
+                let v = self.b.use_var(Variable::from_u32(x));
+                self.push(v);
+            }
+            Instr::Store(x) => {
+                let v = self.pop();
+                self.b.def_var(Variable::from_u32(x), v);
+            }
+            Instr::Bin(op) => {
+                let c = self.pop();
+                let a = self.pop();
+                let v = self.bin(op, a, c);
+                self.push(v);
+            }
+            Instr::Neg => {
+                let a = self.pop();
+                let v = self.b.ins().ineg(a);
+                self.push(v);
+            }
+            Instr::Not => {
+                let a = self.pop();
+                let t = self.b.ins().icmp_imm(IntCC::Equal, a, 0);
+                let v = self.b.ins().uextend(I64, t);
+                self.push(v);
+            }
+            Instr::Jmp(t) => {
+                self.jump_to(i, t as usize);
+                return false;
+            }
+            Instr::Jz(t) | Instr::Jnz(t) => {
+                let v = self.pop();
+                let cond = self.truth(v);
+                self.branch(i, cond, t as usize, matches!(ins, Instr::Jnz(_)));
+                return false;
+            }
+            Instr::Call(g) => {
+                let p = self.module.functions[g as usize].params.len();
+                let mut args = vec![self.ctx, self.depth1];
+                args.extend(self.stack.drain(self.stack.len() - p..));
+                let callee = self.callee(g);
+                let call = self.b.ins().call(callee, &args);
+                let (v, st) = {
+                    let r = self.b.inst_results(call);
+                    (r[0], r[1])
+                };
+                self.check_status(st);
+                self.push(v);
+            }
+            Instr::Ret => {
+                let v = self.pop();
+                let zero = self.iconst(0);
+                self.b.ins().return_(&[v, zero]);
+                return false;
+            }
+            Instr::Mload => {
+                let idx = self.pop();
+                let addr = self.cell(idx);
+                let v = self.b.ins().load(I64, MemFlags::trusted(), addr, 0);
+                self.push(v);
+            }
+            Instr::Mstore => {
+                let v = self.pop();
+                let idx = self.pop();
+                let addr = self.cell(idx);
+                self.b.ins().store(MemFlags::trusted(), v, addr, 0);
+            }
+            Instr::AtomicAdd => {
+                let d = self.pop();
+                let idx = self.pop();
+                let addr = self.cell(idx);
+                let old = self
+                    .b
+                    .ins()
+                    .atomic_rmw(I64, MemFlags::trusted(), AtomicRmwOp::Add, addr, d);
+                self.push(old);
+            }
+            Instr::Cas => {
+                let new = self.pop();
+                let expected = self.pop();
+                let idx = self.pop();
+                let addr = self.cell(idx);
+                let old = self
+                    .b
+                    .ins()
+                    .atomic_cas(MemFlags::trusted(), addr, expected, new);
+                self.push(old);
+            }
+            Instr::Msize => {
+                let v = self.iconst(self.module.memory_cells as i64);
+                self.push(v);
+            }
+            Instr::Spawn(g) => {
+                let p = self.module.functions[g as usize].params.len();
+                let slot = self.b.create_sized_stack_slot(StackSlotData::new(
+                    StackSlotKind::ExplicitSlot,
+                    8 * p.max(1) as u32,
+                    3,
+                ));
+                let args: Vec<Value> = self.stack.drain(self.stack.len() - p..).collect();
+                for (k, a) in args.into_iter().enumerate() {
+                    self.b.ins().stack_store(a, slot, 8 * k as i32);
+                }
+                let ptr = self.b.ins().stack_addr(I64, slot, 0);
+                let fv = self.iconst(g as i64);
+                let ctx = self.ctx;
+                let r = self.call_rust(self.env.callbacks.spawn, &[ctx, fv, ptr], 2);
+                self.check_status(r[1]);
+                self.push(r[0]);
+            }
+            Instr::Join => {
+                let h = self.pop();
+                let ctx = self.ctx;
+                let r = self.call_rust(self.env.callbacks.join, &[ctx, h], 2);
+                self.check_status(r[1]);
+                self.push(r[0]);
+            }
+            Instr::Patch(g, h) => {
+                let (gv, hv) = (self.iconst(g as i64), self.iconst(h as i64));
+                let ctx = self.ctx;
+                let r = self.call_rust(self.env.callbacks.patch, &[ctx, gv, hv], 1);
+                self.check_status(r[0]);
+            }
+            Instr::Print | Instr::Putc => {
+                let v = self.pop();
+                let addr = if ins == Instr::Print {
+                    self.env.callbacks.print
+                } else {
+                    self.env.callbacks.putc
+                };
+                let ctx = self.ctx;
+                let r = self.call_rust(addr, &[ctx, v], 1);
+                self.check_status(r[0]);
+            }
+            Instr::Assert => {
+                let v = self.pop();
+                let cond = self.truth(v);
+                let t = self.trap_block(status_of(Trap::AssertionFailed));
+                let cont = self.b.create_block();
+                self.b.ins().brif(cond, cont, &[], t, &[]);
+                self.b.switch_to_block(cont);
+            }
+            Instr::Nop => {}
+        }
+        true
+    }
+}
+

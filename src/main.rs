@@ -2,7 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use jitvm::{
-    entry_point, function_tiers, instantiate, ir_listing, load, native_disassembly, FuncTier, Input, Tier,
+    entry_point, function_tiers, instantiate, ir_listing, load, native_disassembly, FuncTier,
+    Input, Tier,
 };
 use jitvm_vm::lower::lower_module;
 use jitvm_vm::output::report_write_error;

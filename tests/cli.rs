@@ -424,6 +424,8 @@ fn func_tier_picks_a_tier_per_function_and_refuses_what_it_cannot_run() {
     for args in [
         &["run", "--func-tier=fib=baseline", &fib][..],
         &["run", "--tier=baseline", "--func-tier=main=interp", &fib][..],
+        &["run", "--func-tier=fib=opt", &fib][..],
+        &["run", "--tier=opt", "--func-tier=main=baseline", &fib][..],
     ] {
         let out = jitvm(args);
         assert_eq!(out.status, Some(0), "{args:?}: {}", out.stderr);
@@ -437,7 +439,7 @@ fn func_tier_picks_a_tier_per_function_and_refuses_what_it_cannot_run() {
         (&["run", "--func-tier=fib", &fib][..], "NAME=TIER"),
         (
             &["run", "--func-tier=fib=auto", &fib][..],
-            "interp or baseline",
+            "interp, baseline or opt",
         ),
     ] {
         let out = jitvm(args);
@@ -445,4 +447,38 @@ fn func_tier_picks_a_tier_per_function_and_refuses_what_it_cannot_run() {
         assert!(out.stdout.is_empty());
         assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
     }
+}
+
+#[test]
+fn dis_native_tier_opt_marks_the_calls_to_call_stubs_as_patch_sites() {
+    let out = jitvm(&["dis", "--native", "--tier", "opt", &case("fib.bc")]);
+    if !cfg!(target_arch = "x86_64") {
+        assert_eq!(out.status, Some(2));
+        return;
+    }
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("func fib    ; #0: opt code at"), "{text}");
+    let site = text
+        .lines()
+        .find(|l| l.contains("patch site: call stub of function #0"))
+        .expect("a marked call");
+    assert!(site.contains("call    0x"), "a direct call: {site}");
+}
+
+#[test]
+fn dis_ir_prints_each_functions_cranelift_ir_before_and_after_optimization() {
+    let out = jitvm(&["dis", "--ir", &case("fib.bc")]);
+    if !cfg!(target_arch = "x86_64") {
+        assert_eq!(out.status, Some(2));
+        return;
+    }
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in ["fib", "main"] {
+        assert!(text.contains(&format!("; func {name}: before optimization")));
+        assert!(text.contains(&format!("; func {name}: after optimization")));
+    }
+    assert!(text.contains("fn0 = colocated u0:0"), "{text}");
+    assert!(text.contains("system_v"));
 }

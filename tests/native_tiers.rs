@@ -113,6 +113,35 @@ fn every_program_behaves_the_same_with_its_functions_in_mixed_tiers() {
     });
 }
 
+#[test]
+fn every_program_behaves_in_the_optimizing_tier_as_in_the_interpreter() {
+    assert_same_as_interp(|_| vec![vec!["--tier=opt".into()]]);
+}
+
+#[test]
+fn every_program_behaves_the_same_with_optimized_functions_mixed_with_the_other_tiers() {
+    // Even functions optimized and odd ones baseline, then odd ones interpreted under opt,
+    // then even ones optimized under the interpreter: every pair of tiers calls each other.
+    assert_same_as_interp(|file| {
+        let names = function_names(file);
+        let mix = |tier: &str, parity: usize, other: &str| {
+            let mut flags = vec![format!("--tier={tier}")];
+            for (i, name) in names.iter().enumerate() {
+                if i % 2 == parity {
+                    flags.push(format!("--func-tier={name}={other}"));
+                }
+            }
+            flags
+        };
+        vec![
+            mix("opt", 1, "baseline"),
+            mix("baseline", 0, "opt"),
+            mix("opt", 1, "interp"),
+            mix("interp", 0, "opt"),
+        ]
+    });
+}
+
 fn temp_program(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("jitvm-native-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -280,6 +309,15 @@ fn native_callers_only_ever_run_one_of_the_two_definitions_while_another_thread_
             "--tier=baseline".to_string(),
             "--func-tier=two=interp".to_string(),
         ],
+        vec!["--tier=opt".to_string()],
+        vec![
+            "--tier=opt".to_string(),
+            "--func-tier=two=interp".to_string(),
+        ],
+        vec![
+            "--tier=opt".to_string(),
+            "--func-tier=two=baseline".to_string(),
+        ],
     ] {
         let mut args = vec!["run".to_string()];
         args.extend(mix.iter().cloned());
@@ -362,6 +400,9 @@ fn stack_overflow_comes_at_the_same_depth_in_every_mix_of_tiers_at_a_million_lev
         &["--tier=baseline"][..],
         &["--tier=baseline", "--func-tier=b=interp"][..],
         &["--tier=interp", "--func-tier=a=baseline"][..],
+        &["--tier=opt"][..],
+        &["--tier=opt", "--func-tier=b=interp"][..],
+        &["--tier=opt", "--func-tier=b=baseline"][..],
     ] {
         let mut flags = vec!["--max-depth=1000000".to_string()];
         flags.extend(mix.iter().map(|s| s.to_string()));

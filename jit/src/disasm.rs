@@ -65,7 +65,15 @@ pub fn disassemble(
                     Some(Instr::Call(f)) => format!("function #{f}"),
                     _ => "the callee".to_string(),
                 };
-                remarks.push(format!("<- patch site: dispatch slot of {callee}"));
+                // Optimized code calls its callee's call stub directly: the stub's
+                // `jmp qword [slot]` reads the slot.
+                if instr.is_call_near() {
+                    remarks.push(format!(
+                        "<- patch site: call stub of {callee} (jmp through its dispatch slot)"
+                    ));
+                } else {
+                    remarks.push(format!("<- patch site: dispatch slot of {callee}"));
+                }
             }
         }
         if remarks.is_empty() {

@@ -18,7 +18,7 @@ use crate::abi::CompiledCode;
 use crate::baseline::{self, CompileEnv};
 use crate::native_thread::callbacks;
 use crate::stubs::{compile_stub, MAX_STUB_SIZE};
-use jitvm_runtime::{Error, Guarantee, Reloc, Transaction};
+use jitvm_runtime::{Error, Guarantee, Reloc, RelocKind, Transaction};
 use jitvm_vm::program::Program;
 use jitvm_vm::FuncId;
 
@@ -86,7 +86,7 @@ pub fn install(
     let mut tx = program.runtime().transaction();
     let mut installed = Vec::with_capacity(module.functions.len());
     let opt = if tiers.contains(&NativeTier::Opt) {
-        match OptSetup::new(program, &mut tx, &env) {
+        match OptSetup::new(&mut tx, &env) {
             Ok(o) => Some(o),
             Err(e) => {
                 log::warn!("opt: no optimizing JIT: {e}");
@@ -200,11 +200,7 @@ struct OptSetup {
 
 impl OptSetup {
     /// Builds the ISA and stages one call stub per function of the program.
-    fn new<'a>(
-        program: &'a Program,
-        tx: &mut Transaction<'a>,
-        env: &CompileEnv,
-    ) -> Result<OptSetup, String> {
+    fn new(tx: &mut Transaction<'_>, env: &CompileEnv) -> Result<OptSetup, String> {
         let isa = crate::opt::host_isa()?;
         let mut stubs = Vec::with_capacity(env.slot_addr.len());
         for (f, &slot) in env.slot_addr.iter().enumerate() {
@@ -215,7 +211,6 @@ impl OptSetup {
             tx.set_owner(blob, f as u64).map_err(|e| e.to_string())?;
             stubs.push(blob.addr());
         }
-        let _ = program;
         Ok(OptSetup {
             isa,
             env: crate::opt::OptEnv {
@@ -257,6 +252,20 @@ impl OptSetup {
             .stage_relocated(&out.code.bytes, 16, &relocs)
             .map_err(|e| e.to_string())?;
         tx.set_owner(blob, f as u64).map_err(|e| e.to_string())?;
-        Ok(((blob.addr(), out.code), out.ir))
+        // The copy kept for the disassembly gets the same fix-ups the runtime applied.
+        let mut code = out.code;
+        for r in &relocs {
+            let value = (r.target as i64).wrapping_add(r.addend);
+            match r.kind {
+                RelocKind::Abs8 => {
+                    code.bytes[r.offset..r.offset + 8].copy_from_slice(&value.to_le_bytes())
+                }
+                RelocKind::PcRel4 => {
+                    let rel = value.wrapping_sub((blob.addr() + r.offset) as i64) as i32;
+                    code.bytes[r.offset..r.offset + 4].copy_from_slice(&rel.to_le_bytes());
+                }
+            }
+        }
+        Ok(((blob.addr(), code), out.ir))
     }
 }

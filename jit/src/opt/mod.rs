@@ -117,8 +117,7 @@ pub fn compile(
             FinalizedRelocTarget::Func(off) => Ok(*off as usize + ENTRY_OFFSET),
             t => return Err(format!("unsupported relocation target {t:?}")),
         };
-        if let (Err(_), ClifReloc::X86CallPCRel4 | ClifReloc::X86CallPLTRel4) = (&target, r.kind)
-        {
+        if let (Err(_), ClifReloc::X86CallPCRel4 | ClifReloc::X86CallPLTRel4) = (&target, r.kind) {
             // The `call rel32` starts one byte (E8) before its displacement.
             let site = r.offset as usize - 1 + ENTRY_OFFSET;
             call_sites.push((instr_at(r.offset).unwrap_or(0), site));

@@ -45,10 +45,8 @@ fn readonly() -> MemFlags {
 /// F's call stub.
 pub fn translate(module: &Module, f: FuncId, env: &OptEnv) -> Function {
     let func = &module.functions[f as usize];
-    let mut clif = Function::with_name_signature(
-        UserFuncName::user(0, f),
-        signature(func.params.len()),
-    );
+    let mut clif =
+        Function::with_name_signature(UserFuncName::user(0, f), signature(func.params.len()));
     let mut fctx = FunctionBuilderContext::new();
     let b = FunctionBuilder::new(&mut clif, &mut fctx);
     Translator::new(module, f, env, b).run();
@@ -113,9 +111,15 @@ impl<'a> Translator<'a> {
         // Depth and native stack, before anything else: `depth > max_depth` or a body whose
         // stack pointer (after Cranelift's prologue built the frame) is below the limit.
         let max_depth = self.b.ins().load(I64, readonly(), ctx, abi::CTX_MAX_DEPTH);
-        let too_deep = self.b.ins().icmp(IntCC::UnsignedGreaterThan, depth, max_depth);
+        let too_deep = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedGreaterThan, depth, max_depth);
         self.trap_if(too_deep, Trap::StackOverflow);
-        let limit = self.b.ins().load(I64, readonly(), ctx, abi::CTX_STACK_LIMIT);
+        let limit = self
+            .b
+            .ins()
+            .load(I64, readonly(), ctx, abi::CTX_STACK_LIMIT);
         let sp = self.b.ins().get_stack_pointer(I64);
         let low = self.b.ins().icmp(IntCC::UnsignedLessThan, sp, limit);
         self.trap_if(low, Trap::StackOverflow);
@@ -265,10 +269,10 @@ impl<'a> Translator<'a> {
     /// `if *poll_word != 0 { safepoint(ctx) }`, the slow path cold.
     fn poll(&mut self) {
         let word = self.iconst(self.env.poll_word as i64);
-        let flag = self
-            .b
-            .ins()
-            .atomic_load(cranelift_codegen::ir::types::I32, MemFlags::trusted(), word);
+        let flag =
+            self.b
+                .ins()
+                .atomic_load(cranelift_codegen::ir::types::I32, MemFlags::trusted(), word);
         let slow = self.b.create_block();
         self.b.set_cold_block(slow);
         let cont = self.b.create_block();
@@ -524,10 +528,10 @@ impl<'a> Translator<'a> {
                 let d = self.pop();
                 let idx = self.pop();
                 let addr = self.cell(idx);
-                let old = self
-                    .b
-                    .ins()
-                    .atomic_rmw(I64, MemFlags::trusted(), AtomicRmwOp::Add, addr, d);
+                let old =
+                    self.b
+                        .ins()
+                        .atomic_rmw(I64, MemFlags::trusted(), AtomicRmwOp::Add, addr, d);
                 self.push(old);
             }
             Instr::Cas => {
@@ -600,4 +604,3 @@ impl<'a> Translator<'a> {
         true
     }
 }
-

@@ -29,7 +29,7 @@ mod emit;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod frame;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-mod magic;
+pub(crate) mod magic;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod stack_model;
 

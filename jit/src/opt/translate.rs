@@ -6,6 +6,7 @@
 
 use super::OptEnv;
 use crate::abi::{self, status_of};
+use crate::baseline::magic::DivPlan;
 use cranelift_codegen::ir::{
     condcodes::IntCC, types::I64, types::I8, AbiParam, AtomicRmwOp, Block, ExtFuncData,
     ExternalName, FuncRef, Function, InstBuilder, InstructionData, MemFlags, Opcode, SigRef,
@@ -373,11 +374,15 @@ impl<'a> Translator<'a> {
                     self.b.ins().ineg(a)
                 };
             }
-            Some(_) => {
+            Some(c) => {
+                // Cranelift 0.114 divides by constants with `idiv`: use the baseline's
+                // multiply-by-magic plans instead, and `n - q * d` for the remainder.
+                let q = self.div_const(a, c);
                 return if rem {
-                    self.b.ins().srem(a, d)
+                    let qd = self.b.ins().imul_imm(q, c);
+                    self.b.ins().isub(a, qd)
                 } else {
-                    self.b.ins().sdiv(a, d)
+                    q
                 };
             }
         }
@@ -393,6 +398,43 @@ impl<'a> Translator<'a> {
             let q = self.b.ins().sdiv(a, safe);
             let n = self.b.ins().ineg(a);
             self.b.ins().select(minus1, n, q)
+        }
+    }
+
+    /// `n / d` for a constant `d` other than 0, without a division instruction.
+    fn div_const(&mut self, n: Value, d: i64) -> Value {
+        match DivPlan::new(d) {
+            DivPlan::Zero => unreachable!("division by a constant zero traps before"),
+            DivPlan::One => n,
+            DivPlan::MinusOne => self.b.ins().ineg(n),
+            DivPlan::Min => {
+                let t = self.b.ins().icmp_imm(IntCC::Equal, n, i64::MIN);
+                self.b.ins().uextend(I64, t)
+            }
+            DivPlan::Pow2 { k, negative } => {
+                let sign = self.b.ins().sshr_imm(n, 63);
+                let bias = self.b.ins().ushr_imm(sign, 64 - k as i64);
+                let biased = self.b.ins().iadd(n, bias);
+                let q = self.b.ins().sshr_imm(biased, k as i64);
+                if negative {
+                    self.b.ins().ineg(q)
+                } else {
+                    q
+                }
+            }
+            DivPlan::Magic { m, s, add_n, sub_n } => {
+                let mv = self.iconst(m);
+                let mut q = self.b.ins().smulhi(n, mv);
+                if add_n {
+                    q = self.b.ins().iadd(q, n);
+                }
+                if sub_n {
+                    q = self.b.ins().isub(q, n);
+                }
+                let q = self.b.ins().sshr_imm(q, s as i64);
+                let sign = self.b.ins().ushr_imm(q, 63);
+                self.b.ins().iadd(q, sign)
+            }
         }
     }
 

@@ -482,3 +482,33 @@ fn dis_ir_prints_each_functions_cranelift_ir_before_and_after_optimization() {
     assert!(text.contains("fn0 = colocated u0:0"), "{text}");
     assert!(text.contains("system_v"));
 }
+
+#[test]
+fn stats_report_each_jit_compiled_functions_compile_time_in_total_and_per_instruction() {
+    let fib = case("fib.bc");
+    let out = jitvm(&[
+        "run",
+        "--tier=opt",
+        "--func-tier=main=baseline",
+        "--stats",
+        &fib,
+    ]);
+    if !cfg!(target_arch = "x86_64") {
+        assert_eq!(out.status, Some(2));
+        return;
+    }
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("compile times (JIT tiers):"),
+        "{}",
+        out.stderr
+    );
+    for (name, tier) in [("fib", "opt"), ("main", "baseline")] {
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with(name) && l.contains(" us/instr"))
+            .unwrap_or_else(|| panic!("no compile time for {name}: {}", out.stderr));
+        assert!(line.contains(tier), "{line}");
+    }
+}

@@ -1,7 +1,7 @@
 //! # The native ABI: the one contract every native tier of jitvm follows
 //!
 //! The baseline JIT (dynasm, [`crate::baseline`]), the interpreter stubs ([`crate::stubs`])
-//! and the optimizing JIT (Cranelift, `CallConv::SystemV`) all produce code that obeys this
+//! and the optimizing JIT (Cranelift, `CallConv::SystemV`, `crate::opt`) all produce code that obeys this
 //! page unchanged, so code from any tier calls code from any other, and the VM calls all of
 //! them through one bridge ([`call_native`]). x86-64 only; other targets refuse native tiers.
 //!
@@ -70,7 +70,9 @@
 //! so loading the target and transferring control are one instruction: the runtime's
 //! `Guarantee::Strong` covers exactly that (once a commit returns, no thread starts the old
 //! target), which `mov rax, [slot]; call rax` would not. `patch F G` is a commit that points
-//! F's slot at what G's slot holds.
+//! F's slot at what G's slot holds. Optimized code, whose calls Cranelift places, instead
+//! makes a direct `call rel32` to F's call stub, `mov rax, imm64(slot); jmp qword [rax]`: the
+//! same covered load-and-transfer, as a tail jump (`crate::opt::call_stubs`).
 //!
 //! ## Entry headers
 //!
@@ -272,7 +274,8 @@ pub struct CompiledCode {
     pub entry_offset: usize,
     /// Code offset of each bytecode instruction (empty for stubs), for disassembly.
     pub instr_offsets: Vec<usize>,
-    /// (bytecode instruction index, code offset of its `call qword [rax]`): the patch sites.
+    /// (bytecode instruction index, code offset of its `call qword [rax]`, or for optimized
+    /// code of its `call rel32` to the callee's call stub): the patch sites.
     pub call_sites: Vec<(usize, usize)>,
     /// (code offset, remark) for the disassembly: callbacks, polls, trap exits.
     pub notes: Vec<(usize, String)>,

@@ -5,14 +5,16 @@
 //!   arity bridge [`abi::call_native`] through which Rust enters native code.
 //! - [`baseline`]: the baseline JIT, one pass with dynasm over a function's bytecode, with a
 //!   compile-time model of the operand stack.
+//! - [`opt`]: the optimizing JIT, bytecode to Cranelift IR compiled by `cranelift-codegen`,
+//!   same ABI; its calls go through per-callee call stubs (`opt::call_stubs`).
 //! - [`stubs`]: interpreter stubs, native entry points that run a definition in the
 //!   interpreter (`call_interp`).
 //! - [`disasm`]: bytecode interleaved with machine code, for `jitvm dis --native`.
 //! - [`native_thread`]: the Rust half of the ABI: a VM thread's context, the bridge through
 //!   which the interpreter enters native code (inside the runtime's `enter`), and the
 //!   callbacks native code makes (`print`, `spawn`, `patch`, the safepoint, the interpreter).
-//! - [`install`]: compiling a program's functions and publishing them, with a stub in front
-//!   of every interpreted one, in one runtime transaction.
+//! - [`install`]: compiling a program's functions, each in its tier (interpreter stub,
+//!   baseline or opt), and publishing them in one runtime transaction.
 //!
 //! Native code exists for x86-64 only; elsewhere the compilers return
 //! [`baseline::CompileError::UnsupportedTarget`], and `native_thread` and `install` are not

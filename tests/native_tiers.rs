@@ -461,3 +461,53 @@ fn no_mapping_is_ever_writable_and_executable_while_native_code_runs() {
     assert!(looks > 0, "the program ended before its maps could be read");
     assert!(executable_seen, "the runtime's code view was never seen");
 }
+
+#[test]
+fn division_by_constants_agrees_with_the_interpreter_in_every_tier_for_every_sign() {
+    // `f(x)` prints x div c and x rem c for constants the JITs turn into multiplications.
+    let consts = [3i64, 5, 6, 7, 10, 11, 13, -7, -13, 1_000_003, i64::MAX];
+    let values = [
+        0i64,
+        1,
+        2,
+        6,
+        7,
+        13,
+        14,
+        -1,
+        -7,
+        -13,
+        -14,
+        1_000_003,
+        -1_000_003,
+        i64::MAX,
+        i64::MIN,
+        i64::MIN + 1,
+        1 << 62,
+        123_456_789_012_345,
+    ];
+    let mut src = String::from("func f(x)\n");
+    for c in consts {
+        for op in ["div", "rem"] {
+            src.push_str(&format!("  load x\n  push {c}\n  {op}\n  print\n"));
+        }
+    }
+    src.push_str("  push 0\n  ret\nend\nfunc main()\n");
+    for v in values {
+        src.push_str(&format!("  push {v}\n  call f\n  pop\n"));
+    }
+    src.push_str("  push 0\n  ret\nend\n");
+    let file = temp_program("divide_by_constants.bc", &src);
+    let expected = observable(&run_file(&file, &["--tier=interp".to_string()]));
+    assert_eq!(
+        expected.0.iter().filter(|&&b| b == b'\n').count(),
+        values.len() * consts.len() * 2
+    );
+    for tier in ["--tier=baseline", "--tier=opt"] {
+        assert_eq!(
+            observable(&run_file(&file, &[tier.to_string()])),
+            expected,
+            "{tier}"
+        );
+    }
+}

@@ -6,7 +6,7 @@
 
 use super::OptEnv;
 use crate::abi::{self, status_of};
-use crate::baseline::magic::DivPlan;
+use crate::baseline::magic::{unsigned_magic, DivPlan};
 use cranelift_codegen::ir::{
     condcodes::IntCC, types::I64, types::I8, AbiParam, AtomicRmwOp, Block, ExtFuncData,
     ExternalName, FuncRef, Function, InstBuilder, InstructionData, MemFlags, Opcode, SigRef,
@@ -423,6 +423,26 @@ impl<'a> Translator<'a> {
                 }
             }
             DivPlan::Magic { m, s, add_n, sub_n } => {
+                // A non-negative dividend (counters, indices) takes the unsigned plan, one
+                // `mul` and a shift, as the baseline does; a negative one the signed plan.
+                let (fast, slow, join) = if d > 1 {
+                    let fast = self.b.create_block();
+                    let slow = self.b.create_block();
+                    let join = self.b.create_block();
+                    self.b.append_block_param(join, I64);
+                    let non_negative = self.b.ins().icmp_imm(IntCC::SignedGreaterThanOrEqual, n, 0);
+                    self.b.ins().brif(non_negative, fast, &[], slow, &[]);
+                    self.b.switch_to_block(fast);
+                    let (um, us) = unsigned_magic(d as u64);
+                    let umv = self.iconst(um as i64);
+                    let q = self.b.ins().umulhi(n, umv);
+                    let q = self.b.ins().ushr_imm(q, us as i64);
+                    self.b.ins().jump(join, &[q]);
+                    self.b.switch_to_block(slow);
+                    (Some(fast), Some(slow), Some(join))
+                } else {
+                    (None, None, None)
+                };
                 let mv = self.iconst(m);
                 let mut q = self.b.ins().smulhi(n, mv);
                 if add_n {
@@ -433,7 +453,15 @@ impl<'a> Translator<'a> {
                 }
                 let q = self.b.ins().sshr_imm(q, s as i64);
                 let sign = self.b.ins().ushr_imm(q, 63);
-                self.b.ins().iadd(q, sign)
+                let q = self.b.ins().iadd(q, sign);
+                match (fast, slow, join) {
+                    (Some(_), Some(_), Some(join)) => {
+                        self.b.ins().jump(join, &[q]);
+                        self.b.switch_to_block(join);
+                        self.b.block_params(join)[0]
+                    }
+                    _ => q,
+                }
             }
         }
     }

@@ -69,7 +69,7 @@ pub fn native_thread(program: &Arc<Program>, f: FuncId, args: &[i64]) -> Result<
             memory_base: memory.as_ptr(),
             memory_cells: memory.len() as u64,
             max_depth: program.config.max_depth as u64,
-            stack_limit: stack_limit(),
+            stack_limit: stack_limit(handle),
             vm: &mut vm as *mut VmThread as *mut c_void,
         };
         state.set_native(enter_native, &mut ctx as *mut ThreadContext as *mut c_void);
@@ -112,25 +112,13 @@ fn enter_native(
 }
 
 /// The lowest address native frames may reach: the thread's stack end plus headroom for the
-/// Rust code (callbacks, a nested interpreter) that runs below the deepest native frame.
-fn stack_limit() -> usize {
-    // SAFETY: pthread_getattr_np fills the zeroed attribute object for the calling (live)
-    // thread; pthread_attr_getstack reads it; it is destroyed once, after use.
-    let low = unsafe {
-        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
-            return usize::MAX; // unknown: every native call traps rather than risk a fault
-        }
-        let mut addr: *mut c_void = std::ptr::null_mut();
-        let mut size: libc::size_t = 0;
-        let r = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
-        libc::pthread_attr_destroy(&mut attr);
-        if r != 0 {
-            return usize::MAX;
-        }
-        addr as usize
-    };
-    low + STACK_HEADROOM
+/// Rust code (callbacks, a nested interpreter) that runs below the deepest native frame. An
+/// unknown stack makes every native call trap rather than risk a fault.
+fn stack_limit(handle: &ThreadHandle) -> usize {
+    match handle.stack() {
+        (0, 0) => usize::MAX,
+        (low, _) => low + STACK_HEADROOM,
+    }
 }
 
 /// The thread state behind `ctx`.

@@ -382,6 +382,12 @@ impl ThreadHandle {
     pub fn tid(&self) -> i32 {
         self.inner.rec.tid
     }
+
+    /// This thread's stack as `[low, high)` (what native safepoints scan), or `(0, 0)` if
+    /// the system would not say.
+    pub fn stack(&self) -> (usize, usize) {
+        self.inner.rec.stack
+    }
 }
 
 impl Drop for ThreadHandle {

@@ -36,6 +36,21 @@ enum Alu {
     Imul,
 }
 
+impl Alu {
+    /// The two-operand instruction of a binary operator that is one.
+    fn of(op: BinOp) -> Alu {
+        match op {
+            BinOp::Add => Alu::Add,
+            BinOp::Sub => Alu::Sub,
+            BinOp::Mul => Alu::Imul,
+            BinOp::And => Alu::And,
+            BinOp::Or => Alu::Or,
+            BinOp::Xor => Alu::Xor,
+            other => unreachable!("{other:?} is not a plain ALU operation"),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Shift {
     Shl,
@@ -814,16 +829,7 @@ impl<'a> Emitter<'a> {
                         r
                     }
                 };
-                let alu = match op {
-                    BinOp::Add => Alu::Add,
-                    BinOp::Sub => Alu::Sub,
-                    BinOp::Mul => Alu::Imul,
-                    BinOp::And => Alu::And,
-                    BinOp::Or => Alu::Or,
-                    BinOp::Xor => Alu::Xor,
-                    other => unreachable!("{other:?} is not a plain ALU operation"),
-                };
-                self.alu(alu, dst, b);
+                self.alu(Alu::of(op), dst, b);
                 dst
             }
         };
@@ -861,16 +867,7 @@ impl<'a> Emitter<'a> {
             }
             _ => {
                 self.load(h, a);
-                let alu = match op {
-                    BinOp::Add => Alu::Add,
-                    BinOp::Sub => Alu::Sub,
-                    BinOp::Mul => Alu::Imul,
-                    BinOp::And => Alu::And,
-                    BinOp::Or => Alu::Or,
-                    BinOp::Xor => Alu::Xor,
-                    other => unreachable!("{other:?} is not a plain ALU operation"),
-                };
-                self.alu(alu, h, b);
+                self.alu(Alu::of(op), h, b);
             }
         }
     }

@@ -5,8 +5,14 @@
 //! (code memory and the machinery that changes code while threads run it) and `jitvm-jit`
 //! (the native backends). This crate owns the policy that ties them together.
 
+pub mod perf_map;
+pub mod stats;
+pub mod stress;
+pub mod tiering;
+pub mod trace;
+
 use clap::ValueEnum;
-use jitvm_runtime::{Config, Runtime};
+use jitvm_runtime::{Config, Runtime, Strategy};
 use jitvm_vm::interp;
 use jitvm_vm::state::ThreadState;
 use jitvm_vm::{parse_module, Diagnostic, Diagnostics, FuncId, Module, Program, RunConfig, Trap};
@@ -14,6 +20,8 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+pub use tiering::Thresholds;
+use tiering::{CompileLog, Policy};
 
 /// Which execution tiers a run may use: `jitvm run --tier NAME`, where NAME is the variant's
 /// name in lower case and the doc line its help.
@@ -188,8 +196,8 @@ pub fn runtime_config() -> Config {
     }
 }
 
-/// One `--func-tier NAME=TIER`: run function NAME in TIER whatever `--tier` says. A testing
-/// aid, so that tests can mix tiers before tiering exists.
+/// One `--func-tier NAME=TIER`: run function NAME in TIER whatever `--tier` says (under
+/// `--tier auto` it stays there). A testing aid, to mix tiers at will.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FuncTier {
     pub name: String,
@@ -215,9 +223,45 @@ impl std::str::FromStr for FuncTier {
     }
 }
 
+/// Everything `jitvm run` lets a user choose about how a program runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub tier: Tier,
+    pub func_tiers: Vec<FuncTier>,
+    /// For `--tier auto`.
+    pub thresholds: Thresholds,
+    /// The core-serialization strategy; `None`: `JITVM_SYNC`, else the runtime's choice.
+    pub sync: Option<Strategy>,
+    /// Write `/tmp/perf-PID.map` as code is published.
+    pub perf_map: bool,
+    /// Poison reclaimed code (as `JITVM_POISON=1` does).
+    pub poison: bool,
+    pub run: RunConfig,
+}
+
+/// A `--sync` value: membarrier, mprotect, signal or none.
+pub fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    s.parse().map_err(|e: jitvm_runtime::Error| e.to_string())
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            tier: Tier::Auto,
+            func_tiers: Vec::new(),
+            thresholds: Thresholds::default(),
+            sync: None,
+            perf_map: false,
+            poison: false,
+            run: RunConfig::default(),
+        }
+    }
+}
+
 /// The tier each function of `module` starts in: `Baseline` or `Opt` for every function
-/// under `--tier baseline` or `--tier opt`, the interpreter otherwise (`auto` has no tiering policy yet),
-/// with `overrides` applied. An override naming no function is an error.
+/// under `--tier baseline` or `--tier opt`, the interpreter under `--tier interp` and
+/// `--tier auto` (which moves them up as they get hot), with `overrides` applied. An
+/// override naming no function is an error.
 pub fn function_tiers(
     module: &Module,
     tier: Tier,
@@ -238,9 +282,48 @@ pub fn function_tiers(
     Ok(tiers)
 }
 
-/// Builds the program for `module` with each function in the tier `tiers` gives it (see
-/// [`function_tiers`]): a runtime for its code, native code for the functions that have
-/// some (published before anything runs), and the thread body that fits.
+/// Builds the program for `module` as `options` say: a runtime for its code; with native
+/// tiers, every function installed in its first tier before anything runs; under
+/// `--tier auto`, the tiering policy and its compile thread (see [`tiering`]). Then
+/// [`Program::run_main`] runs it.
+pub fn start(module: Module, options: &Options) -> Result<Arc<Program>, String> {
+    let tiers = function_tiers(&module, options.tier, &options.func_tiers)?;
+    let defaults = runtime_config();
+    let runtime = Runtime::new(Config {
+        strategy: options.sync,
+        poison: defaults.poison || options.poison,
+        ..defaults
+    })
+    .map_err(|e| e.to_string())?;
+    if options.perf_map {
+        let names = module.functions.iter().map(|f| f.name.clone()).collect();
+        perf_map::install(&runtime, names)
+            .map_err(|e| format!("cannot write {}: {e}", perf_map::path().display()))?;
+    }
+    let auto = options.tier == Tier::Auto && cfg!(target_arch = "x86_64");
+    if !auto && tiers.iter().all(|&t| t == Tier::Interp) {
+        let program = Program::new(
+            Arc::new(module),
+            options.run,
+            runtime,
+            Box::new(interpreter_thread),
+            None,
+        );
+        program.add_patch_observer(Box::new(trace::patch));
+        program.set_stats_report(Box::new(|p| stats::report(p, None)));
+        return Ok(program);
+    }
+    native_program(
+        module,
+        &tiers,
+        auto.then_some(options.thresholds),
+        options.run,
+        runtime,
+    )
+}
+
+/// [`start`] with each function in the tier `tiers` gives it and no tiering (for tests that
+/// choose tiers per function).
 pub fn instantiate(
     module: Module,
     tiers: &[Tier],
@@ -256,7 +339,7 @@ pub fn instantiate(
             None,
         ));
     }
-    native_program(module, tiers, config, runtime)
+    native_program(module, tiers, None, config, runtime)
 }
 
 /// The installer's tier for an engine tier.
@@ -270,47 +353,67 @@ fn native_tier(t: Tier) -> jitvm_jit::install::NativeTier {
     }
 }
 
-/// `--stats` lines for what the JITs compiled: time per function and per instruction.
-#[cfg(target_arch = "x86_64")]
-fn compile_stats(module: &Module, installed: &[jitvm_jit::install::Installed]) -> String {
-    use jitvm_jit::install::NativeTier;
-    let mut out = String::from("compile times (JIT tiers):\n");
-    for item in installed.iter().filter(|i| i.tier != NativeTier::Interp) {
-        let f = &module.functions[item.func as usize];
-        let n = f.code.len().max(1);
-        let us = item.compile_time.as_secs_f64() * 1e6;
-        out.push_str(&format!(
-            "  {:<24} {:>8}  {:>10.1} us  {:>8.2} us/instr  ({} instrs)\n",
-            f.name,
-            format!("{:?}", item.tier).to_lowercase(),
-            us,
-            us / n as f64,
-            f.code.len()
-        ));
-    }
-    out
-}
-
+/// A program with native code: every function installed in its tier (`tiers`, or for
+/// `auto`, the thresholds' first tier where `tiers` does not pin one) behind its dispatch
+/// slot, and with `thresholds`, the tiering policy and its compile thread.
 #[cfg(target_arch = "x86_64")]
 fn native_program(
     module: Module,
     tiers: &[Tier],
-    config: RunConfig,
+    thresholds: Option<Thresholds>,
+    mut config: RunConfig,
     runtime: Arc<Runtime>,
 ) -> Result<Arc<Program>, String> {
-    let tiers: Vec<_> = tiers.iter().map(|&t| native_tier(t)).collect();
+    use jitvm_jit::install::Jit;
+    let n = module.functions.len();
+    // Under auto, a function is pinned by --func-tier (its tier is not Interp here); the
+    // others start where the thresholds say.
+    let pinned: Vec<bool> = tiers
+        .iter()
+        .map(|&t| thresholds.is_some() && t != Tier::Interp)
+        .collect();
+    let first: Vec<_> = tiers
+        .iter()
+        .zip(&pinned)
+        .map(|(&t, &pinned)| match thresholds {
+            Some(th) if !pinned => th.first_tier(),
+            _ => native_tier(t),
+        })
+        .collect();
+    let compiles = CompileLog::new(n);
+    let policy = thresholds.map(|th| {
+        config.profile_batch = th.profile_batch();
+        Policy::new(th, &first, &pinned, Arc::clone(&compiles))
+    });
+    let hook = policy.clone().map(|policy| {
+        Box::new(move |p: &Program, f| policy.on_report(p, f)) as Box<jitvm_vm::program::HotHook>
+    });
     let program = Program::new(
         Arc::new(module),
         config,
         runtime,
         Box::new(jitvm_jit::native_thread::native_thread),
-        None,
+        hook,
     );
-    let installed = jitvm_jit::install::install(&program, &tiers, false)
+    let (jit, installed) = Jit::install(&program, &first, false, policy.is_some())
         .map_err(|e| format!("cannot install native code: {e}"))?;
-    if config.stats {
-        program.set_extra_stats(compile_stats(&program.module, &installed));
+    {
+        let mut log = compiles.lock().unwrap_or_else(|e| e.into_inner());
+        for item in &installed {
+            log.record(item.func, item.tier, item.compile_time);
+        }
     }
+    let jit = Arc::new(jit);
+    if let Some(policy) = &policy {
+        tiering::start_compiler(&program, policy, &jit)
+            .map_err(|e| format!("cannot start the compile thread: {e}"))?;
+    }
+    program.add_patch_observer(Box::new(trace::patch));
+    let sources = stats::StatsSources {
+        tier: Box::new(move |f| jit.tier_of(f)),
+        compiles,
+    };
+    program.set_stats_report(Box::new(move |p| stats::report(p, Some(&sources))));
     Ok(program)
 }
 
@@ -318,6 +421,7 @@ fn native_program(
 fn native_program(
     _module: Module,
     _tiers: &[Tier],
+    _thresholds: Option<Thresholds>,
     _config: RunConfig,
     _runtime: Arc<Runtime>,
 ) -> Result<Arc<Program>, String> {
@@ -403,7 +507,7 @@ pub fn native_disassembly(_module: Module, _tier: Tier) -> Result<String, String
 /// A thread that runs `f(args)` in the interpreter: its own [`ThreadState`], counted calls
 /// added to the profile when it ends, trap or not.
 pub fn interpreter_thread(program: &Arc<Program>, f: FuncId, args: &[i64]) -> Result<i64, Trap> {
-    let mut state = ThreadState::new(program.definitions().len());
+    let mut state = ThreadState::new(program);
     let result = interp::run_function(program, &mut state, f, args, 0);
     state.flush_profile(program);
     result

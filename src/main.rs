@@ -2,9 +2,10 @@
 
 use clap::{Parser, Subcommand};
 use jitvm::{
-    entry_point, function_tiers, instantiate, ir_listing, load, native_disassembly, FuncTier,
-    Input, Tier,
+    entry_point, ir_listing, load, native_disassembly, start, FuncTier, Input, Options, Thresholds,
+    Tier,
 };
+use jitvm_runtime::Strategy;
 use jitvm_vm::lower::lower_module;
 use jitvm_vm::output::report_write_error;
 use jitvm_vm::RunConfig;
@@ -43,17 +44,41 @@ enum Command {
         #[arg(long, default_value_t = RunConfig::DEFAULT_MAX_DEPTH,
               value_parser = clap::value_parser!(u32).range(1..=RunConfig::LIMIT_MAX_DEPTH as i64))]
         max_depth: u32,
-        /// When the run ends (trap included), print per-function call and loop back-edge
-        /// counts to stderr, and the JIT tiers' compile time per function and per instruction.
+        /// --tier auto: calls plus loop back-edges in the interpreter before a function
+        /// is compiled by the baseline JIT (0: before its first call).
+        #[arg(long, value_name = "N", default_value_t = Thresholds::DEFAULT_BASELINE)]
+        baseline_threshold: u64,
+        /// --tier auto: calls plus loop back-edges in baseline code before a function is
+        /// compiled by the optimizing JIT (0: straight to it, skipping the baseline).
+        #[arg(long, value_name = "N", default_value_t = Thresholds::DEFAULT_OPT)]
+        opt_threshold: u64,
+        /// How code changes reach the other cores: membarrier, mprotect, signal or none
+        /// (default: $JITVM_SYNC, else membarrier where the kernel has it, else signal).
+        #[arg(long, value_name = "STRATEGY", value_parser = jitvm::parse_strategy)]
+        sync: Option<Strategy>,
+        /// Log a line per tier-up and per patch to stderr (the log target `jitvm::trace`:
+        /// the same as JITVM_LOG=jitvm::trace=info).
+        #[arg(long)]
+        trace: bool,
+        /// When the run ends (trap included), print to stderr per function its counted
+        /// calls and loop back-edges, its tier and its compile times, and the code
+        /// runtime's totals: commits, serializations, code bytes live, retired and freed.
         #[arg(long)]
         stats: bool,
-        /// Testing aid: run function NAME in TIER (interp, baseline or opt) whatever --tier says;
-        /// repeat for several functions.
+        /// Write /tmp/perf-PID.map as code is published, so `perf report` names JIT frames.
+        #[arg(long)]
+        perf_map: bool,
+        /// Testing aid: run function NAME in TIER (interp, baseline or opt) whatever --tier
+        /// says, and keep it there; repeat for several functions.
         #[arg(long = "func-tier", value_name = "NAME=TIER")]
         func_tier: Vec<FuncTier>,
         /// The `.bc` file, or `-` for standard input.
         file: PathBuf,
     },
+    /// Hot-patch under load: worker threads call functions through the real engine while
+    /// they tier up and a patcher thread swaps their definitions with `patch`; every result
+    /// is checked against the definition in force (spec §5). Exits 1 on any violation.
+    Stress(jitvm::stress::StressArgs),
     /// Parse and verify a program without running it.
     #[command(after_help = EXIT_STATUS)]
     Check {
@@ -84,22 +109,56 @@ enum Command {
 /// A usage or static error.
 const STATIC_ERROR: u8 = 2;
 
+/// Logging to stderr: the filter of JITVM_LOG (else RUST_LOG), plus the trace target when
+/// `trace` is asked for.
+fn init_log(trace: bool) {
+    let mut builder = env_logger::Builder::new();
+    if trace {
+        builder.filter_module(jitvm::trace::TARGET, log::LevelFilter::Info);
+    }
+    if let Ok(filters) = std::env::var("JITVM_LOG").or_else(|_| std::env::var("RUST_LOG")) {
+        builder.parse_filters(&filters);
+    }
+    builder.format_timestamp_micros().init();
+}
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::new().filter("JITVM_LOG")).init();
     let cli = Cli::parse();
+    let trace = matches!(cli.command, Command::Run { trace: true, .. })
+        || matches!(&cli.command, Command::Stress(a) if a.trace);
+    init_log(trace);
     match cli.command {
         Command::Run {
             tier,
             max_depth,
+            baseline_threshold,
+            opt_threshold,
+            sync,
+            trace: _,
             stats,
+            perf_map,
             func_tier,
             file,
-        } => run(
-            tier,
-            &func_tier,
-            RunConfig { max_depth, stats },
-            &Input::from_arg(&file),
-        ),
+        } => {
+            let options = Options {
+                tier,
+                func_tiers: func_tier,
+                thresholds: Thresholds {
+                    baseline: baseline_threshold,
+                    opt: opt_threshold,
+                },
+                sync,
+                perf_map,
+                poison: false,
+                run: RunConfig {
+                    max_depth,
+                    stats,
+                    ..RunConfig::default()
+                },
+            };
+            run(&options, &Input::from_arg(&file))
+        }
+        Command::Stress(args) => jitvm::stress::main(&args),
         Command::Check { file } => {
             let input = Input::from_arg(&file);
             match load(&input) {
@@ -185,11 +244,11 @@ fn refuse_tier(tier: Tier, allowed: &[Tier]) -> Option<ExitCode> {
     None
 }
 
-fn run(tier: Tier, func_tiers: &[FuncTier], config: RunConfig, input: &Input) -> ExitCode {
-    if let Some(refused) = refuse_tier(tier, &Tier::ALL) {
+fn run(options: &Options, input: &Input) -> ExitCode {
+    if let Some(refused) = refuse_tier(options.tier, &Tier::ALL) {
         return refused;
     }
-    if let Some(t) = func_tiers.iter().find(|t| !t.tier.is_available()) {
+    if let Some(t) = options.func_tiers.iter().find(|t| !t.tier.is_available()) {
         return refuse_tier(t.tier, &Tier::ALL).expect("unavailable");
     }
     let path = input.name();
@@ -201,11 +260,10 @@ fn run(tier: Tier, func_tiers: &[FuncTier], config: RunConfig, input: &Input) ->
         Ok(main) => main,
         Err(e) => return fail(&e.render(&path)),
     };
-    let tiers = match function_tiers(&module, tier, func_tiers) {
-        Ok(tiers) => tiers,
-        Err(e) => return fail(&format!("error: {e}\n")),
-    };
-    let program = match instantiate(module, &tiers, config) {
+    if let Err(e) = jitvm::function_tiers(&module, options.tier, &options.func_tiers) {
+        return fail(&format!("error: {e}\n"));
+    }
+    let program = match start(module, options) {
         Ok(program) => program,
         Err(e) => return fail(&format!("error: cannot start: {e}\n")),
     };

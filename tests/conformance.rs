@@ -15,9 +15,13 @@ fn cases_dir() -> PathBuf {
 }
 
 fn run_tier(tier: Tier) {
-    let flag = format!("--tier={tier}");
+    run_with(&[&format!("--tier={tier}")]);
+}
+
+fn run_with(flags: &[&str]) {
+    let tier = flags.join(" ");
     let (total, failures) =
-        jitvm_conformance::check_dir(&binary(), &cases_dir(), &[&flag], Duration::from_secs(120))
+        jitvm_conformance::check_dir(&binary(), &cases_dir(), flags, Duration::from_secs(120))
             .expect("cases readable");
     assert!(
         total >= 55,
@@ -37,6 +41,40 @@ fn conformance_in_every_available_tier() {
         if tier.is_available() {
             run_tier(tier);
         }
+    }
+}
+
+/// `--tier auto` moves functions up while the program runs: with thresholds of 0 every
+/// function starts compiled, with 1 they tier up at their first counted events (so tier-ups
+/// land while the cases run), and each serialization strategy publishes them.
+#[test]
+fn conformance_under_tiering_with_every_threshold_and_strategy() {
+    if !Tier::Baseline.is_available() {
+        return;
+    }
+    for flags in [
+        &["--tier=auto", "--baseline-threshold=0", "--opt-threshold=0"][..],
+        &["--tier=auto", "--baseline-threshold=1", "--opt-threshold=1"][..],
+        &["--tier=auto", "--baseline-threshold=1", "--opt-threshold=0"][..],
+        &["--tier=auto", "--baseline-threshold=0", "--opt-threshold=3"][..],
+        &["--tier=auto", "--sync=membarrier"][..],
+        &[
+            "--tier=auto",
+            "--baseline-threshold=1",
+            "--opt-threshold=1",
+            "--sync=signal",
+        ][..],
+    ] {
+        run_with(flags);
+    }
+    // mprotect is refused on machines that broadcast TLB invalidation (INVLPGB).
+    if jitvm_runtime::select_strategy(Some("mprotect")).is_ok() {
+        run_with(&[
+            "--tier=auto",
+            "--baseline-threshold=1",
+            "--opt-threshold=1",
+            "--sync=mprotect",
+        ]);
     }
 }
 

@@ -96,6 +96,28 @@
 //! native code holds no code address except the return addresses on its stack: that is what
 //! makes the report true.
 //!
+//! ## Profiling: counters for tiering up
+//!
+//! Baseline code counts, so that a tiering policy can move it up to optimized code; optimized
+//! code does not. At its entry (past a leading base case, with the entry poll) and at every
+//! backward jump (with that poll), function `f` decrements its counter in the thread's
+//! arrays, `ctx.calls_left[f]` or `ctx.back_edges_left[f]`, and goes to the poll's slow path
+//! when it reaches 0 as when the poll word is set:
+//!
+//! ```text
+//! mov rax, [rbx + CTX_CALLS_LEFT]   ; or CTX_BACK_EDGES_LEFT
+//! sub dword [rax + 4*f], 1
+//! jz  slow
+//! mov rax, imm64(poll_word)
+//! cmp dword [rax], 0
+//! jne slow
+//! ```
+//!
+//! The slow path calls `profile(ctx, f, counter)`, which reports the batch to the VM's profile
+//! if the counter is 0 (and restarts it), then runs the safepoint. The arrays are the
+//! interpreter's own ([`jitvm_vm::state::ThreadState::counters`]), so a function's events
+//! count the same whichever tier ran them.
+//!
 //! ## Threads and the runtime: the contract
 //!
 //! 1. Every VM thread is registered with the program's runtime for its whole life.
@@ -123,6 +145,7 @@
 //! | `join` | `(ctx, h: i64) -> NativeRet` | value = the thread's result |
 //! | `patch` | `(ctx, f: u64, g: u64) -> u64` | status |
 //! | `safepoint` | `(ctx)` | no result |
+//! | `profile` | `(ctx, f: u64, counter: u64)` | no result; `counter` 0 = calls, 1 = back-edges |
 //! | `call_interp` | `(ctx, depth: u64, def_addr: usize, args: *const i64) -> NativeRet` | stubs only |
 //!
 //! `f` and `g` are function indices (`FuncId`).
@@ -217,6 +240,11 @@ pub struct ThreadContext {
     pub stack_limit: usize,
     /// The engine's per-thread state, for its callbacks. Native code never reads it.
     pub vm: *mut c_void,
+    /// The thread's profile counters, one `u32` per function (`FuncId`): calls and loop
+    /// back-edges left until the next report. Baseline code decrements them (see
+    /// "Profiling" in the module docs).
+    pub calls_left: *const std::cell::Cell<u32>,
+    pub back_edges_left: *const std::cell::Cell<u32>,
 }
 
 pub const CTX_MEMORY_BASE: i32 = 0;
@@ -224,6 +252,8 @@ pub const CTX_MEMORY_CELLS: i32 = 8;
 pub const CTX_MAX_DEPTH: i32 = 16;
 pub const CTX_STACK_LIMIT: i32 = 24;
 pub const CTX_VM: i32 = 32;
+pub const CTX_CALLS_LEFT: i32 = 40;
+pub const CTX_BACK_EDGES_LEFT: i32 = 48;
 
 /// Stack to leave below `stack_limit` for Rust callbacks and the interpreter behind stubs.
 pub const STACK_HEADROOM: usize = 256 << 10;
@@ -262,6 +292,7 @@ pub struct Callbacks {
     pub patch: usize,
     pub safepoint: usize,
     pub call_interp: usize,
+    pub profile: usize,
 }
 
 /// Code a compiler produced, to be copied to a 16-aligned address (the one it was compiled
@@ -362,7 +393,15 @@ mod tests {
             CTX_STACK_LIMIT as usize
         );
         assert_eq!(offset_of!(ThreadContext, vm), CTX_VM as usize);
-        assert_eq!(std::mem::size_of::<ThreadContext>(), 40);
+        assert_eq!(
+            offset_of!(ThreadContext, calls_left),
+            CTX_CALLS_LEFT as usize
+        );
+        assert_eq!(
+            offset_of!(ThreadContext, back_edges_left),
+            CTX_BACK_EDGES_LEFT as usize
+        );
+        assert_eq!(std::mem::size_of::<ThreadContext>(), 56);
     }
 
     #[test]

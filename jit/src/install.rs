@@ -1,5 +1,11 @@
 //! Installing native code into a running program: compile, stage through the runtime, point
-//! the dispatch slots at it, all in one transaction.
+//! the dispatch slots at it.
+//!
+//! A [`Jit`] is the native side of one program: the code each definition runs now, and the
+//! optimizing JIT's call stubs. [`Jit::install`] puts every function in its first tier before
+//! anything runs (one `Strong` commit); [`Jit::tier_up`] moves definitions up while threads
+//! run them (one `Eventual` commit per batch, through [`Program::commit_code`], which leaves
+//! patched slots alone), and retires the code they replace.
 //!
 //! The code is assembled knowing its final address: the runtime reserves the compiler's
 //! upper bound ([`baseline::max_code_size`]), the compiler assembles for the reserved
@@ -8,22 +14,24 @@
 //!
 //! Optimized code (Cranelift) comes as position-independent bytes plus relocations, staged
 //! with `Transaction::stage_relocated`; its calls go to per-callee call stubs
-//! ([`crate::opt::call_stubs`]) staged in the same transaction, one per function of the
-//! program.
+//! ([`crate::opt::call_stubs`]), one per function of the program, staged once with the first
+//! install and shared by every later compile.
 //!
-//! A function that fails to compile (or finds no code memory) stays in the interpreter,
-//! behind a stub, with a warning in the log; the run goes on.
+//! A function that fails to compile (or finds no code memory) stays where it was (at first:
+//! in the interpreter, behind a stub), with a warning in the log; the run goes on.
 
-use crate::abi::CompiledCode;
+use crate::abi::{CompiledCode, ENTRY_OFFSET};
 use crate::baseline::{self, CompileEnv};
 use crate::native_thread::callbacks;
 use crate::stubs::{compile_stub, MAX_STUB_SIZE};
-use jitvm_runtime::{Error, Guarantee, Reloc, RelocKind, Transaction};
+use jitvm_runtime::{Blob, CommitInfo, Error, Guarantee, Reloc, RelocKind, Transaction};
 use jitvm_vm::program::Program;
 use jitvm_vm::FuncId;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The tier a function is installed in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum NativeTier {
     /// An interpreter stub.
     Interp,
@@ -33,6 +41,48 @@ pub enum NativeTier {
     Opt,
 }
 
+impl NativeTier {
+    /// Its `--tier` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            NativeTier::Interp => "interp",
+            NativeTier::Baseline => "baseline",
+            NativeTier::Opt => "opt",
+        }
+    }
+}
+
+/// What a blob is, in the owner tag the runtime keeps for it (`Transaction::set_owner`):
+/// the function in the low 32 bits, the kind above. A perf map or a trace reads it back with
+/// [`blob_owner`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobKind {
+    Code(NativeTier),
+    /// An optimized-code call stub of the function.
+    CallStub,
+}
+
+fn owner_tag(f: FuncId, kind: BlobKind) -> u64 {
+    let k: u64 = match kind {
+        BlobKind::Code(NativeTier::Interp) => 0,
+        BlobKind::Code(NativeTier::Baseline) => 1,
+        BlobKind::Code(NativeTier::Opt) => 2,
+        BlobKind::CallStub => 3,
+    };
+    (k << 32) | f as u64
+}
+
+/// The function and kind of a blob from its owner tag.
+pub fn blob_owner(owner: u64) -> (FuncId, BlobKind) {
+    let kind = match owner >> 32 {
+        0 => BlobKind::Code(NativeTier::Interp),
+        1 => BlobKind::Code(NativeTier::Baseline),
+        2 => BlobKind::Code(NativeTier::Opt),
+        _ => BlobKind::CallStub,
+    };
+    (owner as u32 as FuncId, kind)
+}
+
 /// What one function got.
 #[derive(Debug)]
 pub struct Installed {
@@ -40,13 +90,216 @@ pub struct Installed {
     /// The tier it got (a failed compile falls back to `Interp`).
     pub tier: NativeTier,
     /// How long compiling it took (zero for stubs).
-    pub compile_time: std::time::Duration,
+    pub compile_time: Duration,
     /// Cranelift IR before and after optimization, when asked for.
     pub ir: Option<(String, String)>,
     /// The blob's address (the entry is [`crate::abi::ENTRY_OFFSET`] past it).
     pub addr: usize,
     /// Native code, or `None` for an interpreter stub.
     pub native: Option<CompiledCode>,
+}
+
+/// One definition moved up by [`Jit::tier_up`].
+#[derive(Clone, Debug)]
+pub struct TierUp {
+    pub func: FuncId,
+    pub from: NativeTier,
+    pub to: NativeTier,
+    pub compile_time: Duration,
+    /// Bytes of the new blob.
+    pub code_bytes: usize,
+    /// Dispatch slots now running it (0 if every function that ran it was patched away).
+    pub slots: usize,
+}
+
+/// What one [`Jit::tier_up`] did: the tier-ups it published together, in one commit.
+#[derive(Clone, Debug)]
+pub struct TierUpBatch {
+    pub done: Vec<TierUp>,
+    /// Definitions that failed to compile (they keep their tier), with why.
+    pub failed: Vec<(FuncId, NativeTier, String)>,
+    /// The commit, and how long it took; `None` when nothing compiled.
+    pub commit: Option<(CommitInfo, Duration)>,
+}
+
+/// The native side of one program; see the module docs.
+pub struct Jit {
+    env: CompileEnv,
+    opt: Option<OptSetup>,
+    /// Per definition (by `FuncId`): the blob its entry is in, and its tier.
+    code: Mutex<Vec<(Blob, NativeTier)>>,
+}
+
+impl Jit {
+    /// Installs every function in its tier (`tiers`, by `FuncId`), all in one `Strong`
+    /// commit, and returns the program's `Jit` with what each function got. `want_ir` keeps
+    /// Cranelift's IR for `dis --ir`; `opt_later` stages the optimizing JIT's call stubs even
+    /// if no function is optimized yet, for [`Jit::tier_up`]. A function that fails to
+    /// compile gets an interpreter stub and a warning. Fails only if even the stubs cannot
+    /// be published.
+    pub fn install(
+        program: &Program,
+        tiers: &[NativeTier],
+        want_ir: bool,
+        opt_later: bool,
+    ) -> Result<(Jit, Vec<Installed>), Error> {
+        let module = &program.module;
+        let env = CompileEnv {
+            slot_addr: (0..module.functions.len() as FuncId)
+                .map(|f| program.slot_addr(f))
+                .collect(),
+            callbacks: callbacks(),
+            poll_word: program.runtime().poll_word() as usize,
+            header: 0,
+            count_as: None,
+        };
+        let mut tx = program.runtime().transaction();
+        let mut installed = Vec::with_capacity(module.functions.len());
+        let mut blobs = Vec::with_capacity(module.functions.len());
+        let opt = if opt_later || tiers.contains(&NativeTier::Opt) {
+            match OptSetup::new(&mut tx, &env) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    log::warn!("opt: no optimizing JIT: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        for (i, func) in module.functions.iter().enumerate() {
+            let f = i as FuncId;
+            let start = Instant::now();
+            let mut ir = None;
+            let code = match (tiers[i], &opt) {
+                (NativeTier::Interp, _) | (NativeTier::Opt, None) => None,
+                (NativeTier::Baseline, _) => match stage_native(program, &mut tx, &env, f) {
+                    Ok(code) => Some((NativeTier::Baseline, code)),
+                    Err(e) => {
+                        log::warn!("baseline: `{}` stays in the interpreter: {e}", func.name);
+                        None
+                    }
+                },
+                (NativeTier::Opt, Some(o)) => match o.stage(program, &mut tx, f, want_ir) {
+                    Ok((code, clif)) => {
+                        ir = clif;
+                        Some((NativeTier::Opt, code))
+                    }
+                    Err(e) => {
+                        log::warn!("opt: `{}` stays in the interpreter: {e}", func.name);
+                        None
+                    }
+                },
+            };
+            let compile_time = start.elapsed();
+            let (tier, blob, native) = match code {
+                Some((tier, (blob, code))) => (tier, blob, Some(code)),
+                None => (NativeTier::Interp, stage_stub(program, &mut tx, f)?, None),
+            };
+            blobs.push((blob, tier));
+            installed.push(Installed {
+                func: f,
+                tier,
+                compile_time,
+                ir,
+                addr: blob.addr(),
+                native,
+            });
+        }
+        for item in &installed {
+            // SAFETY: each entry was just staged in `tx` with a header made by
+            // `Program::header_word` for the definition of the same function (so the same
+            // parameter count); native code follows the ABI and stubs lead to the
+            // interpreter, and every slot gets one of them in this one transaction.
+            unsafe {
+                program.set_entry(&mut tx, item.func, item.addr + ENTRY_OFFSET)?;
+            }
+        }
+        tx.commit(Guarantee::Strong)?;
+        let jit = Jit {
+            env,
+            opt,
+            code: Mutex::new(blobs),
+        };
+        Ok((jit, installed))
+    }
+
+    /// The tier definition `f` runs in now.
+    pub fn tier_of(&self, f: FuncId) -> NativeTier {
+        self.code.lock().unwrap_or_else(|e| e.into_inner())[f as usize].1
+    }
+
+    /// Whether this `Jit` can compile in `tier`.
+    pub fn has_tier(&self, tier: NativeTier) -> bool {
+        tier != NativeTier::Opt || self.opt.is_some()
+    }
+
+    /// Compiles each `(definition, tier)` of `jobs` (each a tier above its current one) and
+    /// publishes them together: one transaction, committed `Eventual` (old code is merely
+    /// slower, so a thread may still start it until the next serialization), in which every
+    /// slot that runs one of the definitions moves to its new code and the code it replaces
+    /// is retired (reclaimed once no thread can be running it). Runs while other threads run
+    /// the program; never stops them. A definition that fails to compile keeps its tier.
+    pub fn tier_up(
+        &self,
+        program: &Program,
+        jobs: &[(FuncId, NativeTier)],
+    ) -> Result<TierUpBatch, Error> {
+        let mut code = self.code.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tx = program.runtime().transaction();
+        let mut batch = TierUpBatch {
+            done: Vec::new(),
+            failed: Vec::new(),
+            commit: None,
+        };
+        let mut entries = Vec::new();
+        let mut blobs = Vec::new();
+        for &(f, to) in jobs {
+            let from = code[f as usize].1;
+            if to <= from {
+                continue;
+            }
+            let start = Instant::now();
+            let staged = match (to, &self.opt) {
+                (NativeTier::Baseline, _) => stage_native(program, &mut tx, &self.env, f),
+                (NativeTier::Opt, Some(o)) => o.stage(program, &mut tx, f, false).map(|c| c.0),
+                (NativeTier::Opt, None) => Err("no optimizing JIT on this machine".into()),
+                (NativeTier::Interp, _) => unreachable!("not above any tier"),
+            };
+            match staged {
+                Ok((blob, native)) => {
+                    entries.push((f, blob.addr() + ENTRY_OFFSET));
+                    blobs.push((blob, to));
+                    batch.done.push(TierUp {
+                        func: f,
+                        from,
+                        to,
+                        compile_time: start.elapsed(),
+                        code_bytes: native.bytes.len(),
+                        slots: 0,
+                    });
+                }
+                Err(e) => batch.failed.push((f, to, e)),
+            }
+        }
+        if entries.is_empty() {
+            return Ok(batch);
+        }
+        for item in &batch.done {
+            tx.retire(code[item.func as usize].0)?;
+        }
+        let start = Instant::now();
+        // SAFETY: each entry was just staged in `tx`, headed by `Program::header_word` for
+        // its own definition, and follows the ABI; every slot already holds executable code
+        // (`install` put a stub or code in each).
+        let (commit, moved) = unsafe { program.commit_code(tx, &entries, Guarantee::Eventual)? };
+        batch.commit = Some((commit, start.elapsed()));
+        for ((item, blob), slots) in batch.done.iter_mut().zip(blobs).zip(moved) {
+            item.slots = slots;
+            code[item.func as usize] = blob;
+        }
+        Ok(batch)
+    }
 }
 
 /// Compiles with the baseline JIT every function `native` selects, puts a stub in front of
@@ -66,98 +319,27 @@ pub fn install_baseline(program: &Program, native: &[bool]) -> Result<Vec<Instal
     install(program, &tiers, false)
 }
 
-/// Installs every function in its tier (`tiers`, by `FuncId`), all in one `Strong` commit;
-/// `want_ir` keeps Cranelift's IR for `dis --ir`. A function that fails to compile gets an
-/// interpreter stub and a warning. Fails only if even the stubs cannot be published.
+/// [`Jit::install`] for a program that will not tier up.
 pub fn install(
     program: &Program,
     tiers: &[NativeTier],
     want_ir: bool,
 ) -> Result<Vec<Installed>, Error> {
-    let module = &program.module;
-    let env = CompileEnv {
-        slot_addr: (0..module.functions.len() as FuncId)
-            .map(|f| program.slot_addr(f))
-            .collect(),
-        callbacks: callbacks(),
-        poll_word: program.runtime().poll_word() as usize,
-        header: 0,
-    };
-    let mut tx = program.runtime().transaction();
-    let mut installed = Vec::with_capacity(module.functions.len());
-    let opt = if tiers.contains(&NativeTier::Opt) {
-        match OptSetup::new(&mut tx, &env) {
-            Ok(o) => Some(o),
-            Err(e) => {
-                log::warn!("opt: no optimizing JIT: {e}");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    for (i, func) in module.functions.iter().enumerate() {
-        let f = i as FuncId;
-        let start = std::time::Instant::now();
-        let mut ir = None;
-        let code = match (tiers[i], &opt) {
-            (NativeTier::Interp, _) => None,
-            (NativeTier::Baseline, _) => match stage_native(program, &mut tx, &env, f) {
-                Ok(code) => Some((NativeTier::Baseline, code)),
-                Err(e) => {
-                    log::warn!("baseline: `{}` stays in the interpreter: {e}", func.name);
-                    None
-                }
-            },
-            (NativeTier::Opt, None) => None,
-            (NativeTier::Opt, Some(o)) => match o.stage(program, &mut tx, f, want_ir) {
-                Ok(((addr, code), clif)) => {
-                    ir = clif;
-                    Some((NativeTier::Opt, (addr, code)))
-                }
-                Err(e) => {
-                    log::warn!("opt: `{}` stays in the interpreter: {e}", func.name);
-                    None
-                }
-            },
-        };
-        let compile_time = start.elapsed();
-        let (tier, addr, native) = match code {
-            Some((tier, (addr, code))) => (tier, addr, Some(code)),
-            None => (NativeTier::Interp, stage_stub(program, &mut tx, f)?, None),
-        };
-        installed.push(Installed {
-            func: f,
-            tier,
-            compile_time,
-            ir,
-            addr,
-            native,
-        });
-    }
-    for item in &installed {
-        // SAFETY: each entry was just staged in `tx` with a header made by
-        // `Program::header_word` for the definition of the same function (so the same
-        // parameter count); native code follows the ABI and stubs lead to the
-        // interpreter, and every slot gets one of them in this one transaction.
-        unsafe {
-            program.set_entry(&mut tx, item.func, item.addr + crate::abi::ENTRY_OFFSET)?;
-        }
-    }
-    tx.commit(Guarantee::Strong)?;
-    Ok(installed)
+    Jit::install(program, tiers, want_ir, false).map(|(_, installed)| installed)
 }
 
-/// Compiles `f` for an address reserved in `tx` and stages it; returns the blob's address.
+/// Compiles `f` with the baseline JIT for an address reserved in `tx` and stages it. The
+/// code counts its calls and back-edges, so that it can tier up.
 fn stage_native<'a>(
     program: &'a Program,
     tx: &mut Transaction<'a>,
     env: &CompileEnv,
     f: FuncId,
-) -> Result<(usize, CompiledCode), String> {
+) -> Result<(Blob, CompiledCode), String> {
     let func = &program.module.functions[f as usize];
     let env = CompileEnv {
         header: program.header_word(f, true),
+        count_as: Some(f),
         ..env.clone()
     };
     let mut staging = tx
@@ -169,16 +351,17 @@ fn stage_native<'a>(
     let blob = staging
         .finish(code.bytes.len())
         .map_err(|e| e.to_string())?;
-    tx.set_owner(blob, f as u64).map_err(|e| e.to_string())?;
-    Ok((blob.addr(), code))
+    tx.set_owner(blob, owner_tag(f, BlobKind::Code(NativeTier::Baseline)))
+        .map_err(|e| e.to_string())?;
+    Ok((blob, code))
 }
 
-/// Stages an interpreter stub for f's own definition; returns the blob's address.
+/// Stages an interpreter stub for f's own definition.
 fn stage_stub<'a>(
     program: &'a Program,
     tx: &mut Transaction<'a>,
     f: FuncId,
-) -> Result<usize, Error> {
+) -> Result<Blob, Error> {
     let params = program.module.functions[f as usize].params.len();
     let def_addr = program.header_word(f, false);
     let mut staging = tx.reserve(MAX_STUB_SIZE, 16)?;
@@ -186,8 +369,8 @@ fn stage_stub<'a>(
         .map_err(|_| Error::InvalidArgument("an interpreter stub"))?;
     staging.buf()[..stub.bytes.len()].copy_from_slice(&stub.bytes);
     let blob = staging.finish(stub.bytes.len())?;
-    tx.set_owner(blob, f as u64)?;
-    Ok(blob.addr())
+    tx.set_owner(blob, owner_tag(f, BlobKind::Code(NativeTier::Interp)))?;
+    Ok(blob)
 }
 
 /// The optimizing JIT's per-install state: the host ISA and the call stubs.
@@ -208,7 +391,8 @@ impl OptSetup {
             let blob = tx
                 .stage_relocated(&bytes, 16, &[])
                 .map_err(|e| e.to_string())?;
-            tx.set_owner(blob, f as u64).map_err(|e| e.to_string())?;
+            tx.set_owner(blob, owner_tag(f as FuncId, BlobKind::CallStub))
+                .map_err(|e| e.to_string())?;
             stubs.push(blob.addr());
         }
         Ok(OptSetup {
@@ -229,7 +413,7 @@ impl OptSetup {
         tx: &mut Transaction<'a>,
         f: FuncId,
         want_ir: bool,
-    ) -> Result<((usize, CompiledCode), Option<(String, String)>), String> {
+    ) -> Result<((Blob, CompiledCode), Option<(String, String)>), String> {
         let header = program.header_word(f, true);
         let out = crate::opt::compile(&program.module, f, &self.env, &*self.isa, header, want_ir)?;
         let relocs: Vec<Reloc> = out
@@ -251,7 +435,8 @@ impl OptSetup {
         let blob = tx
             .stage_relocated(&out.code.bytes, 16, &relocs)
             .map_err(|e| e.to_string())?;
-        tx.set_owner(blob, f as u64).map_err(|e| e.to_string())?;
+        tx.set_owner(blob, owner_tag(f, BlobKind::Code(NativeTier::Opt)))
+            .map_err(|e| e.to_string())?;
         // The copy kept for the disassembly gets the same fix-ups the runtime applied.
         let mut code = out.code;
         for r in &relocs {
@@ -266,6 +451,6 @@ impl OptSetup {
                 }
             }
         }
-        Ok(((blob.addr(), code), out.ir))
+        Ok(((blob, code), out.ir))
     }
 }

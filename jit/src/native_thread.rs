@@ -21,7 +21,7 @@ use jitvm_runtime::{with_current_thread, CodePtr, ThreadHandle};
 use jitvm_vm::entry::Entry;
 use jitvm_vm::interp;
 use jitvm_vm::program::{Definition, Program};
-use jitvm_vm::state::ThreadState;
+use jitvm_vm::state::{Counter, ThreadState};
 use jitvm_vm::{FuncId, Trap};
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -46,6 +46,7 @@ pub fn callbacks() -> Callbacks {
         patch: patch as *const () as usize,
         safepoint: safepoint as *const () as usize,
         call_interp: call_interp as *const () as usize,
+        profile: profile as *const () as usize,
     }
 }
 
@@ -55,22 +56,25 @@ pub fn native_thread(program: &Arc<Program>, f: FuncId, args: &[i64]) -> Result<
     with_current_thread(|handle| {
         let Some(handle) = handle else {
             // Not a registered VM thread (a test calling the body directly): interpret.
-            let mut state = ThreadState::new(program.definitions().len());
+            let mut state = ThreadState::new(program);
             return interp::run_function(program, &mut state, f, args, 0);
         };
-        let mut state = ThreadState::new(program.definitions().len());
+        let mut state = ThreadState::new(program);
         let mut vm = VmThread {
             program,
             handle,
             state: std::ptr::null_mut(),
         };
         let memory = program.memory();
+        let (calls_left, back_edges_left) = state.counters();
         let mut ctx = ThreadContext {
             memory_base: memory.as_ptr(),
             memory_cells: memory.len() as u64,
             max_depth: program.config.max_depth as u64,
             stack_limit: stack_limit(handle),
             vm: &mut vm as *mut VmThread as *mut c_void,
+            calls_left,
+            back_edges_left,
         };
         state.set_native(enter_native, &mut ctx as *mut ThreadContext as *mut c_void);
         let entry = program.entry(f);
@@ -173,6 +177,19 @@ extern "sysv64" fn patch(ctx: *mut ThreadContext, f: u64, g: u64) -> u64 {
 extern "sysv64" fn safepoint(ctx: *mut ThreadContext) {
     // SAFETY: as in `print`.
     unsafe { vm(ctx) }.handle.safepoint_from_native();
+}
+
+extern "sysv64" fn profile(ctx: *mut ThreadContext, f: u64, counter: u64) {
+    // SAFETY: as in `print`.
+    let vm = unsafe { vm(ctx) };
+    let counter = match counter {
+        0 => Counter::Calls,
+        _ => Counter::BackEdges,
+    };
+    // SAFETY: as in `call_interp`: the thread's interpreter state, not in use meanwhile.
+    let st = unsafe { &mut *vm.state };
+    st.report_if_due(vm.program, f as FuncId, counter);
+    vm.handle.safepoint_from_native();
 }
 
 extern "sysv64" fn call_interp(

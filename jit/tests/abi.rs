@@ -339,6 +339,8 @@ fn dummy_context() -> ThreadContext {
         max_depth: 100,
         stack_limit: 0,
         vm: std::ptr::null_mut(),
+        calls_left: std::ptr::null(),
+        back_edges_left: std::ptr::null(),
     }
 }
 

@@ -386,7 +386,7 @@ mod tests {
     /// A thread state as a run suspended in native code leaves it: two frames of its own and
     /// registers below `top` in use, all set to -1.
     fn suspended(program: &Program, top: usize) -> ThreadState {
-        let mut st = ThreadState::new(program.definitions().len());
+        let mut st = ThreadState::new(program);
         let def: *const Definition = &program.definitions()[0];
         for i in 0..2 {
             st.frames.push(Frame {
@@ -411,7 +411,7 @@ mod tests {
     fn a_nested_run_leaves_the_suspended_runs_frames_and_registers_alone() {
         let program = program(10_000);
         // Near the end of the first register file, so the nested run grows (moves) it too.
-        let top = ThreadState::new(0).regs.len() - 10;
+        let top = ThreadState::new(&program).regs.len() - 10;
         let mut st = suspended(&program, top);
         assert_eq!(run_function(&program, &mut st, 0, &[3000], 3), Ok(3000));
         assert_untouched(&st, top);
@@ -442,7 +442,7 @@ mod tests {
     fn a_run_counts_depth_from_its_base() {
         // down(n) runs at depths depth_base + 1 ..= depth_base + n + 1.
         let program = program(50);
-        let mut st = ThreadState::new(program.definitions().len());
+        let mut st = ThreadState::new(&program);
         let mut down =
             |n: i64, depth_base: u32| run_function(&program, &mut st, 0, &[n], depth_base);
         assert_eq!(down(49, 0), Ok(49));

@@ -10,7 +10,15 @@
 //! `patch F G` points F's slot at G's entry in one runtime transaction committed with
 //! `Guarantee::Strong` ([`Program::patch`], spec §5): once it returns, no thread starts a
 //! call to F that runs anything but G's definition. A JIT installs code with
-//! [`Program::set_entry`]. These are the only places the slots are read and written.
+//! [`Program::set_entry`] before anything runs, and tiers a definition up while threads run
+//! with [`Program::commit_code`], which moves every slot that runs the definition to its
+//! new code. These are the only places the slots are read and written.
+//!
+//! **The dispatch lock.** `patch` and `commit_code` read slots and then write them; each
+//! holds the program's dispatch lock from the read to the end of its commit, so a tier-up
+//! that lands after a patch sees the patched slot (it runs another definition now) and
+//! leaves it alone. Invariant under the lock: every slot that runs definition D holds D's
+//! current entry.
 
 use crate::bytecode::{FuncId, Module};
 use crate::entry::{header_word, Entry, KIND_MASK, NATIVE};
@@ -23,7 +31,8 @@ use crate::trap::Trap;
 use jitvm_runtime::{DispatchSlot, Guarantee, Runtime, Transaction};
 use std::io::{self, Write};
 use std::sync::atomic::AtomicI64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// How a program runs.
 #[derive(Clone, Copy, Debug)]
@@ -32,6 +41,10 @@ pub struct RunConfig {
     pub max_depth: u32,
     /// Print the profile to stderr when the process ends, however it ends (`--stats`).
     pub stats: bool,
+    /// How many calls (or back-edges) of a definition a thread counts before it reports
+    /// them to the profile (1 to [`crate::profile::PROFILE_BATCH`]): a tiering policy with
+    /// low thresholds needs small batches to see them crossed.
+    pub profile_batch: u32,
 }
 
 impl RunConfig {
@@ -56,6 +69,7 @@ impl Default for RunConfig {
         RunConfig {
             max_depth: Self::DEFAULT_MAX_DEPTH,
             stats: false,
+            profile_batch: crate::profile::PROFILE_BATCH,
         }
     }
 }
@@ -83,8 +97,31 @@ pub struct Definition {
 }
 
 /// Hook a tiering policy installs to hear that a definition got hotter. Called on the thread
-/// that ran the code, once per [`crate::profile::PROFILE_BATCH`] events, so it must be quick.
-pub type HotHook = dyn Fn(FuncId) + Send + Sync;
+/// that ran the code, once per batch of events (see [`RunConfig::profile_batch`]), so it must
+/// be quick.
+pub type HotHook = dyn Fn(&Program, FuncId) + Send + Sync;
+
+/// What `patch F G` did, for an engine that traces or measures patches
+/// ([`Program::set_patch_observer`]).
+#[derive(Clone, Copy, Debug)]
+pub struct PatchEvent {
+    pub f: FuncId,
+    pub g: FuncId,
+    /// F's entry before and after, and the definitions they run.
+    pub old_entry: usize,
+    pub new_entry: usize,
+    pub old_def: FuncId,
+    pub new_def: FuncId,
+    /// From the request to the commit's return, waiting for the dispatch lock included.
+    pub latency: Duration,
+    pub commit: jitvm_runtime::CommitInfo,
+}
+
+/// Hears every patch, under the dispatch lock (so patches arrive one at a time, in order).
+pub type PatchObserver = dyn Fn(&Program, &PatchEvent) + Send + Sync;
+
+/// Makes the `--stats` text when the process ends.
+pub type StatsReport = dyn Fn(&Program) -> String + Send + Sync;
 
 /// What a VM thread runs: `f(args)` on the calling thread, to its result or its trap. The
 /// engine supplies it (today: a new `ThreadState` and the interpreter; with the JIT tiers:
@@ -105,9 +142,11 @@ pub struct Program {
     pub config: RunConfig,
     pub profile: Profile,
     hot_hook: Option<Box<HotHook>>,
-    /// More `--stats` text from the engine (the JITs' compile times), printed after the
-    /// profile.
-    extra_stats: std::sync::OnceLock<String>,
+    /// Held from reading a slot to committing its change (see the module docs).
+    dispatch_lock: Mutex<()>,
+    patch_observers: std::sync::RwLock<Vec<Box<PatchObserver>>>,
+    /// The engine's `--stats` text, in place of the profile's own table.
+    stats_report: OnceLock<Box<StatsReport>>,
     output: Output,
     threads: Arc<Threads>,
     thread_body: Box<ThreadBody>,
@@ -145,23 +184,43 @@ impl Program {
             .collect();
         Arc::new(Program {
             memory: zeroed_memory(module.memory_cells as usize),
-            profile: Profile::new(definitions.len()),
+            profile: Profile::new(definitions.len(), config.profile_batch),
             module,
             definitions,
             slots,
             runtime,
             config,
             hot_hook,
-            extra_stats: std::sync::OnceLock::new(),
+            dispatch_lock: Mutex::new(()),
+            patch_observers: Default::default(),
+            stats_report: OnceLock::new(),
             output: Output::default(),
             threads: Threads::new(config.thread_stack_bytes()),
             thread_body,
         })
     }
 
-    /// Sets the text `--stats` prints after the profile (once; later calls are ignored).
-    pub fn set_extra_stats(&self, text: String) {
-        let _ = self.extra_stats.set(text);
+    /// Sets what `--stats` prints, in place of the profile's table (once; later calls are
+    /// ignored).
+    pub fn set_stats_report(&self, report: Box<StatsReport>) {
+        let _ = self.stats_report.set(report);
+    }
+
+    /// Adds an observer that hears every `patch` from now on.
+    pub fn add_patch_observer(&self, observer: Box<PatchObserver>) {
+        self.patch_observers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(observer);
+    }
+
+    /// Takes the dispatch lock; a VM thread waiting for it is offline meanwhile.
+    fn lock_dispatch(&self) -> std::sync::MutexGuard<'_, ()> {
+        let lock = || self.dispatch_lock.lock().unwrap_or_else(|e| e.into_inner());
+        match self.dispatch_lock.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => blocking(lock),
+        }
     }
 
     pub fn definitions(&self) -> &[Definition] {
@@ -251,20 +310,75 @@ impl Program {
     }
 
     /// `patch f g` (spec §5): calls to `f` run g's current entry (its definition and its
-    /// compiled code) from now on. One runtime transaction committed `Strong`: when it
-    /// returns no thread will start a call to `f` that runs anything else, and a thread that
-    /// happens-after it loads the new entry. A commit that fails (the runtime could not
+    /// compiled code) from now on. One runtime transaction committed `Strong` under the
+    /// dispatch lock: when it returns no thread will start a call to `f` that runs anything
+    /// else, a thread that happens-after it loads the new entry, and no tier-up in flight
+    /// can undo it (see the module docs). A commit that fails (the runtime could not
     /// serialize the other cores) ends the process: the guarantee cannot be kept.
     pub fn patch(&self, f: FuncId, g: FuncId) {
+        let start = Instant::now();
+        let _dispatch = self.lock_dispatch();
+        let old_entry = self.slots[f as usize].get();
+        let new_entry = self.slots[g as usize].get();
         let mut tx = self.runtime.transaction();
         let committed = tx
-            .set_dispatch(&self.slots[f as usize], self.slots[g as usize].get())
+            .set_dispatch(&self.slots[f as usize], new_entry)
             .and_then(|()| tx.commit(Guarantee::Strong));
-        if let Err(e) = committed {
-            let _hold = self.output.flush_and_hold();
-            let _ = writeln!(io::stderr(), "error: cannot patch: {e}");
-            self.exit(EXIT_INTERNAL)
+        match committed {
+            Ok(commit) => {
+                let observers = self
+                    .patch_observers
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner());
+                if !observers.is_empty() {
+                    let event = PatchEvent {
+                        f,
+                        g,
+                        old_entry,
+                        new_entry,
+                        old_def: self.definition(Entry(old_entry)).func,
+                        new_def: self.definition(Entry(new_entry)).func,
+                        latency: start.elapsed(),
+                        commit,
+                    };
+                    for observer in observers.iter() {
+                        observer(self, &event);
+                    }
+                }
+            }
+            Err(e) => {
+                let _hold = self.output.flush_and_hold();
+                let _ = writeln!(io::stderr(), "error: cannot patch: {e}");
+                self.exit(EXIT_INTERNAL)
+            }
         }
+    }
+
+    /// Tier-ups: for each `(def, entry)` of `code`, every slot that now runs definition
+    /// `def` runs `entry` instead, all in `tx`, committed with `guarantee` under the
+    /// dispatch lock. Slots that run other definitions (a patched function) are left alone,
+    /// so a tier-up never undoes a patch. Returns the commit and, per item of `code`, how
+    /// many slots it moved.
+    ///
+    /// # Safety
+    /// Each entry must be as [`Program::set_entry`] requires for definition `def`, and
+    /// every slot must hold executable code already (stubs were installed first).
+    pub unsafe fn commit_code<'a>(
+        &'a self,
+        mut tx: Transaction<'a>,
+        code: &[(FuncId, usize)],
+        guarantee: Guarantee,
+    ) -> Result<(jitvm_runtime::CommitInfo, Vec<usize>), jitvm_runtime::Error> {
+        let _dispatch = self.lock_dispatch();
+        let mut moved = vec![0; code.len()];
+        for slot in self.slots.iter() {
+            let (running, _) = self.resolve(Entry(slot.get()));
+            if let Some(k) = code.iter().position(|&(def, _)| def == running.func) {
+                tx.set_dispatch(slot, code[k].1)?;
+                moved[k] += 1;
+            }
+        }
+        Ok((tx.commit(guarantee)?, moved))
     }
 
     pub fn memory(&self) -> &[AtomicI64] {
@@ -289,7 +403,7 @@ impl Program {
     pub(crate) fn report_hot(&self, def: FuncId, calls: u32, back_edges: u32) {
         self.profile.add(def, calls, back_edges);
         if let Some(hook) = &self.hot_hook {
-            hook(def);
+            hook(self, def);
         }
     }
 
@@ -378,10 +492,11 @@ impl Program {
     /// The last step of every ending: `--stats` if asked for, then the exit.
     fn exit(&self, status: i32) -> ! {
         if self.config.stats {
-            let _ = io::stderr().write_all(self.profile.report(&self.module).as_bytes());
-            if let Some(extra) = self.extra_stats.get() {
-                let _ = io::stderr().write_all(extra.as_bytes());
-            }
+            let text = match self.stats_report.get() {
+                Some(report) => report(self),
+                None => self.profile.report(&self.module),
+            };
+            let _ = io::stderr().write_all(text.as_bytes());
         }
         std::process::exit(status)
     }

@@ -7,10 +7,10 @@
 
 use crate::bytecode::FuncId;
 use crate::entry::Entry;
-use crate::profile::PROFILE_BATCH;
 use crate::program::{Definition, Program};
 use crate::threads::quiescent;
 use crate::trap::Trap;
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::sync::Arc;
 
@@ -40,8 +40,12 @@ pub struct ThreadState {
     /// suspended. The run that calls out sets it and restores it when the call returns.
     pub(crate) reg_top: usize,
     /// Per definition: calls / back-edges left before the next report to the shared profile.
-    calls_left: Vec<u32>,
-    back_edges_left: Vec<u32>,
+    /// Cells, because the baseline JIT's code counts in them too (through the pointers
+    /// [`ThreadState::counters`] gives), while this thread's interpreter is suspended.
+    calls_left: Box<[Cell<u32>]>,
+    back_edges_left: Box<[Cell<u32>]>,
+    /// The profile's batch size: what a counter restarts from.
+    batch: u32,
     /// Back-edge batches until this thread next offers its CPU (see `offer_cpu`).
     batches_until_yield: u32,
     /// The bridge to native code, on a thread that may meet some (see [`NativeCall`]).
@@ -50,19 +54,35 @@ pub struct ThreadState {
     native_context: *mut c_void,
 }
 
-/// How many back-edge batches a thread runs between offers of its CPU, when the program has
-/// more running threads than the machine has CPUs: about every 16,000 loop iterations.
-const BATCHES_PER_YIELD: u32 = 16;
+/// How many loop iterations a thread runs between offers of its CPU, when the program has
+/// more running threads than the machine has CPUs.
+const BACK_EDGES_PER_YIELD: u32 = 16 * crate::profile::PROFILE_BATCH;
+
+/// Which counter a batch report is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Counter {
+    Calls = 0,
+    BackEdges = 1,
+}
 
 impl ThreadState {
-    pub fn new(definitions: usize) -> Self {
+    /// The state of a new thread of `program`.
+    pub fn new(program: &Program) -> Self {
+        let batch = program.profile.batch();
+        let counters = || {
+            (0..program.definitions().len())
+                .map(|_| Cell::new(batch))
+                .collect()
+        };
         ThreadState {
             regs: vec![0; 4096],
             frames: Vec::with_capacity(256),
             reg_top: 0,
-            calls_left: vec![PROFILE_BATCH; definitions],
-            back_edges_left: vec![PROFILE_BATCH; definitions],
-            batches_until_yield: BATCHES_PER_YIELD,
+            calls_left: counters(),
+            back_edges_left: counters(),
+            batch,
+            batches_until_yield: BACK_EDGES_PER_YIELD / batch,
             native_call: None,
             native_context: std::ptr::null_mut(),
         }
@@ -84,44 +104,66 @@ impl ThreadState {
     /// Adds the counts not yet reported to the shared profile (at thread exit).
     pub fn flush_profile(&mut self, program: &Program) {
         for def in 0..self.calls_left.len() {
-            let calls = PROFILE_BATCH - self.calls_left[def];
-            let back_edges = PROFILE_BATCH - self.back_edges_left[def];
+            let calls = self.batch - self.calls_left[def].replace(self.batch);
+            let back_edges = self.batch - self.back_edges_left[def].replace(self.batch);
             if calls + back_edges > 0 {
                 program.report_hot(def as FuncId, calls, back_edges);
             }
-            self.calls_left[def] = PROFILE_BATCH;
-            self.back_edges_left[def] = PROFILE_BATCH;
+        }
+    }
+
+    /// Where native code counts: the calls-left and back-edges-left arrays, one `u32` per
+    /// definition. Code that decrements a counter to 0 calls [`ThreadState::report_if_due`],
+    /// which restarts it. Valid as long as this state; used only while this thread runs.
+    pub fn counters(&self) -> (*const Cell<u32>, *const Cell<u32>) {
+        (self.calls_left.as_ptr(), self.back_edges_left.as_ptr())
+    }
+
+    /// Native code's slow path for its counters: if `def`'s `counter` has reached 0, report
+    /// the batch and restart the counter. Not a safepoint: native code polls on its own.
+    pub fn report_if_due(&mut self, program: &Program, def: FuncId, counter: Counter) {
+        let i = def as usize;
+        match counter {
+            Counter::Calls if self.calls_left[i].get() == 0 => {
+                self.calls_left[i].set(self.batch);
+                program.report_hot(def, self.batch, 0);
+            }
+            Counter::BackEdges if self.back_edges_left[i].get() == 0 => {
+                self.back_edges_left[i].set(self.batch);
+                program.report_hot(def, 0, self.batch);
+                self.offer_cpu(program);
+            }
+            _ => {}
         }
     }
 
     #[inline(always)]
     pub(crate) fn count_call(&mut self, program: &Program, def: FuncId) {
         // SAFETY: `def` indexes a definition, and both arrays have one entry per definition.
-        let left = unsafe { self.calls_left.get_unchecked_mut(def as usize) };
-        *left -= 1;
-        if *left == 0 {
-            *left = PROFILE_BATCH;
-            Self::report_calls(program, def);
+        let left = unsafe { self.calls_left.get_unchecked(def as usize) };
+        left.set(left.get() - 1);
+        if left.get() == 0 {
+            self.report_calls(program, def);
         }
     }
 
     #[inline(always)]
     pub(crate) fn count_back_edge(&mut self, program: &Program, def: FuncId) {
         // SAFETY: as in `count_call`.
-        let left = unsafe { self.back_edges_left.get_unchecked_mut(def as usize) };
-        *left -= 1;
-        if *left == 0 {
-            *left = PROFILE_BATCH;
+        let left = unsafe { self.back_edges_left.get_unchecked(def as usize) };
+        left.set(left.get() - 1);
+        if left.get() == 0 {
             self.report_back_edges(program, def);
         }
     }
 
     /// A batch of calls for the profile; the batch is also a safepoint (see
-    /// [`crate::threads::quiescent`]). Out of line: it runs once per 1,024 calls.
+    /// [`crate::threads::quiescent`]). Out of line: it runs once per batch.
     #[cold]
     #[inline(never)]
-    fn report_calls(program: &Program, def: FuncId) {
-        program.report_hot(def, PROFILE_BATCH, 0);
+    fn report_calls(&mut self, program: &Program, def: FuncId) {
+        self.calls_left[def as usize].set(self.batch);
+        program.report_hot(def, self.batch, 0);
         quiescent();
     }
 
@@ -129,7 +171,8 @@ impl ThreadState {
     #[cold]
     #[inline(never)]
     fn report_back_edges(&mut self, program: &Program, def: FuncId) {
-        program.report_hot(def, 0, PROFILE_BATCH);
+        self.back_edges_left[def as usize].set(self.batch);
+        program.report_hot(def, 0, self.batch);
         quiescent();
         self.offer_cpu(program);
     }
@@ -143,7 +186,7 @@ impl ThreadState {
     fn offer_cpu(&mut self, program: &Program) {
         self.batches_until_yield -= 1;
         if self.batches_until_yield == 0 {
-            self.batches_until_yield = BATCHES_PER_YIELD;
+            self.batches_until_yield = BACK_EDGES_PER_YIELD / self.batch;
             if program.oversubscribed() {
                 std::thread::yield_now();
             }

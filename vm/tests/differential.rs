@@ -328,7 +328,7 @@ fn lowered_interpreter_matches_the_reference_evaluator() {
             no_threads,
             None,
         );
-        let mut state = ThreadState::new(program.definitions().len());
+        let mut state = ThreadState::new(&program);
         let got = interp::run_function(&program, &mut state, main, &[], 0);
         assert_eq!(got, expected, "seed {seed}: results differ\n{src}");
         if expected.is_ok() {

@@ -20,7 +20,7 @@ fn every_thread_runs_the_body_the_program_was_built_with() {
     let body = move |program: &Arc<Program>, f: FuncId, args: &[i64]| -> Result<i64, Trap> {
         count.fetch_add(1, Ordering::SeqCst);
         if f == main {
-            let mut state = ThreadState::new(program.definitions().len());
+            let mut state = ThreadState::new(program);
             interp::run_function(program, &mut state, f, args, 0)
         } else {
             Ok(1000 + args[0])

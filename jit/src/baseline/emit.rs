@@ -10,8 +10,8 @@ use super::magic::{unsigned_magic, DivPlan};
 use super::stack_model::*;
 use super::{CompileEnv, CompileError};
 use crate::abi::{
-    status_of, CompiledCode, CTX_MAX_DEPTH, CTX_MEMORY_BASE, CTX_STACK_LIMIT, ENTRY_OFFSET,
-    SMALL_FRAME,
+    status_of, CompiledCode, CTX_BACK_EDGES_LEFT, CTX_CALLS_LEFT, CTX_MAX_DEPTH, CTX_MEMORY_BASE,
+    CTX_STACK_LIMIT, ENTRY_OFFSET, SMALL_FRAME,
 };
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
@@ -63,13 +63,22 @@ const ARG_REGS: [Reg; 4] = [RDX, RCX, R8, R9];
 
 /// Out-of-line code, emitted after the body so hot paths fall through.
 enum Cold {
-    /// A safepoint poll's slow path: save the live registers into their canonical slots,
-    /// call `safepoint(ctx)`, reload, resume.
+    /// A safepoint poll's slow path (with a profile counter's, if it counts one): save the
+    /// live registers into their canonical slots, call `safepoint(ctx)` (or
+    /// `profile(ctx, f, counter)`), reload, resume.
     Poll {
         slow: DynamicLabel,
         resume: DynamicLabel,
         live: Vec<(Reg, i32)>,
+        counter: Option<(FuncId, Counter)>,
     },
+}
+
+/// Which profile counter a poll site decrements (the `counter` argument of `profile`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Counter {
+    Calls = 0,
+    BackEdges = 1,
 }
 
 /// A base case at the very start of a function (see `emit_base_case_guard`): return `ret`
@@ -302,7 +311,7 @@ impl<'a> Emitter<'a> {
             };
             self.store_home(slot as u32, src);
         }
-        self.poll();
+        self.poll(Counter::Calls);
     }
 
     /// A function that opens with a base case, `a; b; CMP; jz/jnz L; v; ret` where a, b and
@@ -1165,7 +1174,7 @@ impl<'a> Emitter<'a> {
     fn before_jump(&mut self, at: usize, target: u32, keep: usize) {
         self.canonicalize_below(self.stack.height() - keep);
         if target as usize <= at {
-            self.poll();
+            self.poll(Counter::BackEdges);
         }
     }
 
@@ -1198,10 +1207,31 @@ impl<'a> Emitter<'a> {
         self.stack.push(Val::Reg(dst));
     }
 
-    /// The safepoint poll: `mov rax, poll_word; cmp dword [rax], 0; jne slow`.
-    fn poll(&mut self) {
+    /// The safepoint poll, `mov rax, poll_word; cmp dword [rax], 0; jne slow`, after the
+    /// profile counter's decrement when this function counts (see "Profiling" in
+    /// [`crate::abi`]); both share one slow path.
+    fn poll(&mut self, counter: Counter) {
         let slow = self.ops.new_dynamic_label();
         let resume = self.ops.new_dynamic_label();
+        let counter = self.env.count_as.map(|f| (f, counter));
+        if let Some((f, counter)) = counter {
+            let at = self.offset();
+            let name = match counter {
+                Counter::Calls => "count the call",
+                Counter::BackEdges => "count the back-edge",
+            };
+            self.out.notes.push((at, name.into()));
+            let array = match counter {
+                Counter::Calls => CTX_CALLS_LEFT,
+                Counter::BackEdges => CTX_BACK_EDGES_LEFT,
+            };
+            let cell = 4 * f as i32;
+            asm!(self
+                ; mov rax, QWORD [rbx + array]
+                ; sub DWORD [rax + cell], 1
+                ; jz =>slow
+            );
+        }
         let at = self.offset();
         self.out.notes.push((at, "safepoint poll".into()));
         let word = self.env.poll_word as i64;
@@ -1217,7 +1247,12 @@ impl<'a> Emitter<'a> {
                 _ => None,
             })
             .collect();
-        self.cold.push(Cold::Poll { slow, resume, live });
+        self.cold.push(Cold::Poll {
+            slow,
+            resume,
+            live,
+            counter,
+        });
     }
 
     /// Bounds-checks a memory index (`0 <= i < cells`, one unsigned compare) and says where
@@ -1263,13 +1298,25 @@ impl<'a> Emitter<'a> {
     fn emit_cold(&mut self) {
         for cold in std::mem::take(&mut self.cold) {
             match cold {
-                Cold::Poll { slow, resume, live } => {
+                Cold::Poll {
+                    slow,
+                    resume,
+                    live,
+                    counter,
+                } => {
                     asm!(self; =>slow);
                     for &(r, o) in &live {
                         asm!(self; mov QWORD [rsp + o], Rq(r));
                     }
                     asm!(self; mov rdi, rbx);
-                    self.call_rust(self.env.callbacks.safepoint, "safepoint");
+                    match counter {
+                        Some((f, counter)) => {
+                            let (f, counter) = (f as i32, counter as i32);
+                            asm!(self; mov esi, f ; mov edx, counter);
+                            self.call_rust(self.env.callbacks.profile, "profile");
+                        }
+                        None => self.call_rust(self.env.callbacks.safepoint, "safepoint"),
+                    }
                     for &(r, o) in &live {
                         asm!(self; mov Rq(r), QWORD [rsp + o]);
                     }

@@ -47,6 +47,9 @@ pub struct CompileEnv {
     pub poll_word: usize,
     /// The header word: `def_addr | KIND_NATIVE`.
     pub header: usize,
+    /// Count calls and back-edges as this function in the thread's profile counters (see
+    /// "Profiling" in [`crate::abi`]), or not at all.
+    pub count_as: Option<jitvm_vm::FuncId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,7 +83,7 @@ impl std::error::Error for CompileError {}
 
 /// Bytes per instruction [`max_code_size`] allows. The largest instructions are a call or
 /// `spawn` with eight arguments from memory or wide constants (~175 bytes) and a backward
-/// branch with its poll and the poll's slow path saving seven registers (~170). Each
+/// branch with its counter, its poll and their slow path saving seven registers (~190). Each
 /// instruction creates at most two stack entries, and an entry costs at most ~40 bytes of
 /// moves over its life (materialised once, spilled or canonicalised once; a spilled entry is
 /// only ever reloaded into a new entry).

@@ -98,6 +98,8 @@ pub fn callbacks() -> Callbacks {
         patch: cb_patch as *const () as usize,
         safepoint: cb_safepoint as *const () as usize,
         call_interp: cb_call_interp as *const () as usize,
+        // Never called: test machines compile without profile counters.
+        profile: 0,
     }
 }
 
@@ -178,6 +180,7 @@ impl Machine {
             callbacks: self.callbacks,
             poll_word: self.poll_word.as_ptr() as usize,
             header: self.def_addr(f as FuncId) | KIND_NATIVE,
+            count_as: None,
         };
         let mut batch = self.space.batch();
         let mut code = Vec::new();
@@ -329,6 +332,9 @@ impl Machine {
             max_depth: self.max_depth,
             stack_limit: stack_low() + STACK_HEADROOM,
             vm: env as *mut ThreadEnv as *mut std::ffi::c_void,
+            // Test machines compile without profile counters (`count_as: None`).
+            calls_left: std::ptr::null(),
+            back_edges_left: std::ptr::null(),
         }
     }
 

@@ -1,0 +1,97 @@
+//! `--stats`: what the run did, printed to stderr when it ends (a trap included): per
+//! function its counted calls and back-edges, its tier and its compile times; then the
+//! totals of the code runtime.
+
+use crate::tiering::CompileLog;
+use jitvm_jit::install::NativeTier;
+use jitvm_vm::{FuncId, Program};
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What the report reads besides the program: each function's tier now, and the compiles.
+pub struct StatsSources {
+    pub tier: Box<dyn Fn(FuncId) -> NativeTier + Send + Sync>,
+    pub compiles: Arc<Mutex<CompileLog>>,
+}
+
+fn us(d: Option<Duration>) -> String {
+    d.map_or_else(
+        || "-".to_string(),
+        |d| format!("{:.1}", d.as_secs_f64() * 1e6),
+    )
+}
+
+/// The report. `sources` is `None` for a program that only ever interprets.
+pub fn report(program: &Program, sources: Option<&StatsSources>) -> String {
+    let module = &program.module;
+    let compiles = sources.map(|s| s.compiles.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    let mut out = format!(
+        "{:<28} {:>12} {:>14}  {:<9} {:>12} {:>12}\n",
+        "function", "calls", "back-edges", "tier", "baseline us", "opt us"
+    );
+    for (i, f) in module.functions.iter().enumerate() {
+        let calls = program.profile.calls[i].load(std::sync::atomic::Ordering::Relaxed);
+        let loops = program.profile.back_edges[i].load(std::sync::atomic::Ordering::Relaxed);
+        let tier = sources.map_or(NativeTier::Interp, |s| (s.tier)(i as FuncId));
+        let (baseline, opt) = compiles
+            .as_ref()
+            .map_or((None, None), |c| (c.baseline[i], c.opt[i]));
+        if calls + loops == 0 && baseline.is_none() && opt.is_none() {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "{:<28} {:>12} {:>14}  {:<9} {:>12} {:>12}",
+            f.name,
+            calls,
+            loops,
+            tier.name(),
+            us(baseline),
+            us(opt)
+        );
+    }
+    if let Some(c) = &compiles {
+        out.push_str("compile times (JIT tiers):\n");
+        for (i, f) in module.functions.iter().enumerate() {
+            for (tier, took) in [("baseline", c.baseline[i]), ("opt", c.opt[i])] {
+                let Some(took) = took else { continue };
+                let n = f.code.len().max(1);
+                let us = took.as_secs_f64() * 1e6;
+                let _ = writeln!(
+                    out,
+                    "  {:<24} {:>8}  {:>10.1} us  {:>8.2} us/instr  ({} instrs)",
+                    f.name,
+                    tier,
+                    us,
+                    us / n as f64,
+                    f.code.len()
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "tiering: {} tier-ups in {} commits, {} failed compiles",
+            c.tier_ups, c.batches, c.failures
+        );
+    }
+    let rt = program.runtime();
+    let code = rt.stats();
+    let _ = writeln!(
+        out,
+        "runtime: {} commits, {} serializations ({}); code bytes: {} live, {} retired, \
+         {} freed, high-water {}",
+        rt.epoch_now(),
+        rt.serializations(),
+        rt.strategy(),
+        code.bytes_live,
+        code.bytes_retired + code.bytes_quarantined,
+        code.bytes_freed,
+        code.high_water
+    );
+    out.push_str(
+        "(calls and back-edges are counted by the interpreter and baseline code; \
+         optimized code does not count)\n",
+    );
+    out
+}

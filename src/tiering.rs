@@ -1,0 +1,281 @@
+//! `--tier auto`: the policy that moves hot definitions up (interpreter, then baseline, then
+//! optimizing), and the compile queue that does it on a background thread while the
+//! program's threads keep running.
+//!
+//! 1. **Counting.** The interpreter and baseline code count calls and loop back-edges per
+//!    definition in per-thread arrays and report them to the program's profile in batches
+//!    ([`jitvm_vm::profile`]); optimized code does not count.
+//! 2. **Deciding.** Each report calls [`Policy::on_report`] on the thread that ran the code.
+//!    A definition in the interpreter whose calls plus back-edges reach
+//!    `--baseline-threshold` is queued for the baseline tier (for the optimizing tier
+//!    straight away if `--opt-threshold` is 0); one in baseline code that counts
+//!    `--opt-threshold` more is queued for the optimizing tier. A definition is queued once
+//!    per tier: a flag set by compare-and-swap, so concurrent reports queue it once.
+//! 3. **Compiling.** The compile thread takes every job waiting in the queue, compiles them,
+//!    and publishes them in one transaction committed `Eventual` ([`Jit::tier_up`]): old
+//!    code is only slower, so a thread may finish or even start it until the next
+//!    serialization; the replaced code is retired and reclaimed once no thread runs it.
+//!    Nothing stops the running threads.
+//! 4. **Patching.** `patch F G` (committed `Strong`) and tier-ups take the program's dispatch
+//!    lock, and a tier-up moves only the slots that still run its definition, so a tier-up
+//!    that lands after a patch never undoes it ([`jitvm_vm::program`]).
+//!
+//! A threshold of 0 compiles before the first call: with `--baseline-threshold 0` every
+//! function is installed in baseline code (or optimized code, if `--opt-threshold` is 0
+//! too) before `main` starts. A function called once that then loops for a long time keeps
+//! the tier it was called in: without on-stack replacement a running activation cannot move
+//! to new code; its next call will run the new code.
+
+use jitvm_jit::install::{Jit, NativeTier, TierUpBatch};
+use jitvm_vm::{FuncId, Program};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+/// When a definition moves up, in counted events (calls plus loop back-edges).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Events in the interpreter before the baseline JIT compiles it (0: before its first
+    /// call).
+    pub baseline: u64,
+    /// Events in baseline code before the optimizing JIT compiles it (0: no stop in
+    /// baseline code).
+    pub opt: u64,
+}
+
+impl Thresholds {
+    pub const DEFAULT_BASELINE: u64 = 1_000;
+    pub const DEFAULT_OPT: u64 = 10_000;
+
+    /// The profile batch that lets these thresholds be seen as they are crossed: no larger
+    /// than the smallest nonzero threshold.
+    pub fn profile_batch(&self) -> u32 {
+        let smallest = [self.baseline, self.opt]
+            .into_iter()
+            .filter(|&t| t > 0)
+            .min()
+            .unwrap_or(u64::MAX);
+        smallest.min(jitvm_vm::profile::PROFILE_BATCH as u64) as u32
+    }
+
+    /// The tier every function starts in.
+    pub fn first_tier(&self) -> NativeTier {
+        match (self.baseline, self.opt) {
+            (0, 0) => NativeTier::Opt,
+            (0, _) => NativeTier::Baseline,
+            _ => NativeTier::Interp,
+        }
+    }
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            baseline: Self::DEFAULT_BASELINE,
+            opt: Self::DEFAULT_OPT,
+        }
+    }
+}
+
+// A definition's state: its tier, and whether a tier-up is queued (or it may not move).
+const TIER_MASK: u8 = 0b11;
+const QUEUED: u8 = 0b100;
+const PINNED: u8 = 0b1000;
+
+fn tier_bits(t: NativeTier) -> u8 {
+    match t {
+        NativeTier::Interp => 0,
+        NativeTier::Baseline => 1,
+        NativeTier::Opt => 2,
+    }
+}
+
+fn tier_of_bits(b: u8) -> NativeTier {
+    match b & TIER_MASK {
+        0 => NativeTier::Interp,
+        1 => NativeTier::Baseline,
+        _ => NativeTier::Opt,
+    }
+}
+
+/// Compile times and tier-ups, for `--stats`.
+#[derive(Clone, Debug, Default)]
+pub struct CompileLog {
+    /// Per definition: total compile time in each native tier (`None`: never compiled).
+    pub baseline: Vec<Option<Duration>>,
+    pub opt: Vec<Option<Duration>>,
+    /// Definitions moved up while the program ran, in how many commits, and how many
+    /// compiles failed.
+    pub tier_ups: u64,
+    pub batches: u64,
+    pub failures: u64,
+}
+
+impl CompileLog {
+    pub fn new(definitions: usize) -> Arc<Mutex<CompileLog>> {
+        Arc::new(Mutex::new(CompileLog {
+            baseline: vec![None; definitions],
+            opt: vec![None; definitions],
+            ..CompileLog::default()
+        }))
+    }
+
+    /// Adds a compile of `f` in `tier` that took `took`.
+    pub fn record(&mut self, f: FuncId, tier: NativeTier, took: Duration) {
+        let total = match tier {
+            NativeTier::Baseline => &mut self.baseline[f as usize],
+            NativeTier::Opt => &mut self.opt[f as usize],
+            NativeTier::Interp => return,
+        };
+        *total = Some(total.unwrap_or_default() + took);
+    }
+}
+
+/// The tiering policy of one program; see the module docs.
+pub struct Policy {
+    thresholds: Thresholds,
+    state: Box<[AtomicU8]>,
+    /// Per definition: its event count when it reached baseline code.
+    baseline_since: Box<[AtomicU64]>,
+    queue: Mutex<Option<Sender<(FuncId, NativeTier)>>>,
+    log: Arc<Mutex<CompileLog>>,
+}
+
+impl Policy {
+    /// The policy for `first[f]` (each function's first tier); `pinned[f]` functions never
+    /// move (`--func-tier`). Compiles are recorded in `log`.
+    pub fn new(
+        thresholds: Thresholds,
+        first: &[NativeTier],
+        pinned: &[bool],
+        log: Arc<Mutex<CompileLog>>,
+    ) -> Arc<Policy> {
+        let n = first.len();
+        Arc::new(Policy {
+            thresholds,
+            state: first
+                .iter()
+                .zip(pinned)
+                .map(|(&t, &p)| AtomicU8::new(tier_bits(t) | if p { PINNED } else { 0 }))
+                .collect(),
+            baseline_since: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            queue: Mutex::new(None),
+            log,
+        })
+    }
+
+    /// The hot hook: called with each batch of counts reported for `def`.
+    pub fn on_report(&self, program: &Program, def: FuncId) {
+        let state = &self.state[def as usize];
+        let now = state.load(Ordering::Acquire);
+        if now & (QUEUED | PINNED) != 0 {
+            return;
+        }
+        let events = program.profile.events(def);
+        let target = match tier_of_bits(now) {
+            NativeTier::Interp if events >= self.thresholds.baseline => {
+                if self.thresholds.opt == 0 {
+                    NativeTier::Opt
+                } else {
+                    NativeTier::Baseline
+                }
+            }
+            NativeTier::Baseline
+                if events - self.baseline_since[def as usize].load(Ordering::Relaxed)
+                    >= self.thresholds.opt =>
+            {
+                NativeTier::Opt
+            }
+            _ => return,
+        };
+        if state
+            .compare_exchange(now, now | QUEUED, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(queue) = queue.as_ref() {
+                let _ = queue.send((def, target));
+            }
+        }
+    }
+
+    /// The tier `def` runs in now (as far as the policy knows).
+    pub fn tier(&self, def: FuncId) -> NativeTier {
+        tier_of_bits(self.state[def as usize].load(Ordering::Acquire))
+    }
+
+    /// Records what a batch did: tiers, compile times, and definitions that failed (they stay
+    /// where they are, never queued again).
+    fn finish(&self, program: &Program, batch: &TierUpBatch) {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.batches += 1;
+        for t in &batch.done {
+            let f = t.func as usize;
+            if t.to == NativeTier::Baseline {
+                self.baseline_since[f].store(program.profile.events(t.func), Ordering::Relaxed);
+            }
+            log.record(t.func, t.to, t.compile_time);
+            log.tier_ups += 1;
+            self.state[f].store(tier_bits(t.to), Ordering::Release);
+        }
+        for &(f, _, _) in &batch.failed {
+            log.failures += 1;
+            self.state[f as usize].fetch_or(PINNED, Ordering::AcqRel);
+            self.state[f as usize].fetch_and(!QUEUED, Ordering::AcqRel);
+        }
+    }
+
+    /// Gives up on the jobs of a batch whose commit failed: they stay where they are.
+    fn abandon(&self, jobs: &[(FuncId, NativeTier)]) {
+        for &(f, _) in jobs {
+            self.state[f as usize].fetch_or(PINNED, Ordering::AcqRel);
+            self.state[f as usize].fetch_and(!QUEUED, Ordering::AcqRel);
+        }
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).failures += jobs.len() as u64;
+    }
+}
+
+/// Starts the compile thread of `program`: it serves `policy`'s queue with `jit` until the
+/// program is gone. Holds the program weakly, so the program's last owner still frees it.
+pub fn start_compiler(
+    program: &Arc<Program>,
+    policy: &Arc<Policy>,
+    jit: &Arc<Jit>,
+) -> std::io::Result<()> {
+    let (sender, receiver) = channel();
+    *policy.queue.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
+    let program = Arc::downgrade(program);
+    let policy = Arc::clone(policy);
+    let jit = Arc::clone(jit);
+    std::thread::Builder::new()
+        .name("jitvm-compiler".into())
+        .spawn(move || compile_loop(program, policy, jit, receiver))
+        .map(|_| ())
+}
+
+/// The compile thread: every job waiting is one batch, one commit.
+fn compile_loop(
+    program: Weak<Program>,
+    policy: Arc<Policy>,
+    jit: Arc<Jit>,
+    jobs: Receiver<(FuncId, NativeTier)>,
+) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        batch.extend(jobs.try_iter());
+        let Some(program) = program.upgrade() else {
+            return;
+        };
+        match jit.tier_up(&program, &batch) {
+            Ok(done) => {
+                crate::trace::tier_ups(&program, &done);
+                policy.finish(&program, &done);
+            }
+            Err(e) => {
+                log::warn!("tiering: a batch of {} tier-ups failed: {e}", batch.len());
+                policy.abandon(&batch);
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! `--trace`: one line per tier-up and per patch, logged at `info` level under the target
+//! [`TARGET`], so `JITVM_LOG` (or `RUST_LOG`) filters them like any other log line.
+
+use jitvm_jit::install::{blob_owner, BlobKind, NativeTier, TierUpBatch};
+use jitvm_vm::program::PatchEvent;
+use jitvm_vm::Program;
+
+/// The log target of trace lines: `--trace` is `JITVM_LOG=jitvm::trace=info`.
+pub const TARGET: &str = "jitvm::trace";
+
+/// A line per definition a tier-up batch moved (or failed to move).
+pub fn tier_ups(program: &Program, batch: &TierUpBatch) {
+    if !log::log_enabled!(target: TARGET, log::Level::Info) {
+        return;
+    }
+    let name = |f| &program.module.functions[f as usize].name;
+    let (commit_us, serializations) = match batch.commit {
+        Some((info, took)) => (took.as_secs_f64() * 1e6, info.serializations),
+        None => (0.0, 0),
+    };
+    for t in &batch.done {
+        log::info!(
+            target: TARGET,
+            "tier-up {}: {} -> {}, compiled in {:.1} us, {} bytes, {} slot(s); \
+             commit of {} in {:.1} us, {} serialization(s)",
+            name(t.func),
+            t.from.name(),
+            t.to.name(),
+            t.compile_time.as_secs_f64() * 1e6,
+            t.code_bytes,
+            t.slots,
+            batch.done.len(),
+            commit_us,
+            serializations
+        );
+    }
+    for (f, to, why) in &batch.failed {
+        log::info!(
+            target: TARGET,
+            "tier-up {} to {} failed, it keeps its tier: {why}",
+            name(*f),
+            to.name()
+        );
+    }
+}
+
+/// The tier of the code at `entry`: what the runtime's code map says its blob is (an entry
+/// outside code memory is a definition the interpreter runs without a stub).
+fn tier_at(program: &Program, entry: usize) -> &'static str {
+    match program
+        .runtime()
+        .lookup(entry)
+        .map(|b| blob_owner(b.owner).1)
+    {
+        Some(BlobKind::Code(t)) => t.name(),
+        Some(BlobKind::CallStub) => "call stub",
+        None => NativeTier::Interp.name(),
+    }
+}
+
+/// A line per `patch F G`.
+pub fn patch(program: &Program, e: &PatchEvent) {
+    if !log::log_enabled!(target: TARGET, log::Level::Info) {
+        return;
+    }
+    let name = |f| &program.module.functions[f as usize].name;
+    log::info!(
+        target: TARGET,
+        "patch {} {}: {} runs {} ({}), was {} ({}); commit in {:.1} us, {} serialization(s)",
+        name(e.f),
+        name(e.g),
+        name(e.f),
+        name(e.new_def),
+        tier_at(program, e.new_entry),
+        name(e.old_def),
+        tier_at(program, e.old_entry),
+        e.latency.as_secs_f64() * 1e6,
+        e.commit.serializations
+    );
+}

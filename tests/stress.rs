@@ -1,0 +1,80 @@
+//! `jitvm stress`: hot patching under multithreaded load with tier-ups, in poison mode, for
+//! each serialization strategy; and the check itself, which must catch a patcher that lies.
+
+use jitvm_conformance::run_command;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn stress(strategy: &str, seconds: u32) {
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_jitvm"));
+    let args: Vec<String> = [
+        "stress",
+        "--threads=3",
+        &format!("--seconds={seconds}"),
+        &format!("--sync={strategy}"),
+        "--poison",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let out = run_command(&binary, &args, Duration::from_secs(300)).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status, Some(0), "{stdout}\n{}", out.stderr);
+    assert!(stdout.contains("\nviolations: 0\n"), "{stdout}");
+    assert!(
+        stdout.contains("W^X: 0 writable and executable mappings"),
+        "{stdout}"
+    );
+    let patches: u64 = stdout
+        .split("patches: ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(patches > 0, "the patcher must have patched: {stdout}");
+}
+
+#[test]
+fn stress_with_membarrier_in_poison_mode_sees_no_violation() {
+    if cfg!(target_arch = "x86_64") {
+        stress("membarrier", 10);
+    }
+}
+
+#[test]
+fn stress_with_signals_in_poison_mode_sees_no_violation() {
+    if cfg!(target_arch = "x86_64") {
+        stress("signal", 10);
+    }
+}
+
+#[test]
+fn stress_with_mprotect_in_poison_mode_sees_no_violation() {
+    // mprotect is refused where TLB invalidation is broadcast (INVLPGB).
+    if cfg!(target_arch = "x86_64") && jitvm_runtime::select_strategy(Some("mprotect")).is_ok() {
+        stress("mprotect", 10);
+    }
+}
+
+#[test]
+fn the_stress_check_catches_a_patcher_that_counts_patches_it_never_made() {
+    if !cfg!(target_arch = "x86_64") {
+        return;
+    }
+    let args = jitvm::stress::StressArgs {
+        threads: 2,
+        seconds: 1.0,
+        sync: None,
+        poison: false,
+        baseline_threshold: 100,
+        opt_threshold: 1000,
+        trace: false,
+    };
+    let honest = jitvm::stress::program_text(args.threads);
+    let lying = honest.replace("  patch target v", "  nop\n; was: patch target v");
+    assert_ne!(honest, lying);
+    let summary = jitvm::stress::run(&args, &lying).expect("runs");
+    assert!(summary.patches > 100, "{}", summary.report());
+    assert!(summary.violations > 0, "{}", summary.report());
+    assert!(!summary.passed());
+}

@@ -7,6 +7,8 @@
 //!   compile-time model of the operand stack.
 //! - [`opt`]: the optimizing JIT, bytecode to Cranelift IR compiled by `cranelift-codegen`,
 //!   same ABI; its calls go through per-callee call stubs (`opt::call_stubs`).
+//! - [`base_case`]: a function's leading base case, which both tiers test before building a
+//!   frame.
 //! - [`stubs`]: interpreter stubs, native entry points that run a definition in the
 //!   interpreter (`call_interp`).
 //! - [`disasm`]: bytecode interleaved with machine code, for `jitvm dis --native`.
@@ -21,6 +23,7 @@
 //! built (the engine refuses native tiers).
 
 pub mod abi;
+pub mod base_case;
 pub mod baseline;
 pub mod disasm;
 #[cfg(target_arch = "x86_64")]

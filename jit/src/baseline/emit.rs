@@ -13,6 +13,7 @@ use crate::abi::{
     status_of, CompiledCode, CTX_BACK_EDGES_LEFT, CTX_CALLS_LEFT, CTX_MAX_DEPTH, CTX_MEMORY_BASE,
     CTX_STACK_LIMIT, ENTRY_OFFSET, SMALL_FRAME,
 };
+use crate::base_case::Operand;
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 use jitvm_vm::Trap;
@@ -314,34 +315,20 @@ impl<'a> Emitter<'a> {
         self.poll(Counter::Calls);
     }
 
-    /// A function that opens with a base case, `a; b; CMP; jz/jnz L; v; ret` where a, b and
-    /// v are constants or parameters in registers and L lies ahead (fib's `n < 2 → n`).
+    /// The function's leading base case ([`crate::base_case`]), in this emitter's terms.
     fn base_case_guard(&self) -> Option<BaseCaseGuard> {
-        let code = &self.func.code;
-        if code.len() < 7 || self.labels[..6].iter().any(Option::is_some) {
-            return None;
-        }
-        let in_reg = |instr: Instr| match instr {
-            Instr::Push(c) => Some(Opnd::constant(c)),
-            Instr::Load(p) if (p as usize) < self.func.params.len().min(4) => {
-                Some(Opnd::Reg(ARG_REGS[p as usize]))
-            }
-            _ => None,
+        let bc = crate::base_case::leading_base_case(self.func)?;
+        let opnd = |o| match o {
+            Operand::Const(c) => Opnd::constant(c),
+            Operand::Param(p) => Opnd::Reg(ARG_REGS[p]),
         };
-        let (a, b, ret) = (in_reg(code[0])?, in_reg(code[1])?, in_reg(code[4])?);
-        let Instr::Bin(op) = code[2] else { return None };
-        let (target, jump) = match code[3] {
-            Instr::Jz(t) => (t, Cond::of(op.is_comparison().then_some(op)?).negate()),
-            Instr::Jnz(t) => (t, Cond::of(op.is_comparison().then_some(op)?)),
-            _ => return None,
-        };
-        let is_reg = |o: Opnd| matches!(o, Opnd::Reg(_));
-        (code[5] == Instr::Ret && target > 5 && (is_reg(a) || is_reg(b))).then_some(BaseCaseGuard {
-            a,
-            b,
-            jump,
-            ret,
-            target,
+        let cond = Cond::of(bc.op);
+        Some(BaseCaseGuard {
+            a: opnd(bc.a),
+            b: opnd(bc.b),
+            jump: if bc.body_if { cond } else { cond.negate() },
+            ret: opnd(bc.ret),
+            target: bc.target,
         })
     }
 

@@ -90,8 +90,15 @@ pub fn compile(
     let compiled = ctx.compiled_code().expect("just compiled");
     let body = compiled.code_buffer();
 
+    // A leading base case is tested before Cranelift's frame is built (see
+    // `crate::base_case`); the function proper follows, 16-aligned.
+    let prefix = crate::base_case::leading_base_case(&module.functions[f as usize])
+        .map(|bc| crate::base_case::guard_prefix(&bc))
+        .unwrap_or_default();
+    let body_at = ENTRY_OFFSET + prefix.len();
     let mut bytes = vec![0u8; ENTRY_OFFSET];
     bytes[HEADER_OFFSET..ENTRY_OFFSET].copy_from_slice(&(header as u64).to_le_bytes());
+    bytes.extend_from_slice(&prefix);
     bytes.extend_from_slice(body);
 
     let user_name = |r: UserExternalNameRef| ctx.func.params.user_named_funcs()[r].index;
@@ -114,15 +121,15 @@ pub fn compile(
         };
         let target = match &r.target {
             FinalizedRelocTarget::ExternalName(ExternalName::User(n)) => Err(user_name(*n)),
-            FinalizedRelocTarget::Func(off) => Ok(*off as usize + ENTRY_OFFSET),
+            FinalizedRelocTarget::Func(off) => Ok(*off as usize + body_at),
             t => return Err(format!("unsupported relocation target {t:?}")),
         };
         if let (Err(_), ClifReloc::X86CallPCRel4 | ClifReloc::X86CallPLTRel4) = (&target, r.kind) {
             // The `call rel32` starts one byte (E8) before its displacement.
-            let site = r.offset as usize - 1 + ENTRY_OFFSET;
+            let site = r.offset as usize - 1 + body_at;
             call_sites.push((instr_at(r.offset).unwrap_or(0), site));
         }
-        relocs.push((r.offset as usize + ENTRY_OFFSET, kind, target, r.addend));
+        relocs.push((r.offset as usize + body_at, kind, target, r.addend));
     }
 
     let n = module.functions[f as usize].code.len();
@@ -131,7 +138,7 @@ pub fn compile(
         if !s.loc.is_default() {
             let i = s.loc.bits() as usize;
             if i < n {
-                instr_offsets[i] = instr_offsets[i].min(s.start as usize + ENTRY_OFFSET);
+                instr_offsets[i] = instr_offsets[i].min(s.start as usize + body_at);
             }
         }
     }
@@ -142,7 +149,17 @@ pub fn compile(
             entry_offset: ENTRY_OFFSET,
             instr_offsets,
             call_sites,
-            notes: Vec::new(),
+            notes: if prefix.is_empty() {
+                Vec::new()
+            } else {
+                vec![
+                    (ENTRY_OFFSET, "base case, before any frame".to_string()),
+                    (
+                        body_at,
+                        "the function: its frame, then the body".to_string(),
+                    ),
+                ]
+            },
             cold_offset: len,
         },
         relocs,

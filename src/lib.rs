@@ -386,7 +386,8 @@ fn native_program(
         Policy::new(th, &first, &pinned, Arc::clone(&compiles))
     });
     let hook = policy.clone().map(|policy| {
-        Box::new(move |p: &Program, f| policy.on_report(p, f)) as Box<jitvm_vm::program::HotHook>
+        Box::new(move |p: &Program, f, header| policy.on_report(p, f, header))
+            as Box<jitvm_vm::program::HotHook>
     });
     let program = Program::new(
         Arc::new(module),

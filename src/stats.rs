@@ -27,8 +27,8 @@ pub fn report(program: &Program, sources: Option<&StatsSources>) -> String {
     let module = &program.module;
     let compiles = sources.map(|s| s.compiles.lock().unwrap_or_else(|e| e.into_inner()).clone());
     let mut out = format!(
-        "{:<28} {:>12} {:>14}  {:<9} {:>12} {:>12}\n",
-        "function", "calls", "back-edges", "tier", "baseline us", "opt us"
+        "{:<28} {:>12} {:>14}  {:<9} {:>12} {:>12} {:>6}\n",
+        "function", "calls", "back-edges", "tier", "baseline us", "opt us", "osr"
     );
     for (i, f) in module.functions.iter().enumerate() {
         let calls = program.profile.calls[i].load(std::sync::atomic::Ordering::Relaxed);
@@ -37,18 +37,20 @@ pub fn report(program: &Program, sources: Option<&StatsSources>) -> String {
         let (baseline, opt) = compiles
             .as_ref()
             .map_or((None, None), |c| (c.baseline[i], c.opt[i]));
+        let osr = program.osr_transfers[i].load(std::sync::atomic::Ordering::Relaxed);
         if calls + loops == 0 && baseline.is_none() && opt.is_none() {
             continue;
         }
         let _ = writeln!(
             out,
-            "{:<28} {:>12} {:>14}  {:<9} {:>12} {:>12}",
+            "{:<28} {:>12} {:>14}  {:<9} {:>12} {:>12} {:>6}",
             f.name,
             calls,
             loops,
             tier.name(),
             us(baseline),
-            us(opt)
+            us(opt),
+            osr
         );
     }
     if let Some(c) = &compiles {
@@ -71,8 +73,8 @@ pub fn report(program: &Program, sources: Option<&StatsSources>) -> String {
         }
         let _ = writeln!(
             out,
-            "tiering: {} tier-ups in {} commits, {} failed compiles",
-            c.tier_ups, c.batches, c.failures
+            "tiering: {} tier-ups and {} on-stack-replacement entries in {} commits, {} failed compiles",
+            c.tier_ups, c.osr_entries, c.batches, c.failures
         );
     }
     let rt = program.runtime();

@@ -26,8 +26,9 @@
 //! the tier it was called in: without on-stack replacement a running activation cannot move
 //! to new code; its next call will run the new code.
 
-use jitvm_jit::install::{Jit, NativeTier, TierUpBatch};
+use jitvm_jit::install::{Jit, Job, NativeTier, TierUpBatch};
 use jitvm_vm::{FuncId, Program};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, Weak};
@@ -105,9 +106,10 @@ pub struct CompileLog {
     /// Per definition: total compile time in each native tier (`None`: never compiled).
     pub baseline: Vec<Option<Duration>>,
     pub opt: Vec<Option<Duration>>,
-    /// Definitions moved up while the program ran, in how many commits, and how many
-    /// compiles failed.
+    /// Definitions moved up while the program ran, on-stack-replacement entries compiled,
+    /// in how many commits, and how many compiles failed.
     pub tier_ups: u64,
+    pub osr_entries: u64,
     pub batches: u64,
     pub failures: u64,
 }
@@ -138,7 +140,9 @@ pub struct Policy {
     state: Box<[AtomicU8]>,
     /// Per definition: its event count when it reached baseline code.
     baseline_since: Box<[AtomicU64]>,
-    queue: Mutex<Option<Sender<(FuncId, NativeTier)>>>,
+    queue: Mutex<Option<Sender<Job>>>,
+    /// Loop headers `(definition, op)` whose on-stack-replacement entry was asked for.
+    osr_requested: Mutex<HashSet<(FuncId, u32)>>,
     log: Arc<Mutex<CompileLog>>,
 }
 
@@ -161,18 +165,26 @@ impl Policy {
                 .collect(),
             baseline_since: (0..n).map(|_| AtomicU64::new(0)).collect(),
             queue: Mutex::new(None),
+            osr_requested: Mutex::new(HashSet::new()),
             log,
         })
     }
 
-    /// The hot hook: called with each batch of counts reported for `def`.
-    pub fn on_report(&self, program: &Program, def: FuncId) {
+    /// The hot hook: called with each batch of counts reported for `def` (with the loop
+    /// header the interpreter counted back-edges to, if it did).
+    pub fn on_report(&self, program: &Program, def: FuncId, header: Option<u32>) {
         let state = &self.state[def as usize];
         let now = state.load(Ordering::Acquire);
-        if now & (QUEUED | PINNED) != 0 {
+        if now & PINNED != 0 {
             return;
         }
         let events = program.profile.events(def);
+        if let Some(header_op) = header.filter(|_| events >= self.thresholds.baseline) {
+            self.request_osr(program, def, header_op, tier_of_bits(now));
+        }
+        if now & QUEUED != 0 {
+            return;
+        }
         let target = match tier_of_bits(now) {
             NativeTier::Interp if events >= self.thresholds.baseline => {
                 if self.thresholds.opt == 0 {
@@ -193,10 +205,41 @@ impl Policy {
             .compare_exchange(now, now | QUEUED, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
-            let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(queue) = queue.as_ref() {
-                let _ = queue.send((def, target));
-            }
+            self.send(Job::TierUp(def, target));
+        }
+    }
+
+    fn send(&self, job: Job) {
+        let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(queue) = queue.as_ref() {
+            let _ = queue.send(job);
+        }
+    }
+
+    /// An interpreted activation of `def` loops hot at the header at op `header_op`: queue
+    /// its on-stack-replacement entry (once per header), in def's tier if it has native
+    /// code already, else in the tier it moves to first.
+    fn request_osr(&self, program: &Program, def: FuncId, header_op: u32, now: NativeTier) {
+        let Some(header) = program.definitions()[def as usize].code.label_at(header_op) else {
+            return;
+        };
+        let tier = match now {
+            NativeTier::Interp if self.thresholds.opt == 0 => NativeTier::Opt,
+            NativeTier::Interp => NativeTier::Baseline,
+            native => native,
+        };
+        let first_time = self
+            .osr_requested
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((def, header_op));
+        if first_time {
+            self.send(Job::Osr {
+                func: def,
+                header_op,
+                header,
+                tier,
+            });
         }
     }
 
@@ -210,6 +253,10 @@ impl Policy {
     fn finish(&self, program: &Program, batch: &TierUpBatch) {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         log.batches += 1;
+        for o in &batch.osr {
+            log.record(o.func, o.tier, o.compile_time);
+            log.osr_entries += 1;
+        }
         for t in &batch.done {
             let f = t.func as usize;
             if t.to == NativeTier::Baseline {
@@ -227,10 +274,12 @@ impl Policy {
     }
 
     /// Gives up on the jobs of a batch whose commit failed: they stay where they are.
-    fn abandon(&self, jobs: &[(FuncId, NativeTier)]) {
-        for &(f, _) in jobs {
-            self.state[f as usize].fetch_or(PINNED, Ordering::AcqRel);
-            self.state[f as usize].fetch_and(!QUEUED, Ordering::AcqRel);
+    fn abandon(&self, jobs: &[Job]) {
+        for job in jobs {
+            if let Job::TierUp(f, _) = *job {
+                self.state[f as usize].fetch_or(PINNED, Ordering::AcqRel);
+                self.state[f as usize].fetch_and(!QUEUED, Ordering::AcqRel);
+            }
         }
         self.log.lock().unwrap_or_else(|e| e.into_inner()).failures += jobs.len() as u64;
     }
@@ -255,12 +304,7 @@ pub fn start_compiler(
 }
 
 /// The compile thread: every job waiting is one batch, one commit.
-fn compile_loop(
-    program: Weak<Program>,
-    policy: Arc<Policy>,
-    jit: Arc<Jit>,
-    jobs: Receiver<(FuncId, NativeTier)>,
-) {
+fn compile_loop(program: Weak<Program>, policy: Arc<Policy>, jit: Arc<Jit>, jobs: Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         batch.extend(jobs.try_iter());

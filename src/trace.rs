@@ -29,7 +29,22 @@ pub fn tier_ups(program: &Program, batch: &TierUpBatch) {
             t.compile_time.as_secs_f64() * 1e6,
             t.code_bytes,
             t.slots,
-            batch.done.len(),
+            batch.done.len() + batch.osr.len(),
+            commit_us,
+            serializations
+        );
+    }
+    for o in &batch.osr {
+        log::info!(
+            target: TARGET,
+            "osr entry {} at instruction {}: {}, compiled in {:.1} us, {} bytes; \
+             commit of {} in {:.1} us, {} serialization(s)",
+            name(o.func),
+            o.header,
+            o.tier.name(),
+            o.compile_time.as_secs_f64() * 1e6,
+            o.code_bytes,
+            batch.done.len() + batch.osr.len(),
             commit_us,
             serializations
         );

@@ -101,7 +101,8 @@ fn stats_show_each_functions_tier_and_the_runtimes_totals() {
         assert!(totals.contains(word), "{totals}");
     }
     assert!(
-        out.stderr.contains("tiering: 2 tier-ups in 2 commits"),
+        out.stderr
+            .contains("tiering: 2 tier-ups and 0 on-stack-replacement entries in 2 commits"),
         "{}",
         out.stderr
     );
@@ -128,7 +129,11 @@ fn a_threshold_of_zero_compiles_before_the_first_call() {
             .unwrap_or_else(|| panic!("{}", out.stderr));
         assert_eq!(row.split_whitespace().nth(3), Some("opt"), "{row}");
     }
-    assert!(out.stderr.contains("tiering: 0 tier-ups"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("tiering: 0 tier-ups and 0 on-stack"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -172,4 +177,63 @@ fn sync_chooses_the_strategy_and_rejects_unknown_ones() {
     let out = jitvm(&["run", "--sync=telepathy", &example("fib.bc")]);
     assert_eq!(out.status, Some(2));
     assert!(out.stderr.contains("telepathy"), "{}", out.stderr);
+}
+
+/// A function called once that loops: the interpreter's frame moves into native code at the
+/// loop header (on-stack replacement), counted by `--stats` and shown by `--trace`.
+const LONG_LOOP: &str = "func work(n)\n local i\n local s\nloop:\n load s\n load i\n push 7\n rem\n add\n store s\n load i\n push 1\n add\n dup\n store i\n load n\n lt\n jnz loop\n load s\n ret\nend\nfunc main()\n push 5000000\n call work\n print\n push 0\n ret\nend\n";
+
+fn long_loop() -> String {
+    let dir = std::env::temp_dir().join(format!("jitvm-tiering-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("long_loop.bc");
+    std::fs::write(&path, LONG_LOOP).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn a_hot_loop_leaves_the_interpreter_mid_call_in_each_native_tier() {
+    if !NATIVE {
+        return;
+    }
+    let prog = long_loop();
+    for (flags, tier) in [
+        (&[][..], "baseline"),
+        (&["--baseline-threshold=1", "--opt-threshold=0"][..], "opt"),
+    ] {
+        let mut args = vec!["run", "--trace", "--stats"];
+        args.extend_from_slice(flags);
+        args.push(&prog);
+        let out = jitvm(&args);
+        assert_eq!(out.status, Some(0), "{}", out.stderr);
+        assert_eq!(out.stdout, b"14999995\n");
+        let entry = format!("osr entry work at instruction 0: {tier}");
+        assert!(out.stderr.contains(&entry), "no `{entry}`: {}", out.stderr);
+        assert!(
+            out.stderr.contains("osr work: the interpreter's frame enters native code at instruction 0 with 3 locals and 0 stack values"),
+            "{}",
+            out.stderr
+        );
+        let row = out
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("work "))
+            .unwrap_or_else(|| panic!("{}", out.stderr));
+        assert_eq!(
+            row.split_whitespace().last(),
+            Some("1"),
+            "one transfer: {row}"
+        );
+        let calls: u64 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert_eq!(calls, 1, "{row}");
+    }
+}
+
+#[test]
+fn the_interpreter_alone_never_replaces_a_frame() {
+    let out = jitvm(&["run", "--tier=interp", "--stats", &long_loop()]);
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    let row = out.stderr.lines().find(|l| l.starts_with("work ")).unwrap();
+    assert_eq!(row.split_whitespace().last(), Some("0"), "{row}");
+    assert!(row.contains(" 4999999 "), "every back-edge counted: {row}");
 }

@@ -112,10 +112,37 @@ pub struct TierUp {
     pub slots: usize,
 }
 
+/// A compile job for [`Jit::tier_up`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Job {
+    /// Move a definition up to a tier.
+    TierUp(FuncId, NativeTier),
+    /// Compile a definition's on-stack-replacement entry in a tier, at the loop header that
+    /// is op `header_op` of its lowered code and instruction `header` of its bytecode.
+    Osr {
+        func: FuncId,
+        header_op: u32,
+        header: u32,
+        tier: NativeTier,
+    },
+}
+
+/// An on-stack-replacement entry [`Jit::tier_up`] published.
+#[derive(Clone, Debug)]
+pub struct OsrCompiled {
+    pub func: FuncId,
+    /// The loop header's instruction.
+    pub header: u32,
+    pub tier: NativeTier,
+    pub compile_time: Duration,
+    pub code_bytes: usize,
+}
+
 /// What one [`Jit::tier_up`] did: the tier-ups it published together, in one commit.
 #[derive(Clone, Debug)]
 pub struct TierUpBatch {
     pub done: Vec<TierUp>,
+    pub osr: Vec<OsrCompiled>,
     /// Definitions that failed to compile (they keep their tier), with why.
     pub failed: Vec<(FuncId, NativeTier, String)>,
     /// The commit, and how long it took; `None` when nothing compiled.
@@ -173,14 +200,14 @@ impl Jit {
             let mut ir = None;
             let code = match (tiers[i], &opt) {
                 (NativeTier::Interp, _) | (NativeTier::Opt, None) => None,
-                (NativeTier::Baseline, _) => match stage_native(program, &mut tx, &env, f) {
+                (NativeTier::Baseline, _) => match stage_native(program, &mut tx, &env, f, None) {
                     Ok(code) => Some((NativeTier::Baseline, code)),
                     Err(e) => {
                         log::warn!("baseline: `{}` stays in the interpreter: {e}", func.name);
                         None
                     }
                 },
-                (NativeTier::Opt, Some(o)) => match o.stage(program, &mut tx, f, want_ir) {
+                (NativeTier::Opt, Some(o)) => match o.stage(program, &mut tx, f, want_ir, None) {
                     Ok((code, clif)) => {
                         ir = clif;
                         Some((NativeTier::Opt, code))
@@ -234,35 +261,62 @@ impl Jit {
         tier != NativeTier::Opt || self.opt.is_some()
     }
 
-    /// Compiles each `(definition, tier)` of `jobs` (each a tier above its current one) and
-    /// publishes them together: one transaction, committed `Eventual` (old code is merely
-    /// slower, so a thread may still start it until the next serialization), in which every
-    /// slot that runs one of the definitions moves to its new code and the code it replaces
-    /// is retired (reclaimed once no thread can be running it). Runs while other threads run
-    /// the program; never stops them. A definition that fails to compile keeps its tier.
-    pub fn tier_up(
-        &self,
-        program: &Program,
-        jobs: &[(FuncId, NativeTier)],
-    ) -> Result<TierUpBatch, Error> {
+    /// Compiles each job (a tier-up to a tier above the definition's current one, or an
+    /// on-stack-replacement entry) and publishes them together: one transaction, committed
+    /// `Eventual` (old code is merely slower, so a thread may still start it until the next
+    /// serialization), in which every slot that runs one of the definitions moves to its new
+    /// code and the code it replaces is retired (reclaimed once no thread can be running
+    /// it); on-stack-replacement entries are handed to the program once published. Runs
+    /// while other threads run the program; never stops them. A definition that fails to
+    /// compile keeps its tier.
+    pub fn tier_up(&self, program: &Program, jobs: &[Job]) -> Result<TierUpBatch, Error> {
         let mut code = self.code.lock().unwrap_or_else(|e| e.into_inner());
         let mut tx = program.runtime().transaction();
         let mut batch = TierUpBatch {
             done: Vec::new(),
+            osr: Vec::new(),
             failed: Vec::new(),
             commit: None,
         };
         let mut entries = Vec::new();
         let mut blobs = Vec::new();
-        for &(f, to) in jobs {
+        let mut osr_entries = Vec::new();
+        for &job in jobs {
+            let (f, to) = match job {
+                Job::TierUp(f, to) => (f, to),
+                Job::Osr {
+                    func,
+                    header_op,
+                    header,
+                    tier,
+                } => {
+                    let start = Instant::now();
+                    match self.stage_osr(program, &mut tx, func, header, tier) {
+                        Ok((blob, bytes)) => {
+                            osr_entries.push((func, header_op, blob.addr() + ENTRY_OFFSET));
+                            batch.osr.push(OsrCompiled {
+                                func,
+                                header,
+                                tier,
+                                compile_time: start.elapsed(),
+                                code_bytes: bytes,
+                            });
+                        }
+                        Err(e) => batch.failed.push((func, tier, e)),
+                    }
+                    continue;
+                }
+            };
             let from = code[f as usize].1;
             if to <= from {
                 continue;
             }
             let start = Instant::now();
             let staged = match (to, &self.opt) {
-                (NativeTier::Baseline, _) => stage_native(program, &mut tx, &self.env, f),
-                (NativeTier::Opt, Some(o)) => o.stage(program, &mut tx, f, false).map(|c| c.0),
+                (NativeTier::Baseline, _) => stage_native(program, &mut tx, &self.env, f, None),
+                (NativeTier::Opt, Some(o)) => {
+                    o.stage(program, &mut tx, f, false, None).map(|c| c.0)
+                }
                 (NativeTier::Opt, None) => Err("no optimizing JIT on this machine".into()),
                 (NativeTier::Interp, _) => unreachable!("not above any tier"),
             };
@@ -282,7 +336,7 @@ impl Jit {
                 Err(e) => batch.failed.push((f, to, e)),
             }
         }
-        if entries.is_empty() {
+        if entries.is_empty() && osr_entries.is_empty() {
             return Ok(batch);
         }
         for item in &batch.done {
@@ -298,7 +352,30 @@ impl Jit {
             item.slots = slots;
             code[item.func as usize] = blob;
         }
+        for (f, header_op, entry) in osr_entries {
+            // SAFETY: published by the commit above and never retired; headed for f's
+            // definition, and compiled by `stage_osr` as an entry at that loop header.
+            unsafe { program.set_osr_entry(f, header_op, entry) };
+        }
         Ok(batch)
+    }
+
+    /// Compiles and stages def `f`'s on-stack-replacement entry at instruction `header` in
+    /// `tier`; returns the blob and its size.
+    fn stage_osr<'a>(
+        &self,
+        program: &'a Program,
+        tx: &mut Transaction<'a>,
+        f: FuncId,
+        header: u32,
+        tier: NativeTier,
+    ) -> Result<(Blob, usize), String> {
+        let (blob, code) = match (tier, &self.opt) {
+            (NativeTier::Opt, Some(o)) => o.stage(program, tx, f, false, Some(header))?.0,
+            (NativeTier::Opt, None) => return Err("no optimizing JIT on this machine".into()),
+            _ => stage_native(program, tx, &self.env, f, Some(header))?,
+        };
+        Ok((blob, code.bytes.len()))
     }
 }
 
@@ -328,13 +405,15 @@ pub fn install(
     Jit::install(program, tiers, want_ir, false).map(|(_, installed)| installed)
 }
 
-/// Compiles `f` with the baseline JIT for an address reserved in `tx` and stages it. The
-/// code counts its calls and back-edges, so that it can tier up.
+/// Compiles `f` with the baseline JIT for an address reserved in `tx` and stages it (with
+/// `osr`, its on-stack-replacement entry at that loop header). The code counts its calls and
+/// back-edges, so that it can tier up.
 fn stage_native<'a>(
     program: &'a Program,
     tx: &mut Transaction<'a>,
     env: &CompileEnv,
     f: FuncId,
+    osr: Option<u32>,
 ) -> Result<(Blob, CompiledCode), String> {
     let func = &program.module.functions[f as usize];
     let env = CompileEnv {
@@ -342,11 +421,16 @@ fn stage_native<'a>(
         count_as: Some(f),
         ..env.clone()
     };
-    let mut staging = tx
-        .reserve(baseline::max_code_size(func), 16)
-        .map_err(|e| e.to_string())?;
-    let code = baseline::compile(func, &program.module, &env, staging.addr())
-        .map_err(|e| e.to_string())?;
+    let bound = match osr {
+        Some(header) => baseline::max_osr_code_size(func, header),
+        None => baseline::max_code_size(func),
+    };
+    let mut staging = tx.reserve(bound, 16).map_err(|e| e.to_string())?;
+    let code = match osr {
+        Some(header) => baseline::compile_osr(func, &program.module, &env, staging.addr(), header),
+        None => baseline::compile(func, &program.module, &env, staging.addr()),
+    }
+    .map_err(|e| e.to_string())?;
     staging.buf()[..code.bytes.len()].copy_from_slice(&code.bytes);
     let blob = staging
         .finish(code.bytes.len())
@@ -413,9 +497,11 @@ impl OptSetup {
         tx: &mut Transaction<'a>,
         f: FuncId,
         want_ir: bool,
+        osr: Option<u32>,
     ) -> Result<((Blob, CompiledCode), Option<(String, String)>), String> {
         let header = program.header_word(f, true);
-        let out = crate::opt::compile(&program.module, f, &self.env, &*self.isa, header, want_ir)?;
+        let module = &program.module;
+        let out = crate::opt::compile(module, f, &self.env, &*self.isa, header, want_ir, osr)?;
         let relocs: Vec<Reloc> = out
             .relocs
             .iter()

@@ -236,6 +236,12 @@ fn a_thread_that_never_leaves_native_code_does_not_hold_back_reclamation() {
         let start = Instant::now();
         for k in 2..2 + commits {
             sites.replace(&rt, k, Guarantee::Strong);
+            // Every 500 commits, wait until the native thread has reported at a safepoint:
+            // it does, from inside its one `enter`. (Without the wait the bound below would
+            // depend on how often a loaded machine schedules that thread.)
+            if k % 500 == 0 {
+                rt.synchronize(Duration::from_secs(60)).unwrap();
+            }
         }
         let elapsed = start.elapsed();
         // Still inside the same `enter`: everything retired is reclaimable.

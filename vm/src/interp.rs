@@ -75,6 +75,44 @@ unsafe fn call_out(
     result
 }
 
+/// On-stack replacement: if `def` has a native entry at the loop header at op `header`,
+/// runs the rest of the frame at `base` (at call depth `depth`) there and returns its
+/// result; `None` leaves the frame to the interpreter. The frame moves as it is at the
+/// header: locals and the operand stack in their canonical slots, `R[0 .. slots + height]`.
+/// The interpreter has checked the depth, counted the call and polled; native code polls at
+/// every back-edge from here on.
+#[cold]
+#[inline(never)]
+fn enter_osr(
+    program: &Arc<Program>,
+    st: &mut ThreadState,
+    def: &Definition,
+    header: u32,
+    base: usize,
+    depth: usize,
+) -> Option<Result<i64, Trap>> {
+    let entry = program.osr_entry(def.func, header)?;
+    let call_native = st.native_call?;
+    let instr = def.code.label_at(header)?;
+    let func = &program.module.functions[def.func as usize];
+    let n = def.code.slots as usize + func.heights[instr as usize] as usize;
+    let frame = st.regs[base..base + n].to_vec();
+    program.osr_transfers[def.func as usize].fetch_add(1, Ordering::Relaxed);
+    log::info!(
+        target: "jitvm::trace",
+        "osr {}: the interpreter's frame enters native code at instruction {instr} with {} \
+         locals and {} stack values",
+        func.name,
+        def.code.slots,
+        n - def.code.slots as usize
+    );
+    // A run nested under the native code starts above this frame.
+    let saved_top = std::mem::replace(&mut st.reg_top, base + def.code.frame_size as usize);
+    let result = call_native(program, st, entry, depth as u32, &[frame.as_ptr() as i64]);
+    st.reg_top = saved_top;
+    Some(result)
+}
+
 /// Runs, in the interpreter, the definition a call to `f` would run now; see [`run`].
 pub fn run_function(
     program: &Arc<Program>,
@@ -137,11 +175,22 @@ fn execute<'p>(
             reg!($dst) = $f(a, b);
         }};
     }
+    // A backward jump counts a back-edge; a count that completes a batch may move the
+    // frame into native code at the loop header (on-stack replacement), whose result is
+    // then this frame's `ret`.
     macro_rules! branch {
         ($cond:expr, $t:expr) => {
             if $cond {
-                if ($t as usize) < pc {
-                    st.count_back_edge(program, def.func);
+                if ($t as usize) < pc
+                    && st.count_back_edge(program, def.func, $t as u32)
+                    && st.native_call.is_some()
+                {
+                    let depth = max_depth - frame_limit + st.frames.len() + 1;
+                    if let Some(result) = enter_osr(program, st, def, $t as u32, base, depth) {
+                        r = st.regs.as_mut_ptr().add(base);
+                        return_value!(result?);
+                        continue;
+                    }
                 }
                 pc = $t as usize;
             }

@@ -141,11 +141,20 @@ impl<'a> Lowerer<'a> {
                 *t = self.op_index[*t as usize];
             }
         }
+        // Labels by op index; of several labels at one op (only `nop` and `pop` emit nothing
+        // and push nothing), the first, whose height is the largest: a jump to any of them
+        // leaves what that one expects in the canonical slots, give or take values it pops.
+        let mut labels: Vec<(u32, u32)> = (0..self.f.code.len())
+            .filter(|&i| self.is_label[i])
+            .map(|i| (self.op_index[i], i as u32))
+            .collect();
+        labels.dedup_by_key(|&mut (op, _)| op);
         LoweredFunction {
             ops,
             params: self.f.num_params(),
             slots: self.slots,
             frame_size: self.slots + self.f.max_stack,
+            labels,
         }
     }
 

@@ -98,8 +98,9 @@ pub struct Definition {
 
 /// Hook a tiering policy installs to hear that a definition got hotter. Called on the thread
 /// that ran the code, once per batch of events (see [`RunConfig::profile_batch`]), so it must
-/// be quick.
-pub type HotHook = dyn Fn(&Program, FuncId) + Send + Sync;
+/// be quick. For a batch of back-edges counted by the interpreter, the op index of the loop
+/// header the last one jumped to (where on-stack replacement would enter).
+pub type HotHook = dyn Fn(&Program, FuncId, Option<u32>) + Send + Sync;
 
 /// What `patch F G` did, for an engine that traces or measures patches
 /// ([`Program::set_patch_observer`]).
@@ -144,6 +145,11 @@ pub struct Program {
     hot_hook: Option<Box<HotHook>>,
     /// Held from reading a slot to committing its change (see the module docs).
     dispatch_lock: Mutex<()>,
+    /// On-stack-replacement entries: `(definition, loop header op, entry)`, published code
+    /// taking `(ctx, depth, frame)` (see [`Program::set_osr_entry`]).
+    osr_entries: std::sync::RwLock<Vec<(FuncId, u32, usize)>>,
+    /// Per definition: activations moved into native code by on-stack replacement.
+    pub osr_transfers: Box<[std::sync::atomic::AtomicU64]>,
     patch_observers: std::sync::RwLock<Vec<Box<PatchObserver>>>,
     /// The engine's `--stats` text, in place of the profile's own table.
     stats_report: OnceLock<Box<StatsReport>>,
@@ -182,6 +188,7 @@ impl Program {
             .iter()
             .map(|d| DispatchSlot::new(d as *const Definition as usize + 8))
             .collect();
+        let n = definitions.len();
         Arc::new(Program {
             memory: zeroed_memory(module.memory_cells as usize),
             profile: Profile::new(definitions.len(), config.profile_batch),
@@ -192,6 +199,10 @@ impl Program {
             config,
             hot_hook,
             dispatch_lock: Mutex::new(()),
+            osr_entries: Default::default(),
+            osr_transfers: (0..n)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
             patch_observers: Default::default(),
             stats_report: OnceLock::new(),
             output: Output::default(),
@@ -400,10 +411,38 @@ impl Program {
     }
 
     /// Adds a thread's batch of counts to the profile and tells the hot hook.
-    pub(crate) fn report_hot(&self, def: FuncId, calls: u32, back_edges: u32) {
+    pub(crate) fn report_hot(&self, def: FuncId, calls: u32, back_edges: u32, header: Option<u32>) {
         self.profile.add(def, calls, back_edges);
         if let Some(hook) = &self.hot_hook {
-            hook(self, def);
+            hook(self, def, header);
+        }
+    }
+
+    /// The on-stack-replacement entry of `def` at the loop header at op `header`, if one
+    /// was published.
+    pub fn osr_entry(&self, def: FuncId, header: u32) -> Option<Entry> {
+        let entries = self.osr_entries.read().unwrap_or_else(|e| e.into_inner());
+        entries
+            .iter()
+            .find(|&&(d, h, _)| d == def && h == header)
+            .map(|&(_, _, entry)| Entry(entry))
+    }
+
+    /// Publishes `entry` as def's on-stack-replacement entry at the loop header at op
+    /// `header` (in def's lowered code; [`crate::regcode::LoweredFunction::labels`] names
+    /// its instruction). An interpreter running def that counts a batch of back-edges to
+    /// that header calls it with the frame `R[0 .. slots + height]` and returns what it
+    /// returns, as def's `ret`.
+    ///
+    /// # Safety
+    /// `entry` must be published code of this program's runtime that stays published as
+    /// long as the program, with a header word for `def` (as [`Program::set_entry`]), that
+    /// follows the JIT's ABI for one parameter, a pointer to that frame, and runs def's body
+    /// from that loop header with those values.
+    pub unsafe fn set_osr_entry(&self, def: FuncId, header: u32, entry: usize) {
+        let mut entries = self.osr_entries.write().unwrap_or_else(|e| e.into_inner());
+        if !entries.iter().any(|&(d, h, _)| d == def && h == header) {
+            entries.push((def, header, entry));
         }
     }
 

@@ -182,6 +182,21 @@ pub struct LoweredFunction {
     pub slots: u32,
     /// Slots plus the deepest operand stack: how many slots a frame needs.
     pub frame_size: u32,
+    /// `(op index, bytecode instruction)` of each label, by op index: where a jump lands in
+    /// each encoding. At a label every operand stack entry is in its canonical slot
+    /// (`slots + height`), so the frame there is `R[0 .. slots + height]`: what on-stack
+    /// replacement moves into native code at a loop header.
+    pub labels: Vec<(u32, u32)>,
+}
+
+impl LoweredFunction {
+    /// The bytecode instruction of the label at op `op`, if one is there.
+    pub fn label_at(&self, op: u32) -> Option<u32> {
+        self.labels
+            .binary_search_by_key(&op, |&(o, _)| o)
+            .ok()
+            .map(|k| self.labels[k].1)
+    }
 }
 
 #[cfg(test)]

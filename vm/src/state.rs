@@ -107,7 +107,7 @@ impl ThreadState {
             let calls = self.batch - self.calls_left[def].replace(self.batch);
             let back_edges = self.batch - self.back_edges_left[def].replace(self.batch);
             if calls + back_edges > 0 {
-                program.report_hot(def as FuncId, calls, back_edges);
+                program.report_hot(def as FuncId, calls, back_edges, None);
             }
         }
     }
@@ -126,11 +126,11 @@ impl ThreadState {
         match counter {
             Counter::Calls if self.calls_left[i].get() == 0 => {
                 self.calls_left[i].set(self.batch);
-                program.report_hot(def, self.batch, 0);
+                program.report_hot(def, self.batch, 0, None);
             }
             Counter::BackEdges if self.back_edges_left[i].get() == 0 => {
                 self.back_edges_left[i].set(self.batch);
-                program.report_hot(def, 0, self.batch);
+                program.report_hot(def, 0, self.batch, None);
                 self.offer_cpu(program);
             }
             _ => {}
@@ -147,14 +147,18 @@ impl ThreadState {
         }
     }
 
+    /// Counts a back-edge of `def` to op `header`; true when that completed a batch, which
+    /// is when the interpreter looks for an on-stack-replacement entry.
     #[inline(always)]
-    pub(crate) fn count_back_edge(&mut self, program: &Program, def: FuncId) {
+    pub(crate) fn count_back_edge(&mut self, program: &Program, def: FuncId, header: u32) -> bool {
         // SAFETY: as in `count_call`.
         let left = unsafe { self.back_edges_left.get_unchecked(def as usize) };
         left.set(left.get() - 1);
         if left.get() == 0 {
-            self.report_back_edges(program, def);
+            self.report_back_edges(program, def, header);
+            return true;
         }
+        false
     }
 
     /// A batch of calls for the profile; the batch is also a safepoint (see
@@ -163,16 +167,16 @@ impl ThreadState {
     #[inline(never)]
     fn report_calls(&mut self, program: &Program, def: FuncId) {
         self.calls_left[def as usize].set(self.batch);
-        program.report_hot(def, self.batch, 0);
+        program.report_hot(def, self.batch, 0, None);
         quiescent();
     }
 
     /// A batch of back-edges: for the profile, a safepoint, and a chance to offer the CPU.
     #[cold]
     #[inline(never)]
-    fn report_back_edges(&mut self, program: &Program, def: FuncId) {
+    fn report_back_edges(&mut self, program: &Program, def: FuncId, header: u32) {
         self.back_edges_left[def as usize].set(self.batch);
-        program.report_hot(def, 0, self.batch);
+        program.report_hot(def, 0, self.batch, Some(header));
         quiescent();
         self.offer_cpu(program);
     }

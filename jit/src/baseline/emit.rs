@@ -119,6 +119,9 @@ pub(super) struct Emitter<'a> {
     traps: Vec<(Trap, DynamicLabel)>,
     cold: Vec<Cold>,
     out: CompiledCode,
+    /// Compile an on-stack-replacement entry at this loop header instead of the function's
+    /// own entry (see `emit_osr_entry`).
+    osr: Option<u32>,
 }
 
 impl<'a> Emitter<'a> {
@@ -158,7 +161,14 @@ impl<'a> Emitter<'a> {
                 entry_offset: ENTRY_OFFSET,
                 ..CompiledCode::default()
             },
+            osr: None,
         }
+    }
+
+    /// Makes this an on-stack-replacement entry at the loop header `header` (a label).
+    pub fn at_loop_header(mut self, header: u32) -> Self {
+        self.osr = Some(header);
+        self
     }
 
     pub fn compile(mut self) -> Result<CompiledCode, CompileError> {
@@ -166,9 +176,13 @@ impl<'a> Emitter<'a> {
         asm!(self; .u64 0 ; .u64 header);
         debug_assert_eq!(self.offset(), ENTRY_OFFSET);
         self.emit_entry_checks();
-        let (mut i, mut falls_through) = match self.base_case_guard() {
-            Some(guard) => self.emit_base_case_guard(guard),
-            None => {
+        let (mut i, mut falls_through) = match (self.osr, self.base_case_guard()) {
+            (Some(header), _) => {
+                self.emit_osr_entry(header);
+                (0, false)
+            }
+            (None, Some(guard)) => self.emit_base_case_guard(guard),
+            (None, None) => {
                 self.emit_frame_setup();
                 (0, true)
             }
@@ -313,6 +327,48 @@ impl<'a> Emitter<'a> {
             self.store_home(slot as u32, src);
         }
         self.poll(Counter::Calls);
+    }
+
+    /// On-stack replacement: the entry takes `(ctx, depth, frame)`, `frame` pointing at the
+    /// interpreter's frame at loop header `header`: the function's slots (parameters, then
+    /// locals), then the operand stack there. It builds the frame as the function's own
+    /// entry does (the depth is the running activation's), moves the locals to their homes
+    /// and the stack entries to their canonical slots (the state every jump to a label
+    /// leaves), and jumps to the header. The body after it is the whole function, as
+    /// compiled for its own entry (whose start this code never reaches).
+    fn emit_osr_entry(&mut self, header: u32) {
+        let at = self.offset();
+        self.out.notes.push((
+            at,
+            format!("on-stack replacement: the frame from the interpreter, then jump to {header}"),
+        ));
+        for r in self.frame.saved.clone() {
+            asm!(self; push Rq(r));
+        }
+        let size = self.frame.size;
+        if size > 0 {
+            asm!(self; sub rsp, size);
+        }
+        asm!(self; mov rbx, rdi);
+        if self.frame.has_calls {
+            let slot = self.frame.depth_slot;
+            asm!(self; lea rax, [rsi + 1] ; mov QWORD [rsp + slot], rax);
+        }
+        // `rdx` (the frame pointer) is no home and no scratch here.
+        let slots = self.func.num_slots() as usize;
+        for slot in 0..slots {
+            if self.frame.used[slot] {
+                let src = 8 * slot as i32;
+                asm!(self; mov rax, QWORD [rdx + src]);
+                self.store_home(slot as u32, Opnd::Reg(RAX));
+            }
+        }
+        for h in 0..self.func.heights[header as usize] as usize {
+            let (src, dst) = (8 * (slots + h) as i32, self.frame.spill(h));
+            asm!(self; mov rax, QWORD [rdx + src] ; mov QWORD [rsp + dst], rax);
+        }
+        let label = self.label(header);
+        asm!(self; jmp =>label);
     }
 
     /// The function's leading base case ([`crate::base_case`]), in this emitter's terms.

@@ -138,6 +138,68 @@ fn compile_x86(
     Ok(code)
 }
 
+/// A safe upper bound on the size of [`compile_osr`]'s output for `func` at `header`.
+pub fn max_osr_code_size(func: &Function, header: u32) -> usize {
+    max_code_size(func) + 16 * (func.num_slots() as usize + func.heights[header as usize] as usize)
+}
+
+/// Compiles an on-stack-replacement entry of `func` at loop header `header` (a label) for
+/// `base_addr`: native code taking `(ctx, depth, frame)` that runs the rest of an
+/// activation the interpreter started, `frame` pointing at its slots and then its operand
+/// stack at the header (see `jitvm_vm::program::Program::set_osr_entry`).
+pub fn compile_osr(
+    func: &Function,
+    module: &Module,
+    env: &CompileEnv,
+    base_addr: usize,
+    header: u32,
+) -> Result<CompiledCode, CompileError> {
+    if !func.labels.iter().any(|l| l.target == header) {
+        return Err(CompileError::BadEnvironment(format!(
+            "instruction {header} of `{}` is not a label",
+            func.name
+        )));
+    }
+    if base_addr % 16 != 0 {
+        return Err(CompileError::BadEnvironment(format!(
+            "base address {base_addr:#x} is not 16-aligned"
+        )));
+    }
+    osr_x86(func, module, env, base_addr, header)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn osr_x86(
+    func: &Function,
+    module: &Module,
+    env: &CompileEnv,
+    base_addr: usize,
+    header: u32,
+) -> Result<CompiledCode, CompileError> {
+    let code = emit::Emitter::new(func, module, env, base_addr)
+        .at_loop_header(header)
+        .compile()?;
+    let bound = max_osr_code_size(func, header);
+    if code.bytes.len() > bound {
+        return Err(CompileError::TooLarge {
+            len: code.bytes.len(),
+            bound,
+        });
+    }
+    Ok(code)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn osr_x86(
+    _func: &Function,
+    _module: &Module,
+    _env: &CompileEnv,
+    _base_addr: usize,
+    _header: u32,
+) -> Result<CompiledCode, CompileError> {
+    Err(CompileError::UnsupportedTarget)
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 fn compile_x86(
     _func: &Function,

@@ -72,7 +72,8 @@ pub fn host_isa() -> Result<OwnedTargetIsa, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Compiles function `f` of `module`; `header` is its header word (`def_addr | 1`).
+/// Compiles function `f` of `module` (with `osr`, its on-stack-replacement entry at that loop
+/// header: see [`translate::translate`]); `header` is its header word (`def_addr | 1`).
 pub fn compile(
     module: &Module,
     f: FuncId,
@@ -80,8 +81,9 @@ pub fn compile(
     isa: &dyn isa::TargetIsa,
     header: usize,
     want_ir: bool,
+    osr: Option<u32>,
 ) -> Result<OptCode, String> {
-    let clif = translate::translate(module, f, env);
+    let clif = translate::translate(module, f, env, osr);
     let before = want_ir.then(|| clif.display().to_string());
     let mut ctx = Context::for_function(clif);
     ctx.compile(isa, &mut ControlPlane::default())
@@ -93,6 +95,7 @@ pub fn compile(
     // A leading base case is tested before Cranelift's frame is built (see
     // `crate::base_case`); the function proper follows, 16-aligned.
     let prefix = crate::base_case::leading_base_case(&module.functions[f as usize])
+        .filter(|_| osr.is_none())
         .map(|bc| crate::base_case::guard_prefix(&bc))
         .unwrap_or_default();
     let body_at = ENTRY_OFFSET + prefix.len();

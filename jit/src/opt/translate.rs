@@ -44,13 +44,18 @@ fn readonly() -> MemFlags {
 /// Translates function `f` of `module` into CLIF. Calls to other functions are calls to
 /// the external function `u0:F` (colocated: a `call rel32`), which installation binds to
 /// F's call stub.
-pub fn translate(module: &Module, f: FuncId, env: &OptEnv) -> Function {
+///
+/// With `osr`, an on-stack-replacement entry at that loop header instead: the function
+/// takes `(ctx, depth, frame)`, reads its slots and then the operand stack at the header
+/// from `frame` (the interpreter's frame), and jumps to the header's block; the blocks
+/// only the function's own start reaches are dead, and Cranelift drops them.
+pub fn translate(module: &Module, f: FuncId, env: &OptEnv, osr: Option<u32>) -> Function {
     let func = &module.functions[f as usize];
-    let mut clif =
-        Function::with_name_signature(UserFuncName::user(0, f), signature(func.params.len()));
+    let params = if osr.is_some() { 1 } else { func.params.len() };
+    let mut clif = Function::with_name_signature(UserFuncName::user(0, f), signature(params));
     let mut fctx = FunctionBuilderContext::new();
     let b = FunctionBuilder::new(&mut clif, &mut fctx);
-    Translator::new(module, f, env, b).run();
+    Translator::new(module, f, env, b).run(osr.map(|h| h as usize));
     clif
 }
 
@@ -103,7 +108,7 @@ impl<'a> Translator<'a> {
         &self.module.functions[self.f as usize]
     }
 
-    fn run(mut self) {
+    fn run(mut self, osr: Option<usize>) {
         let func = self.func();
         let entry = self.b.current_block().expect("entry block");
         let params: Vec<Value> = self.b.block_params(entry).to_vec();
@@ -131,10 +136,17 @@ impl<'a> Translator<'a> {
             .ins()
             .load(I64, readonly(), ctx, abi::CTX_MEMORY_BASE);
 
+        // The interpreter's frame, for an on-stack-replacement entry: slots, then the stack.
+        let frame_value = |t: &mut Self, k: usize| {
+            t.b.ins()
+                .load(I64, MemFlags::trusted(), params[2], 8 * k as i32)
+        };
         for k in 0..func.num_slots() as usize {
             let var = Variable::from_u32(k as u32);
             self.b.declare_var(var, I64);
-            let init = if k < func.params.len() {
+            let init = if osr.is_some() {
+                frame_value(&mut self, k)
+            } else if k < func.params.len() {
                 params[k + 2]
             } else {
                 self.b.ins().iconst(I64, 0)
@@ -157,6 +169,15 @@ impl<'a> Translator<'a> {
         }
 
         let mut live = true;
+        if let Some(header) = osr {
+            let slots = func.num_slots() as usize;
+            let stack: Vec<Value> = (0..func.heights[header] as usize)
+                .map(|h| frame_value(&mut self, slots + h))
+                .collect();
+            let blk = self.block_at(header);
+            self.b.ins().jump(blk, &stack);
+            live = false;
+        }
         for i in 0..func.code.len() {
             if let Some(&blk) = self.blocks.get(&i) {
                 if live {

@@ -107,6 +107,13 @@ fn run(st: Strategy, duration: Duration, max_commits: u64, threads: usize) -> Ou
             sites.replace(&rt, k, Guarantee::Strong);
             version.store(k, Ordering::Release);
             commits += 1;
+            // Back-pressure, as a JIT would apply: callers reach quiescent points all the
+            // time, but a loaded machine may not run one for a while; rather than let
+            // retired code pile up meanwhile, wait for them (bounded memory whatever the
+            // scheduler does).
+            if rt.pending_retirements() > 1000 {
+                rt.synchronize(Duration::from_secs(60)).unwrap();
+            }
         }
         stop.store(true, Ordering::Relaxed);
     });

@@ -22,9 +22,14 @@
 //!
 //! A threshold of 0 compiles before the first call: with `--baseline-threshold 0` every
 //! function is installed in baseline code (or optimized code, if `--opt-threshold` is 0
-//! too) before `main` starts. A function called once that then loops for a long time keeps
-//! the tier it was called in: without on-stack replacement a running activation cannot move
-//! to new code; its next call will run the new code.
+//! too) before `main` starts.
+//!
+//! 5. **On-stack replacement.** A running activation keeps the code it started in, except an
+//!    interpreted one that loops hot: when the interpreter reports a batch of back-edges
+//!    to a loop header of a function whose events reached `--baseline-threshold`, the
+//!    policy queues an entry at that header (once per header, in the function's tier or the
+//!    tier it moves to first), and the interpreter moves the frame into it at its next batch
+//!    (see `docs/tiering.md`).
 
 use jitvm_jit::install::{Jit, Job, NativeTier, TierUpBatch};
 use jitvm_vm::{FuncId, Program};

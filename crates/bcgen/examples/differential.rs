@@ -17,14 +17,16 @@ fn main() {
         .unwrap_or_else(|| root.join("target/release/jitvm"));
     let scratch = root.join("target/differential");
     let start = Instant::now();
-    let (mut traps, mut lines) = (0, 0);
+    let mut traps = std::collections::BTreeMap::new();
+    let mut lines = 0;
     for seed in first..first + count {
         let mut rng = Rng::new(seed << 1 | 1);
         let len = rng.index(4096);
         let bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         match diff::check(&binary, &generate(&bytes), &scratch) {
             Ok(seen) => {
-                traps += seen.trap.is_some() as usize;
+                let reason = seen.trap.unwrap_or_else(|| "(no trap)".into());
+                *traps.entry(reason).or_insert(0) += 1;
                 lines += seen.stdout.iter().filter(|&&b| b == b'\n').count();
             }
             Err(report) => {
@@ -34,7 +36,7 @@ fn main() {
         }
     }
     println!(
-        "{count} modules agree in every tier ({traps} trapped, {lines} lines of output) in {:.1?}",
+        "{count} modules agree in every tier ({lines} lines of output) in {:.1?}: {traps:?}",
         start.elapsed()
     );
 }

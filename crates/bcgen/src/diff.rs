@@ -83,6 +83,7 @@ pub struct Report {
     pub program: String,
     /// Where the module was saved.
     pub saved: PathBuf,
+    pub oracle_args: Vec<String>,
 }
 
 impl fmt::Display for Report {
@@ -97,17 +98,22 @@ impl fmt::Display for Report {
                 f,
                 "`jitvm run {}` differs from `jitvm run {}`\n--- interpreter: {expected}\n--- {}: {actual}",
                 args.join(" "),
-                ORACLE_ARGS.join(" "),
+                self.oracle_args.join(" "),
                 args.join(" ")
             )?,
             Failure::BadRun { args, why } => write!(f, "`jitvm run {}`: {why}", args.join(" "))?,
         }
         write!(
             f,
-            "\nsaved as {} (reproduce: jitvm run ARGS {0})",
+            "\nsaved as {} (reproduce: jitvm run ARGS {0}, ARGS as above)",
             self.saved.display()
         )
     }
+}
+
+/// The oracle's arguments for `module`.
+pub fn oracle_args(module: &Generated) -> Vec<String> {
+    with_module_args(ORACLE_ARGS, module)
 }
 
 /// The argument lists a module runs under besides the oracle: [`CHECKED_TIER_ARGS`], then
@@ -115,13 +121,19 @@ impl fmt::Display for Report {
 pub fn checked_args(module: &Generated) -> Vec<Vec<String>> {
     let mut all: Vec<Vec<String>> = CHECKED_TIER_ARGS
         .iter()
-        .map(|args| args.iter().map(|s| s.to_string()).collect())
+        .map(|args| with_module_args(args, module))
         .collect();
-    let mut mixed = vec!["--tier".to_string(), "interp".to_string()];
+    let mut mixed = with_module_args(&["--tier", "interp"], module);
     for (name, tier) in &module.mixed_tiers {
         mixed.push(format!("--func-tier={name}={tier}"));
     }
     all.push(mixed);
+    all
+}
+
+fn with_module_args(args: &[&str], module: &Generated) -> Vec<String> {
+    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    all.extend(module.run_args.iter().cloned());
     all
 }
 
@@ -140,6 +152,7 @@ pub fn check(binary: &Path, module: &Generated, scratch: &Path) -> Result<Observ
             failure,
             program: module.text.clone(),
             saved,
+            oracle_args: oracle_args(module),
         })
     });
     let _ = std::fs::remove_file(&file);
@@ -147,8 +160,7 @@ pub fn check(binary: &Path, module: &Generated, scratch: &Path) -> Result<Observ
 }
 
 fn check_file(binary: &Path, module: &Generated, file: &Path) -> Result<Observed, Failure> {
-    let oracle: Vec<String> = ORACLE_ARGS.iter().map(|s| s.to_string()).collect();
-    let expected = run(binary, &oracle, file)?;
+    let expected = run(binary, &oracle_args(module), file)?;
     for args in checked_args(module) {
         let actual = run(binary, &args, file)?;
         if actual != expected {
@@ -239,6 +251,7 @@ mod tests {
             },
             program: "func main()\n  push 0\n  ret\nend\n".into(),
             saved: PathBuf::from("/tmp/failure-1.bc"),
+            oracle_args: vec!["--tier".into(), "interp".into()],
         };
         let shown = report.to_string();
         for part in [

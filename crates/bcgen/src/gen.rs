@@ -119,6 +119,8 @@ pub struct Generated {
     pub functions: Vec<String>,
     /// A tier for each function, for a mixed-tier run (`--func-tier NAME=TIER`).
     pub mixed_tiers: Vec<(String, &'static str)>,
+    /// Arguments every run of this module takes (a low `--max-depth`, say).
+    pub run_args: Vec<String>,
 }
 
 /// The module these bytes describe.
@@ -270,6 +272,12 @@ impl<'a> Gen<'a> {
 
     fn module(mut self) -> Generated {
         let extra = self.below(7);
+        // A low limit puts `stack overflow` where ordinary calls and recursion reach.
+        let run_args = if self.chance(1, 6) {
+            vec![format!("--max-depth={}", 2 + self.below(40))]
+        } else {
+            Vec::new()
+        };
         self.traps = Traps {
             division_by_zero: self.chance(1, 3),
             out_of_bounds: self.chance(1, 3),
@@ -345,6 +353,9 @@ impl<'a> Gen<'a> {
             functions[index] = self.function(index);
         }
         let mut text = String::new();
+        if !run_args.is_empty() {
+            text.push_str(&format!("; jitvm run {}\n", run_args.join(" ")));
+        }
         let memory_line = self.memory.map(|cells| format!("memory {cells}\n"));
         let memory_last = self.chance(1, 4);
         if !memory_last {
@@ -372,6 +383,7 @@ impl<'a> Gen<'a> {
             text,
             functions: names,
             mixed_tiers,
+            run_args,
         }
     }
 
@@ -400,7 +412,11 @@ impl<'a> Gen<'a> {
         if mode == Mode::Worker || recursive {
             self.f.protected[0] = true;
         }
-        for _ in 0..self.below(4) {
+        let locals = match self.below(8) {
+            7 => 4 + self.below(12),
+            n => n / 2,
+        };
+        for _ in 0..locals {
             self.new_local("v", false);
         }
 
@@ -630,6 +646,7 @@ impl<'a> Gen<'a> {
             if loops { 1 } else { 0 }, // loop that accumulates on the stack
             if tee { 1 } else { 0 },   // store a copy
             if self.may_trap(Trap::BadHandle) { 1 } else { 0 }, // join what cannot be joined
+            1,                         // many values at once
         ]) {
             0 => self.leaf(),
             1 => self.binary(depth),
@@ -683,6 +700,17 @@ impl<'a> Gen<'a> {
                 let targets = self.assignable();
                 let target = self.pick(&targets);
                 self.store(target);
+            }
+            13 => {
+                // Deeper than the registers a JIT keeps the stack in.
+                let width = 2 + self.below(40);
+                for _ in 0..width {
+                    self.leaf();
+                }
+                for _ in 1..width {
+                    let op = self.pick(&["add", "xor", "sub", "mul", "or", "lt"]);
+                    self.emit(op, 2, 1);
+                }
             }
             _ => {
                 // Rare: the first one ends the program.

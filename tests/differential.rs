@@ -57,7 +57,7 @@ fn a_tier_that_prints_something_else_is_reported() {
     std::fs::create_dir_all(&dir).unwrap();
     let liar = dir.join("jitvm");
     let script = format!(
-        "#!/bin/sh\ncase \"$*\" in *opt*) echo 42 ;; esac\nexec '{}' \"$@\"\n",
+        "#!/bin/sh\ncase \"$*\" in *'--tier opt '*) echo 42 ;; esac\nexec '{}' \"$@\"\n",
         binary().display()
     );
     std::fs::write(&liar, script).unwrap();

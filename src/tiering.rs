@@ -35,7 +35,7 @@ use jitvm_jit::install::{Jit, Job, NativeTier, TierUpBatch};
 use jitvm_vm::{FuncId, Program};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -308,9 +308,28 @@ pub fn start_compiler(
         .map(|_| ())
 }
 
-/// The compile thread: every job waiting is one batch, one commit.
+/// The compile thread: every job waiting is one batch, one commit. When the queue has been
+/// empty for a moment after a batch, it settles the batch's retirements (see [`settle`]).
 fn compile_loop(program: Weak<Program>, policy: Arc<Policy>, jit: Arc<Jit>, jobs: Receiver<Job>) {
-    while let Ok(first) = jobs.recv() {
+    let mut unsettled = false;
+    loop {
+        let first = if unsettled {
+            match jobs.recv_timeout(Duration::from_millis(1)) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    settle(&program);
+                    unsettled = false;
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        unsettled = true;
         let mut batch = vec![first];
         batch.extend(jobs.try_iter());
         let Some(program) = program.upgrade() else {
@@ -326,5 +345,19 @@ fn compile_loop(program: Weak<Program>, policy: Arc<Policy>, jit: Arc<Jit>, jobs
                 policy.abandon(&batch);
             }
         }
+    }
+}
+
+/// Finishes what the last `Eventual` commits left owed: their retirements wait for a later
+/// serialization, and meanwhile the runtime's poll word keeps asking native code to report,
+/// so every back-edge of a hot native loop would take its slow path. An empty commit (inside
+/// `synchronize`) gives them that serialization; the threads report at their next poll and
+/// the old code is freed.
+fn settle(program: &Weak<Program>) {
+    let Some(program) = program.upgrade() else {
+        return;
+    };
+    if let Err(e) = program.runtime().synchronize(Duration::from_millis(50)) {
+        log::debug!("tiering: retired code not reclaimed yet: {e}");
     }
 }

@@ -16,10 +16,31 @@ pub const CHECKED_TIER_ARGS: &[&[&str]] = &[
     &["--tier", "opt"],
     &["--tier", "auto"],
     // Everything compiled before it runs, straight to the optimizing tier.
-    &["--tier", "auto", "--baseline-threshold", "0", "--opt-threshold", "0"],
+    &[
+        "--tier",
+        "auto",
+        "--baseline-threshold",
+        "0",
+        "--opt-threshold",
+        "0",
+    ],
     // Tier-ups and on-stack replacement at the first counted events, while the module runs.
-    &["--tier", "auto", "--baseline-threshold", "1", "--opt-threshold", "1"],
-    &["--tier", "auto", "--baseline-threshold", "1", "--opt-threshold", "0"],
+    &[
+        "--tier",
+        "auto",
+        "--baseline-threshold",
+        "1",
+        "--opt-threshold",
+        "1",
+    ],
+    &[
+        "--tier",
+        "auto",
+        "--baseline-threshold",
+        "1",
+        "--opt-threshold",
+        "0",
+    ],
 ];
 
 /// Generated modules run in well under a second; this only catches hangs.

@@ -110,6 +110,10 @@ pub(super) struct Emitter<'a> {
     stack: StackModel,
     /// Per instruction: its label, if some jump targets it.
     labels: Vec<Option<DynamicLabel>>,
+    /// Per instruction: whether a backward jump targets it (a loop header, aligned to 16
+    /// bytes so that a loop runs the same whichever entry, the function's own or on-stack
+    /// replacement's, placed it).
+    loop_header: Vec<bool>,
     /// Epilogue for a trap: status already in `rdx`.
     exit: DynamicLabel,
     /// A callback returned a nonzero status in `rax`.
@@ -141,6 +145,13 @@ impl<'a> Emitter<'a> {
                 }
             }
         }
+        let mut loop_header = vec![false; func.code.len()];
+        for (i, instr) in func.code.iter().enumerate() {
+            match instr.target() {
+                Some(t) if t as usize <= i => loop_header[t as usize] = true,
+                _ => {}
+            }
+        }
         let exit = ops.new_dynamic_label();
         let exit_rax = ops.new_dynamic_label();
         let early_overflow = ops.new_dynamic_label();
@@ -152,6 +163,7 @@ impl<'a> Emitter<'a> {
             frame: Frame::layout(func, module),
             stack: StackModel::new(),
             labels,
+            loop_header,
             exit,
             exit_rax,
             early_overflow,
@@ -195,6 +207,9 @@ impl<'a> Emitter<'a> {
                     self.canonicalize_below(self.stack.height());
                 }
                 self.stack.reset_spilled(self.func.heights[i] as usize);
+                if self.loop_header[i] {
+                    asm!(self; .align 16);
+                }
                 asm!(self; =>label);
             } else if !falls_through {
                 self.stack.reset_spilled(self.func.heights[i] as usize);

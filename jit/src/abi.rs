@@ -118,6 +118,15 @@
 //! interpreter's own ([`jitvm_vm::state::ThreadState::counters`]), so a function's events
 //! count the same whichever tier ran them.
 //!
+//! ## On-stack-replacement entries
+//!
+//! An entry at a loop header of function F (`baseline::compile_osr`, or `opt::compile` with
+//! `osr`) is a native function `(ctx, depth, frame: *const i64) -> NativeRet` with F's
+//! header word: `depth` is the running activation's own, and `frame` points at the
+//! interpreter's frame at the header, F's slots (parameters, then locals) followed by the
+//! operand stack there (its height is the verifier's). It builds F's frame, reads `frame`
+//! before anything else, and runs F's body from the header; its result is the activation's.
+//!
 //! ## Threads and the runtime: the contract
 //!
 //! 1. Every VM thread is registered with the program's runtime for its whole life.

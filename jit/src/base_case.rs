@@ -83,7 +83,7 @@ pub fn guard_prefix(bc: &BaseCase) -> Vec<u8> {
     // Compare with a register on the left; exchanging the operands mirrors the condition.
     let (left, right, op) = match (bc.a, bc.b) {
         (Operand::Param(p), other) => (ARG_REGS[p], other, bc.op),
-        (Operand::Const(c), Operand::Param(p)) => (ARG_REGS[p], Operand::Const(c), mirror(bc.op)),
+        (Operand::Const(c), Operand::Param(p)) => (ARG_REGS[p], Operand::Const(c), bc.op.swapped()),
         (Operand::Const(_), Operand::Const(_)) => unreachable!("a base case reads a parameter"),
     };
     match right {
@@ -94,7 +94,7 @@ pub fn guard_prefix(bc: &BaseCase) -> Vec<u8> {
         },
     }
     // Jump to the body when `left op right` is `body_if`.
-    let op = if bc.body_if { op } else { negate(op) };
+    let op = if bc.body_if { op } else { op.negated() };
     match op {
         BinOp::Eq => dynasm!(ops ; .arch x64 ; je =>body),
         BinOp::Ne => dynasm!(ops ; .arch x64 ; jne =>body),
@@ -114,28 +114,4 @@ pub fn guard_prefix(bc: &BaseCase) -> Vec<u8> {
     }
     dynasm!(ops ; .arch x64 ; =>body);
     ops.finalize().expect("labels all defined")
-}
-
-/// `b OP' a` for `a OP b`.
-fn mirror(op: BinOp) -> BinOp {
-    match op {
-        BinOp::Lt => BinOp::Gt,
-        BinOp::Le => BinOp::Ge,
-        BinOp::Gt => BinOp::Lt,
-        BinOp::Ge => BinOp::Le,
-        other => other,
-    }
-}
-
-/// `!(a OP b)` as `a OP' b`.
-fn negate(op: BinOp) -> BinOp {
-    match op {
-        BinOp::Eq => BinOp::Ne,
-        BinOp::Ne => BinOp::Eq,
-        BinOp::Lt => BinOp::Ge,
-        BinOp::Le => BinOp::Gt,
-        BinOp::Gt => BinOp::Le,
-        BinOp::Ge => BinOp::Lt,
-        other => other,
-    }
 }

@@ -317,18 +317,7 @@ impl<'a> Emitter<'a> {
     /// The frame, ctx into `rbx`, `depth + 1` into its slot, locals into their homes, and
     /// the entry safepoint poll.
     fn emit_frame_setup(&mut self) {
-        for r in self.frame.saved.clone() {
-            asm!(self; push Rq(r));
-        }
-        let size = self.frame.size;
-        if size > 0 {
-            asm!(self; sub rsp, size);
-        }
-        asm!(self; mov rbx, rdi);
-        if self.frame.has_calls {
-            let slot = self.frame.depth_slot;
-            asm!(self; lea rax, [rsi + 1] ; mov QWORD [rsp + slot], rax);
-        }
+        self.emit_frame();
         let params = self.func.params.len();
         for slot in 0..self.func.num_slots() as usize {
             if !self.frame.used[slot] {
@@ -344,6 +333,23 @@ impl<'a> Emitter<'a> {
         self.poll(Counter::Calls);
     }
 
+    /// The frame itself: callee-saved registers pushed, the frame allocated, ctx into `rbx`,
+    /// `depth + 1` into its slot. Touches only `rax` besides.
+    fn emit_frame(&mut self) {
+        for r in self.frame.saved.clone() {
+            asm!(self; push Rq(r));
+        }
+        let size = self.frame.size;
+        if size > 0 {
+            asm!(self; sub rsp, size);
+        }
+        asm!(self; mov rbx, rdi);
+        if self.frame.has_calls {
+            let slot = self.frame.depth_slot;
+            asm!(self; lea rax, [rsi + 1] ; mov QWORD [rsp + slot], rax);
+        }
+    }
+
     /// On-stack replacement: the entry takes `(ctx, depth, frame)`, `frame` pointing at the
     /// interpreter's frame at loop header `header`: the function's slots (parameters, then
     /// locals), then the operand stack there. It builds the frame as the function's own
@@ -357,18 +363,7 @@ impl<'a> Emitter<'a> {
             at,
             format!("on-stack replacement: the frame from the interpreter, then jump to {header}"),
         ));
-        for r in self.frame.saved.clone() {
-            asm!(self; push Rq(r));
-        }
-        let size = self.frame.size;
-        if size > 0 {
-            asm!(self; sub rsp, size);
-        }
-        asm!(self; mov rbx, rdi);
-        if self.frame.has_calls {
-            let slot = self.frame.depth_slot;
-            asm!(self; lea rax, [rsi + 1] ; mov QWORD [rsp + slot], rax);
-        }
+        self.emit_frame();
         // `rdx` (the frame pointer) is no home and no scratch here.
         let slots = self.func.num_slots() as usize;
         for slot in 0..slots {

@@ -112,11 +112,7 @@ pub fn compile(
             module.functions.len()
         )));
     }
-    if base_addr % 16 != 0 {
-        return Err(CompileError::BadEnvironment(format!(
-            "base address {base_addr:#x} is not 16-aligned"
-        )));
-    }
+    check_base_addr(base_addr)?;
     compile_x86(func, module, env, base_addr)
 }
 
@@ -136,6 +132,16 @@ fn compile_x86(
         });
     }
     Ok(code)
+}
+
+/// Code is compiled for a 16-aligned address (entries are 16-aligned: see [`crate::abi`]).
+fn check_base_addr(base_addr: usize) -> Result<(), CompileError> {
+    if base_addr % 16 != 0 {
+        return Err(CompileError::BadEnvironment(format!(
+            "base address {base_addr:#x} is not 16-aligned"
+        )));
+    }
+    Ok(())
 }
 
 /// A safe upper bound on the size of [`compile_osr`]'s output for `func` at `header`.
@@ -160,11 +166,7 @@ pub fn compile_osr(
             func.name
         )));
     }
-    if base_addr % 16 != 0 {
-        return Err(CompileError::BadEnvironment(format!(
-            "base address {base_addr:#x} is not 16-aligned"
-        )));
-    }
+    check_base_addr(base_addr)?;
     osr_x86(func, module, env, base_addr, header)
 }
 

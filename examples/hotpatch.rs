@@ -88,8 +88,9 @@ fn call_both(me: &ThreadHandle, stubs: [Blob; 2]) -> [i64; 2] {
 
 fn main() {
     env_logger::init();
-    // A hang is a failure too.
-    std::thread::spawn(|| {
+    // A hang is a failure too. The watchdog never finishes (it ends the process), so the
+    // detach when its handle drops at the end of `main` cannot race its exit.
+    let _watchdog = std::thread::spawn(|| {
         std::thread::sleep(Duration::from_secs(60));
         eprintln!("hotpatch: FAILED: still running after 60 s");
         std::process::exit(2);

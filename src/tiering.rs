@@ -149,6 +149,21 @@ pub struct Policy {
     /// Loop headers `(definition, op)` whose on-stack-replacement entry was asked for.
     osr_requested: Mutex<HashSet<(FuncId, u32)>>,
     log: Arc<Mutex<CompileLog>>,
+    /// The compile thread, kept rather than detached (see `jitvm_vm::threads::Reaper`).
+    compiler: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Policy {
+    fn drop(&mut self) {
+        if let Some(compiler) = self
+            .compiler
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            jitvm_vm::threads::join_or_forget(compiler);
+        }
+    }
 }
 
 impl Policy {
@@ -172,6 +187,7 @@ impl Policy {
             queue: Mutex::new(None),
             osr_requested: Mutex::new(HashSet::new()),
             log,
+            compiler: Mutex::new(None),
         })
     }
 
@@ -300,12 +316,13 @@ pub fn start_compiler(
     let (sender, receiver) = channel();
     *policy.queue.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
     let program = Arc::downgrade(program);
-    let policy = Arc::clone(policy);
+    let served = Arc::clone(policy);
     let jit = Arc::clone(jit);
-    std::thread::Builder::new()
+    let compiler = std::thread::Builder::new()
         .name("jitvm-compiler".into())
-        .spawn(move || compile_loop(program, policy, jit, receiver))
-        .map(|_| ())
+        .spawn(move || compile_loop(program, served, jit, receiver))?;
+    *policy.compiler.lock().unwrap_or_else(|e| e.into_inner()) = Some(compiler);
+    Ok(())
 }
 
 /// The compile thread: every job waiting is one batch, one commit. When the queue has been

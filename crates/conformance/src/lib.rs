@@ -94,22 +94,32 @@ pub fn run_command(binary: &Path, args: &[String], timeout: Duration) -> std::io
     let start = Instant::now();
     let mut timed_out = false;
     let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if start.elapsed() > timeout => {
+                timed_out = true;
+                let _ = child.kill();
+                break child.wait();
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(e);
+            }
         }
-        if start.elapsed() > timeout {
-            timed_out = true;
-            let _ = child.kill();
-            break child.wait()?;
-        }
-        std::thread::sleep(Duration::from_millis(2));
     };
+    // Joined on every path, an error too: a dropped handle would detach a reader that may be
+    // exiting at that moment (see the VM's `threads::Reaper`).
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    let status = status?;
     use std::os::unix::process::ExitStatusExt;
     Ok(Outcome {
         status: status.code(),
         signal: status.signal(),
-        stdout: out_reader.join().unwrap_or_default(),
-        stderr: String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned(),
+        stdout,
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
         timed_out,
     })
 }

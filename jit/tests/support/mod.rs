@@ -14,6 +14,7 @@ use jitvm_jit::abi::{
 };
 use jitvm_jit::baseline::{self, CompileEnv};
 use jitvm_jit::stubs;
+use jitvm_vm::threads::Reaper;
 use jitvm_vm::Trap;
 use jitvm_vm::{parse_module, FuncId, Function, Module};
 use std::collections::HashMap;
@@ -66,9 +67,11 @@ pub struct Machine {
     pub safepoints: AtomicU64,
     pub interp_calls: AtomicU64,
     pub output: Mutex<Vec<u8>>,
-    /// Unjoined threads: their OS thread and where they leave their result. Threads are
-    /// detached, so the many that finish unjoined cost only this entry.
+    /// Unjoined threads: their OS thread and where they leave their result.
     threads: Mutex<HashMap<i64, (std::thread::ThreadId, Arc<Completion>)>>,
+    /// Every OS thread started, joined once it finishes (never detached: see the VM's
+    /// `threads::Reaper`).
+    reaper: Arc<Reaper>,
     /// Spawned threads still running (at most 255 besides `main`, spec §4).
     running: AtomicUsize,
     next_handle: AtomicI64,
@@ -164,6 +167,7 @@ impl Machine {
             interp_calls: AtomicU64::new(0),
             output: Mutex::new(Vec::new()),
             threads: Mutex::new(HashMap::new()),
+            reaper: Reaper::new(),
             running: AtomicUsize::new(0),
             next_handle: AtomicI64::new(1),
             ended: Mutex::new(None),
@@ -228,9 +232,9 @@ impl Machine {
     pub fn run_main(self: &Arc<Self>) -> Outcome {
         let main = self.func_id("main");
         let m = Arc::clone(self);
-        std::thread::Builder::new()
-            .stack_size(self.thread_stack_bytes())
-            .spawn(move || {
+        let builder = std::thread::Builder::new().stack_size(self.thread_stack_bytes());
+        self.reaper
+            .spawn(builder, move || {
                 let r = m.run_here(main, &[]);
                 m.end(r);
             })
@@ -359,22 +363,21 @@ impl Machine {
         let m = Arc::clone(self);
         let completion = Arc::new(Completion::default());
         let finished = Arc::clone(&completion);
-        let t = std::thread::Builder::new()
-            .stack_size(self.thread_stack_bytes())
-            .spawn(move || {
-                let r = m.run_here(f, &args);
-                if let Err(t) = r {
-                    m.end(Err(t));
-                }
-                m.running.fetch_sub(1, Ordering::SeqCst);
-                *finished.result.lock().unwrap() = Some(r);
-                finished.done.notify_all();
-            });
-        let Ok(t) = t else {
+        let builder = std::thread::Builder::new().stack_size(self.thread_stack_bytes());
+        let t = self.reaper.spawn(builder, move || {
+            let r = m.run_here(f, &args);
+            if let Err(t) = r {
+                m.end(Err(t));
+            }
+            m.running.fetch_sub(1, Ordering::SeqCst);
+            *finished.result.lock().unwrap() = Some(r);
+            finished.done.notify_all();
+        });
+        let Ok(id) = t else {
             self.running.fetch_sub(1, Ordering::SeqCst);
             return Err(Trap::TooManyThreads);
         };
-        threads.insert(handle, (t.thread().id(), completion));
+        threads.insert(handle, (id, completion));
         Ok(handle)
     }
 

@@ -9,23 +9,28 @@
 //! 4. publish version 2 with a `Strong` commit while they run: from the moment
 //!    `commit` returns, every call that starts returns 2;
 //! 5. `synchronize`: version 1 goes from retired to reclaimed once every
-//!    thread has passed a quiescent point.
+//!    thread has passed a quiescent point;
+//! 6. the same for code that threads are *inside*: a loop that polls each
+//!    thread's own poll word is retired and replaced while three threads spin
+//!    in it. They answer once (their stacks pin the old loop), run on at full
+//!    speed, reach the new loop on their next call, and the old loop is
+//!    reclaimed once they have returned out of it.
 //!
 //! Anything unexpected (a stale result, an error, a hang) ends the process
 //! with a message and a non-zero status; a watchdog ends it after 60 s.
 //!
 //! Run: `cargo run --release --example hotpatch` (`RUST_LOG=info` for more).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::Duration;
 
 use dynasm::dynasm;
 use dynasmrt::x64::X64Relocation;
-use dynasmrt::{DynasmApi, VecAssembler};
+use dynasmrt::{DynasmApi, DynasmLabelApi, VecAssembler};
 use jitvm_runtime::{
-    rel32_site_padding, Blob, Config, DispatchSlot, Guarantee, Rel32Kind, Runtime, ThreadHandle,
-    Transaction, NOP,
+    jitvm_safepoint_slow, rel32_site_padding, x86_64_poll_compare, Blob, Config, DispatchSlot,
+    Guarantee, Rel32Kind, Runtime, ThreadHandle, Transaction, NOP,
 };
 
 /// What JIT code looks like to Rust: a C-ABI function returning a number.
@@ -209,6 +214,120 @@ fn run() -> Result<(), Failure> {
     }
     if stats.bytes_retired != 0 || stats.bytes_freed == 0 || rt.lookup(v1.addr()).is_some() {
         return Err("v1 was not reclaimed".into());
+    }
+    replace_a_running_loop(&rt, &me)
+}
+
+/// A loop that polls: `fn(stop: *const AtomicBool, poll: *const AtomicU32) -> i64`. It spins
+/// until `*stop`, testing the calling thread's poll word at every iteration with the
+/// runtime's one-instruction compare (the JIT's poll), and returns `version`.
+fn assemble_polling_loop(version: i64) -> Vec<u8> {
+    const RBX: u8 = 3;
+    let poll = x86_64_poll_compare(RBX, 0).expect("a register");
+    let slow = jitvm_safepoint_slow as *const () as i64;
+    let mut ops = VecAssembler::<X64Relocation>::new(0);
+    dynasm!(ops
+        ; .arch x64
+        ; push rbx                 // callee-saved: they survive the slow path's call
+        ; push r12
+        ; sub rsp, 8               // rsp 16-byte aligned at the call
+        ; mov rbx, rsi             // the poll word
+        ; mov r12, rdi             // the stop flag
+        ; top:
+        ; .bytes poll              // cmp dword [rbx], 0
+        ; jne >slow
+        ; back:
+        ; cmp BYTE [r12], 0
+        ; je <top
+        ; mov rax, QWORD version
+        ; add rsp, 8
+        ; pop r12
+        ; pop rbx
+        ; ret
+        ; slow:                    // asked to report: the runtime's native safepoint
+        ; mov rax, QWORD slow
+        ; call rax
+        ; jmp <back
+    );
+    ops.finalize().expect("assembles")
+}
+
+type LoopFn = extern "sysv64" fn(*const AtomicBool, *const AtomicU32) -> i64;
+
+/// Step 6: retire and replace a polling loop while threads spin in it.
+fn replace_a_running_loop(rt: &std::sync::Arc<Runtime>, me: &ThreadHandle) -> Result<(), Failure> {
+    let slot = DispatchSlot::new(0);
+    let mut tx = rt.transaction();
+    let loop1 = tx.stage(&assemble_polling_loop(1), 16)?;
+    let stub = tx.stage(&assemble_slot_stub(&slot), 16)?;
+    tx.set_dispatch(&slot, loop1.addr())?;
+    tx.commit(Guarantee::Strong)?;
+    let (stop_first, stop_second) = (AtomicBool::new(false), AtomicBool::new(false));
+    let spinning = Barrier::new(4);
+    let got = std::thread::scope(|s| -> Result<Vec<[i64; 2]>, Failure> {
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    let me = rt.register_thread().expect("registers");
+                    me.enter(|scope| {
+                        // SAFETY: the stub tail-calls the slot's loop, a LoopFn; every loop
+                        // the slot reaches stays published while it runs.
+                        let f: LoopFn = unsafe { scope.func(stub.code()) };
+                        spinning.wait();
+                        let first = f(&stop_first, me.poll_word());
+                        // Out of the old loop, still inside native code: the next call
+                        // starts the new one.
+                        let second = f(&stop_second, me.poll_word());
+                        [first, second]
+                    })
+                })
+            })
+            .collect();
+        spinning.wait();
+        std::thread::sleep(Duration::from_millis(20));
+        // Publish loop 2 and retire loop 1, which all three threads are running.
+        let mut tx = rt.transaction();
+        let loop2 = tx.stage(&assemble_polling_loop(2), 16)?;
+        tx.set_dispatch(&slot, loop2.addr())?;
+        tx.retire(loop1)?;
+        tx.commit(Guarantee::Strong)?;
+        me.quiescent(); // this thread holds no code address: only the spinners' stacks do
+        std::thread::sleep(Duration::from_millis(300));
+        let polls = rt.slow_polls();
+        let pinned = rt.lookup(loop1.addr()).is_some_and(|b| b.retired);
+        println!(
+            "loop 1 retired while 3 threads spin in it: still kept ({pinned}), {polls} slow \
+             paths in 300 ms (each thread answered, then looked again now and then)"
+        );
+        stop_first.store(true, Ordering::Release);
+        // The threads return out of loop 1 into loop 2: once they have, it is reclaimed.
+        rt.synchronize(Duration::from_secs(10))?;
+        let reclaimed = rt.lookup(loop1.addr()).is_none();
+        stop_second.store(true, Ordering::Release);
+        let got = threads
+            .into_iter()
+            .map(|t| t.join().expect("no panic"))
+            .collect();
+        if !pinned || !reclaimed {
+            return Err(
+                format!("loop 1 kept while run: {pinned}, then reclaimed: {reclaimed}").into(),
+            );
+        }
+        // 3 threads, intervals from 1 ms doubling: about 10 looks each in 300 ms.
+        if polls > 100 {
+            return Err(format!(
+                "{polls} slow paths: threads in retired code were asked again and again"
+            )
+            .into());
+        }
+        Ok(got)
+    })?;
+    println!(
+        "each thread returned {:?} (loop 1, then loop 2); loop 1 reclaimed",
+        got[0]
+    );
+    if got.iter().any(|g| *g != [1, 2]) {
+        return Err(format!("unexpected loop versions: {got:?}").into());
     }
     Ok(())
 }

@@ -295,10 +295,20 @@ pub fn start(module: Module, options: &Options) -> Result<Arc<Program>, String> 
         ..defaults
     })
     .map_err(|e| e.to_string())?;
-    if options.perf_map {
-        let names = module.functions.iter().map(|f| f.name.clone()).collect();
-        perf_map::install(&runtime, names)
-            .map_err(|e| format!("cannot write {}: {e}", perf_map::path().display()))?;
+    let perf = match options.perf_map {
+        true => Some(
+            perf_map::hook(module.functions.iter().map(|f| f.name.clone()).collect())
+                .map_err(|e| format!("cannot write {}: {e}", perf_map::path().display()))?,
+        ),
+        false => None,
+    };
+    if perf.is_some() || trace::enabled() {
+        runtime.set_code_hook(Box::new(move |event| {
+            if let Some(perf) = &perf {
+                perf(event);
+            }
+            trace::code_event(event);
+        }));
     }
     let auto = options.tier == Tier::Auto && cfg!(target_arch = "x86_64");
     if !auto && tiers.iter().all(|&t| t == Tier::Interp) {

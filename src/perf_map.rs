@@ -5,7 +5,7 @@
 //! blob at the same address gets a later line.
 
 use jitvm_jit::install::{blob_owner, BlobKind};
-use jitvm_runtime::{CodeEvent, Runtime};
+use jitvm_runtime::CodeEvent;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -24,12 +24,11 @@ fn symbol(name: &str, kind: BlobKind) -> String {
     }
 }
 
-/// Creates the map and has `runtime` append a line to it for every blob it publishes from
-/// now on. `names` are the program's function names, by `FuncId`.
-pub fn install(runtime: &Runtime, names: Vec<String>) -> std::io::Result<PathBuf> {
-    let path = path();
-    let file = Mutex::new(BufWriter::new(File::create(&path)?));
-    runtime.set_code_hook(Box::new(move |event| {
+/// Creates the map and returns the code hook that appends a line to it for every blob the
+/// runtime publishes. `names` are the program's function names, by `FuncId`.
+pub fn hook(names: Vec<String>) -> std::io::Result<impl Fn(CodeEvent) + Send + Sync> {
+    let file = Mutex::new(BufWriter::new(File::create(path())?));
+    Ok(move |event| {
         if let CodeEvent::Published { addr, len, owner } = event {
             let (f, kind) = blob_owner(owner);
             let name = names.get(f as usize).map_or("?", String::as_str);
@@ -39,6 +38,5 @@ pub fn install(runtime: &Runtime, names: Vec<String>) -> std::io::Result<PathBuf
             let _ = writeln!(file, "{addr:x} {len:x} {}", symbol(name, kind));
             let _ = file.flush();
         }
-    }));
-    Ok(path)
+    })
 }

@@ -91,6 +91,14 @@ pub fn report(program: &Program, sources: Option<&StatsSources>) -> String {
         code.bytes_freed,
         code.high_water
     );
+    let _ = writeln!(
+        out,
+        "reclamation: {} native poll slow paths (a thread asked to report), {} retirements \
+         pending at exit, {} threads asked now",
+        rt.slow_polls(),
+        rt.pending_retirements(),
+        rt.threads_asked()
+    );
     out.push_str(
         "(calls and back-edges are counted by the interpreter and baseline code; \
          optimized code does not count)\n",

@@ -2,11 +2,28 @@
 //! [`TARGET`], so `JITVM_LOG` (or `RUST_LOG`) filters them like any other log line.
 
 use jitvm_jit::install::{blob_owner, BlobKind, NativeTier, TierUpBatch};
+use jitvm_runtime::CodeEvent;
 use jitvm_vm::program::PatchEvent;
 use jitvm_vm::Program;
 
 /// The log target of trace lines: `--trace` is `JITVM_LOG=jitvm::trace=info`.
 pub const TARGET: &str = "jitvm::trace";
+
+/// Whether trace lines are logged.
+pub fn enabled() -> bool {
+    log::log_enabled!(target: TARGET, log::Level::Info)
+}
+
+/// A line when a thread's stack begins to hold retired code back (the runtime's code hook).
+pub fn code_event(event: CodeEvent) {
+    if let CodeEvent::PinnedBy { tid } = event {
+        log::info!(
+            target: TARGET,
+            "reclamation: thread {tid} still runs retired code (or a frame of it has not \
+             returned); it is not asked again until it may help"
+        );
+    }
+}
 
 /// A line per definition a tier-up batch moved (or failed to move).
 pub fn tier_ups(program: &Program, batch: &TierUpBatch) {

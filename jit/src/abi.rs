@@ -84,11 +84,15 @@
 //!
 //! ## Safepoints
 //!
-//! Native code polls at its entry and at every backward jump:
-//! `mov rax, imm64(poll_word); cmp dword [rax], 0; jne slow` (a compiler may test a leaf base
-//! case first and poll only on the path past it: that path cannot loop or call). The poll
-//! word is the runtime's (`Runtime::poll_word`); it is set only while retired code waits for
-//! threads that are inside native code. The out-of-line slow path saves every live value,
+//! Native code polls at its entry and at every backward jump with one compare against the
+//! context register: `cmp dword [ctx + CTX_POLL], 0; jne slow` (a compiler may test a leaf
+//! base case first and poll only on the path past it: that path cannot loop or call). The
+//! poll word is this thread's own, in its [`ThreadContext`], lent to the runtime for the
+//! thread's life (`ThreadHandle::with_poll_word`): the runtime sets it only to ask *this*
+//! thread to report, because a retirement waits for its horizon, and the thread clears it
+//! when it answers. A thread whose stack merely pins retired code has answered and is not
+//! asked again, so a loop that runs long in retired code runs at full speed (see
+//! `docs/cross-modifying-code.md`, "Asking one thread"). The out-of-line slow path saves every live value,
 //! calls `safepoint(ctx)`, restores and resumes. The VM's `safepoint` is the runtime's native
 //! safepoint (`ThreadHandle::safepoint_from_native`): it pins the code whose return addresses
 //! are on this thread's stack and reports the thread quiescent without leaving, so a thread in
@@ -108,8 +112,7 @@
 //! mov rax, [rbx + CTX_CALLS_LEFT]   ; or CTX_BACK_EDGES_LEFT
 //! sub dword [rax + 4*f], 1
 //! jz  slow
-//! mov rax, imm64(poll_word)
-//! cmp dword [rax], 0
+//! cmp dword [rbx + CTX_POLL], 0
 //! jne slow
 //! ```
 //!
@@ -170,7 +173,7 @@
 
 use jitvm_vm::Trap;
 use std::ffi::c_void;
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU32};
 
 /// What a native function returns, in `rax` : `rdx`.
 #[repr(C)]
@@ -254,6 +257,9 @@ pub struct ThreadContext {
     /// "Profiling" in the module docs).
     pub calls_left: *const std::cell::Cell<u32>,
     pub back_edges_left: *const std::cell::Cell<u32>,
+    /// This thread's poll word: nonzero asks native code to call `safepoint` at its next
+    /// poll. The runtime writes it (lent with `ThreadHandle::with_poll_word`).
+    pub poll: AtomicU32,
 }
 
 pub const CTX_MEMORY_BASE: i32 = 0;
@@ -263,6 +269,7 @@ pub const CTX_STACK_LIMIT: i32 = 24;
 pub const CTX_VM: i32 = 32;
 pub const CTX_CALLS_LEFT: i32 = 40;
 pub const CTX_BACK_EDGES_LEFT: i32 = 48;
+pub const CTX_POLL: i32 = 56;
 
 /// Stack to leave below `stack_limit` for Rust callbacks and the interpreter behind stubs.
 pub const STACK_HEADROOM: usize = 256 << 10;
@@ -410,7 +417,8 @@ mod tests {
             offset_of!(ThreadContext, back_edges_left),
             CTX_BACK_EDGES_LEFT as usize
         );
-        assert_eq!(std::mem::size_of::<ThreadContext>(), 56);
+        assert_eq!(offset_of!(ThreadContext, poll), CTX_POLL as usize);
+        assert_eq!(std::mem::size_of::<ThreadContext>(), 64);
     }
 
     #[test]

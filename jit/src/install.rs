@@ -176,7 +176,6 @@ impl Jit {
                 .map(|f| program.slot_addr(f))
                 .collect(),
             callbacks: callbacks(),
-            poll_word: program.runtime().poll_word() as usize,
             header: 0,
             count_as: None,
         };
@@ -483,7 +482,6 @@ impl OptSetup {
             isa,
             env: crate::opt::OptEnv {
                 callbacks: env.callbacks,
-                poll_word: env.poll_word,
             },
             stubs,
         })

@@ -10,11 +10,15 @@
 //!    starts `f` natively or in the interpreter, whichever its entry says;
 //! 3. every call into native code goes through `enter_native`, inside the runtime's
 //!    `ThreadHandle::enter`, so code on this thread's stack is never freed under it;
-//! 4. native code polls the runtime's poll word at function entries and loop back-edges and
-//!    calls `safepoint`, which reports quiescence without leaving (the runtime pins the
-//!    code still on the stack), so a long native loop never holds reclamation back;
-//! 5. the interpreter reports quiescence at its profile batches, and a thread that waits
-//!    (join, a contended output lock) is offline meanwhile.
+//! 4. native code polls its thread's poll word (in the [`ThreadContext`], lent to the runtime
+//!    with `ThreadHandle::with_poll_word`) at function entries and loop back-edges and calls
+//!    `safepoint` when the runtime has asked this thread to report; the safepoint reports
+//!    quiescence without leaving (the runtime pins the code still on the stack), so a long
+//!    native loop never holds reclamation back;
+//! 5. the interpreter reports quiescence at its profile batches (inside native code that is a
+//!    native safepoint too), and a thread that waits (join, a contended output lock, a write
+//!    to stdout, the dispatch lock) is blocked meanwhile: it pins its stack first, then holds
+//!    nothing else back until it returns.
 
 use crate::abi::{call_native, Callbacks, NativeRet, ThreadContext, STACK_HEADROOM, STATUS_OK};
 use jitvm_runtime::{with_current_thread, CodePtr, ThreadHandle};
@@ -24,6 +28,7 @@ use jitvm_vm::program::{Definition, Program};
 use jitvm_vm::state::{Counter, ThreadState};
 use jitvm_vm::{FuncId, Trap};
 use std::ffi::c_void;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
 /// What the callbacks reach through [`ThreadContext::vm`]: the thread's program, runtime
@@ -75,15 +80,23 @@ pub fn native_thread(program: &Arc<Program>, f: FuncId, args: &[i64]) -> Result<
             vm: &mut vm as *mut VmThread as *mut c_void,
             calls_left,
             back_edges_left,
+            poll: AtomicU32::new(0),
         };
-        state.set_native(enter_native, &mut ctx as *mut ThreadContext as *mut c_void);
-        let entry = program.entry(f);
-        let result = match program.resolve(entry) {
-            (_, true) => enter_native(program, &mut state, entry, 1, args),
-            (def, false) => interp::run(program, &mut state, def, args, 0),
-        };
-        state.flush_profile(program);
-        result
+        let ctx = &mut ctx as *mut ThreadContext;
+        state.set_native(enter_native, ctx as *mut c_void);
+        // SAFETY: `ctx` points at the context above, alive until this function returns; the
+        // poll word is atomic, so native code and the runtime may write it meanwhile.
+        let poll = unsafe { &(*ctx).poll };
+        // The runtime asks this thread through the word native code polls (abi.rs).
+        handle.with_poll_word(poll, || {
+            let entry = program.entry(f);
+            let result = match program.resolve(entry) {
+                (_, true) => enter_native(program, &mut state, entry, 1, args),
+                (def, false) => interp::run(program, &mut state, def, args, 0),
+            };
+            state.flush_profile(program);
+            result
+        })
     })
 }
 

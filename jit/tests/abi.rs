@@ -341,6 +341,7 @@ fn dummy_context() -> ThreadContext {
         vm: std::ptr::null_mut(),
         calls_left: std::ptr::null(),
         back_edges_left: std::ptr::null(),
+        poll: std::sync::atomic::AtomicU32::new(0),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The code map: address to blob, with the owner tag the JIT set, and a hook
-//! on publication and reclamation (for a `perf` map, a disassembler, a
-//! profiler).
+//! on publication, reclamation and pinning (for a `perf` map, a disassembler,
+//! a profiler, a trace).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +41,13 @@ pub enum CodeEvent {
         len: usize,
         /// Owner tag.
         owner: u64,
+    },
+    /// A thread's stack (its pins, from its last native safepoint) began to
+    /// hold a retired blob back: it is still running inside it, or a frame
+    /// of it has not returned. It is not asked again until it may help.
+    PinnedBy {
+        /// Kernel thread id of the thread.
+        tid: i32,
     },
 }
 

@@ -4,45 +4,58 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::sync::Strategy;
+use crate::config::Strategy;
 
 /// A registered thread that holds back reclamation, named in
-/// [`Error::OutOfCodeMemory`] and [`Error::Timeout`].
+/// [`Error::OutOfCodeMemory`] and [`Error::Timeout`], with what it has
+/// published (see `crate::reclaim`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeldBack {
     /// Kernel thread id (`gettid`), as `ps -L` and `/proc/PID/task` show it.
     pub tid: i32,
-    /// How long ago the first commit this thread has not yet acknowledged
-    /// (by a quiescent point or a native safepoint) returned: it has held
-    /// reclamation back at least this long.
-    pub since: Duration,
-    /// True if the thread is inside [`crate::ThreadHandle::enter`] (native
-    /// code that does not poll [`crate::Runtime::poll_word`] holds code back
-    /// until it returns).
+    /// If the thread's horizon holds a retirement back: how long ago the
+    /// first commit it has not acknowledged (by a quiescent point or a
+    /// native safepoint) returned. `None` if it has acknowledged every
+    /// commit and only its pins hold code back.
+    pub since: Option<Duration>,
+    /// True if the thread is inside [`crate::ThreadHandle::enter`] and not
+    /// blocked: it can answer at its next native poll.
     pub entered: bool,
+    /// The epoch of its outermost entry into native code, as its last native
+    /// safepoint raised it, if it is entered.
+    pub entry_epoch: Option<u64>,
+    /// True if it is blocked ([`crate::ThreadHandle::blocking`]).
+    pub offline: bool,
     /// True if the thread's last native safepoint found code of a pending
     /// retirement on its stack (an activation that has not returned yet).
     pub pinning: bool,
+    /// How many code addresses its last native safepoint found on its stack.
+    pub pins: usize,
+    /// How many times it has answered a request at a native poll.
+    pub slow_polls: u64,
 }
 
 impl fmt::Display for HeldBack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "thread {} (no quiescent point for {:.3} s{}{})",
-            self.tid,
-            self.since.as_secs_f64(),
-            if self.entered {
-                ", inside native code"
-            } else {
-                ""
-            },
-            if self.pinning {
-                ", retired code on its stack"
-            } else {
-                ""
-            }
-        )
+        write!(f, "thread {} (", self.tid)?;
+        match self.since {
+            Some(since) => write!(f, "no quiescent point for {:.3} s", since.as_secs_f64())?,
+            None => f.write_str("acknowledged every commit")?,
+        }
+        if let Some(epoch) = self.entry_epoch {
+            write!(f, ", inside native code since epoch {epoch}")?;
+        }
+        if self.offline {
+            f.write_str(", blocked")?;
+        }
+        if self.pinning {
+            write!(
+                f,
+                ", retired code on its stack ({} code addresses pinned)",
+                self.pins
+            )?;
+        }
+        write!(f, ", {} native polls answered)", self.slow_polls)
     }
 }
 

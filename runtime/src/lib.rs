@@ -9,12 +9,13 @@
 //!    to run; never both), an allocator, and checked handles ([`Blob`]).
 //! 2. [`icache`] (cache maintenance) and [`sync`] (core serialization of the
 //!    calling core and of all the others: one [`Strategy`] per file).
-//! 3. [`threads`], [`native`], [`safepoint`]: registered threads
+//! 3. [`threads`], [`native`], [`safepoint`], `handshake`: registered threads
 //!    ([`ThreadHandle`]), the one way into JIT code ([`ThreadHandle::enter`]),
-//!    and safepoints for native code that runs long.
+//!    safepoints for native code that runs long, and how the runtime asks one
+//!    thread at a time to report (per-thread poll words).
 //! 4. [`patch`]: [`DispatchSlot`]s (and x86-64 `Rel32Site`s), and exactly
 //!    which call sequences `Guarantee::Strong` covers.
-//! 5. [`publish`], [`staging`], [`reloc`]: a [`Transaction`] stages code
+//! 5. [`publish`], [`staging`], [`reloc`], `tx_buffers`: a [`Transaction`] stages code
 //!    (copied, reserved and shrunk, or relocated), patches and retirements,
 //!    and [`Transaction::commit`] publishes them with one or two
 //!    serializations in all.
@@ -82,6 +83,7 @@ pub mod code_memory;
 pub mod config;
 pub mod error;
 pub mod fork;
+mod handshake;
 pub mod icache;
 pub mod native;
 pub mod patch;
@@ -94,10 +96,11 @@ mod sleep;
 pub mod staging;
 pub mod sync;
 pub mod threads;
+mod tx_buffers;
 
 pub use code_map::{BlobInfo, CodeEvent};
 pub use code_memory::{Blob, CodePtr, CodeStats, TRAP_INSTRUCTION};
-pub use config::Config;
+pub use config::{Config, Strategy};
 pub use error::{Error, HeldBack};
 pub use native::NativeScope;
 pub use patch::DispatchSlot;
@@ -107,8 +110,10 @@ pub use publish::{CommitInfo, Guarantee, Transaction};
 pub use reloc::{Reloc, RelocKind};
 pub use runtime::Runtime;
 pub use safepoint::jitvm_safepoint_slow;
+#[cfg(target_arch = "x86_64")]
+pub use safepoint::x86_64_poll_compare;
 pub use staging::Staging;
 #[doc(hidden)]
 pub use sync::{bare_membarrier_sync_core, mprotect_refusal_for};
-pub use sync::{select_strategy, Strategy, SYNC_ENV};
+pub use sync::{select_strategy, SYNC_ENV};
 pub use threads::{with_current_thread, ThreadHandle};

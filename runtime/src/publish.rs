@@ -6,8 +6,6 @@
 //! two serializations. Batch: the cost does not grow with the number of
 //! blobs and patches.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 
@@ -19,6 +17,7 @@ use crate::patch::DispatchSlot;
 use crate::patch::{rel32_disp, Rel32Site};
 use crate::reloc::{apply, Reloc};
 use crate::staging::Staging;
+use crate::tx_buffers::TxBuffers;
 use crate::{Error, Runtime};
 
 /// What [`Transaction::commit`] guarantees when it returns.
@@ -55,85 +54,6 @@ pub struct Transaction<'a> {
     buf: TxBuffers,
     /// The slots in `buf.dispatch` are borrowed for `'a`.
     _slots: PhantomData<&'a DispatchSlot>,
-}
-
-/// Hashes a blob generation (unique per allocation) with one multiply.
-#[derive(Default)]
-pub(crate) struct GenHasher(u64);
-
-impl Hasher for GenHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-/// A set of blob generations: O(1) "is this blob staged / retired here?".
-pub(crate) type GenSet = HashSet<u64, BuildHasherDefault<GenHasher>>;
-
-/// The vectors of a transaction. The runtime keeps a few between
-/// transactions, so a commit of n blobs does not regrow them from empty.
-#[derive(Default)]
-pub(crate) struct TxBuffers {
-    staged: Vec<Blob>,
-    /// (address of a `DispatchSlot` borrowed for the transaction's `'a`,
-    /// target). An address, not a reference, so the vector outlives `'a`.
-    dispatch: Vec<(usize, usize)>,
-    /// (site in a blob staged here, displacement).
-    #[cfg(target_arch = "x86_64")]
-    rel32: Vec<(Rel32Site, i32)>,
-    retire: Vec<Blob>,
-    /// Generations of `staged` and of `retire`.
-    staged_gens: GenSet,
-    retire_gens: GenSet,
-    /// Code-region addresses that relocations and rel32 sites point at.
-    targets: Vec<usize>,
-}
-
-impl TxBuffers {
-    /// Records a blob staged by the transaction.
-    pub(crate) fn add_staged(&mut self, b: Blob) {
-        self.staged.push(b);
-        self.staged_gens.insert(b.gen);
-    }
-
-    fn is_staged(&self, b: &Blob) -> bool {
-        self.staged_gens.contains(&b.gen)
-    }
-
-    fn is_retired(&self, b: &Blob) -> bool {
-        self.retire_gens.contains(&b.gen)
-    }
-
-    /// Empties every vector for reuse; false if one grew too large to keep.
-    pub(crate) fn recycle(&mut self) -> bool {
-        const KEEP: usize = 1 << 12;
-        self.staged.clear();
-        self.dispatch.clear();
-        #[cfg(target_arch = "x86_64")]
-        self.rel32.clear();
-        self.retire.clear();
-        self.targets.clear();
-        self.staged_gens.clear();
-        self.retire_gens.clear();
-        [
-            self.staged.capacity(),
-            self.dispatch.capacity(),
-            self.retire.capacity(),
-            self.targets.capacity(),
-            self.staged_gens.capacity(),
-            self.retire_gens.capacity(),
-        ]
-        .iter()
-        .all(|&c| c <= KEEP)
-    }
 }
 
 /// The patch-target rule: an address outside the code region is allowed

@@ -118,8 +118,7 @@ impl Reclaimer {
     /// Frees (or poisons and quarantines) every blob whose tag is below the
     /// registry's horizon and that no thread pins. If `owners` is given, the
     /// owner tags of the reclaimed blobs are appended to it (before they are
-    /// freed). Returns the number reclaimed and whether any thread is inside
-    /// native code; the blobs are in `self.done`.
+    /// freed). Returns the number reclaimed; the blobs are in `self.done`.
     pub(crate) fn reclaim(
         &mut self,
         mem: &CodeMemory,
@@ -127,10 +126,10 @@ impl Reclaimer {
         poison: bool,
         quarantine_limit: usize,
         owners: Option<&mut Vec<u64>>,
-    ) -> (usize, bool) {
+    ) -> usize {
         let mut pins = std::mem::take(&mut self.pins);
         pins.clear();
-        let scan = registry.scan(&mut pins);
+        let horizon = registry.scan(&mut pins);
         pins.sort_unstable();
         let mut done = std::mem::take(&mut self.done);
         done.clear();
@@ -147,7 +146,7 @@ impl Reclaimer {
             }
         }
         while let Some(&(tag, serial, blob)) = self.waiting.front() {
-            if tag >= scan.horizon {
+            if tag >= horizon {
                 break;
             }
             self.waiting.pop_front();
@@ -191,17 +190,22 @@ impl Reclaimer {
         let n = done.len();
         self.done = done;
         self.pins = pins;
-        (n, scan.entered)
+        n
+    }
+
+    /// The largest tag of a retirement waiting for threads' horizons.
+    pub(crate) fn waiting_max_tag(&self) -> Option<u64> {
+        self.waiting.back().map(|w| w.0)
+    }
+
+    /// The blobs past every horizon that a thread's pins still hold.
+    pub(crate) fn pinned_blobs(&self) -> Vec<Blob> {
+        self.pinned.iter().map(|p| p.2).collect()
     }
 
     /// Number of retired blobs not yet reclaimed.
     pub(crate) fn pending(&self) -> usize {
         self.eventual.len() + self.waiting.len() + self.pinned.len()
-    }
-
-    /// Whether some retirement waits for threads (not for a serialization).
-    pub(crate) fn awaits_threads(&self) -> bool {
-        !self.waiting.is_empty() || !self.pinned.is_empty()
     }
 
     /// Whether some retirement waits for a serialization.

@@ -1,17 +1,20 @@
 //! The runtime: code memory, a serialization strategy, a thread registry, a
 //! reclaimer and a code map, shared by every thread through an `Arc`.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 use crate::code_map::{BlobInfo, CodeEvent, Hooks};
 use crate::code_memory::{CodeMemory, CodeStats, State};
+use crate::config::Strategy;
 use crate::error::HeldBack;
-use crate::publish::{Guarantee, Transaction, TxBuffers};
+use crate::handshake::{self, Reasker};
+use crate::publish::{Guarantee, Transaction};
 use crate::reclaim::{pins_any, Reclaimer};
-use crate::sync::{select_strategy, Serializer, Strategy, SYNC_ENV};
-use crate::threads::{current_inner, Registry, ThreadHandle};
+use crate::sync::{select_strategy, Serializer, SYNC_ENV};
+use crate::threads::{current_inner, Registry, ThreadHandle, NOT_ENTERED, OFFLINE};
+use crate::tx_buffers::TxBuffers;
 #[cfg(target_arch = "x86_64")]
 use crate::{
     code_memory::Blob,
@@ -27,8 +30,23 @@ pub struct Runtime {
     serializer: Serializer,
     registry: Registry,
     epoch: AtomicU64,
-    /// Nonzero: native code should call the safepoint slow path.
-    poll: AtomicU32,
+    /// One more than the largest tag of a retirement waiting for threads'
+    /// horizons, 0 if none: a thread whose horizon is below it was waited
+    /// for, and reclaims when it reports. Stored before the reclaimer reads
+    /// the horizons (see `ThreadHandle::report_quiescent`).
+    waiting_below: AtomicU64,
+    /// Some retirement waits only for pins on a thread's stack.
+    pins_pending: AtomicBool,
+    /// A report asked for a reclamation while the lock was held: whoever
+    /// holds it looks again when it lets go.
+    reclaim_wanted: AtomicBool,
+    /// Slow-path answers of threads that have deregistered.
+    slow_polls_done: AtomicU64,
+    /// Asks threads whose pins hold retirements to look again (see
+    /// [`crate::handshake`]).
+    reasker: Reasker,
+    /// This runtime, for the re-ask thread (which must not keep it alive).
+    me: Weak<Runtime>,
     /// Commits are serialized by this lock, which also guards the reclaimer.
     /// Committing is rare and each commit costs a serialization anyway.
     commit: Mutex<Reclaimer>,
@@ -61,25 +79,32 @@ impl Runtime {
             Some(s) => s,
             None => select_strategy(std::env::var(SYNC_ENV).ok().as_deref())?,
         };
-        let rt = Runtime {
-            mem: CodeMemory::new(config.capacity)?,
-            serializer: Serializer::new(strategy)?,
+        let mem = CodeMemory::new(config.capacity)?;
+        let serializer = Serializer::new(strategy)?;
+        let rt = Arc::new_cyclic(|me| Runtime {
+            mem,
+            serializer,
             registry: Registry::default(),
             epoch: AtomicU64::new(0),
-            poll: AtomicU32::new(0),
+            waiting_below: AtomicU64::new(0),
+            pins_pending: AtomicBool::new(false),
+            reclaim_wanted: AtomicBool::new(false),
+            slow_polls_done: AtomicU64::new(0),
+            reasker: Reasker::default(),
+            me: me.clone(),
             commit: Mutex::new(Reclaimer::default()),
             spare_tx: Mutex::new(Vec::new()),
             hooks: Hooks::default(),
             config,
             forks: fork::generation(),
-        };
+        });
         log::info!(
             "jitvm-runtime: {} bytes of code memory at {:#x}, sync strategy {}",
             rt.mem.capacity(),
             rt.mem.rx_base(),
             strategy
         );
-        Ok(Arc::new(rt))
+        Ok(rt)
     }
 
     /// The strategy in use.
@@ -102,7 +127,7 @@ impl Runtime {
     /// [`Error::AlreadyRegistered`] if the thread holds a live registration
     /// (with any runtime).
     pub fn register_thread(self: &Arc<Self>) -> Result<ThreadHandle, Error> {
-        ThreadHandle::register(self)
+        ThreadHandle::register(self, crate::sync::this_thread_ack())
     }
 
     /// Number of registered threads.
@@ -115,12 +140,19 @@ impl Runtime {
         Transaction::new(self)
     }
 
-    /// The poll word native code checks at loop back-edges and function
-    /// entries (see [`crate::safepoint`]): nonzero means "call
-    /// [`crate::jitvm_safepoint_slow`]". Its address is stable for the life
-    /// of the runtime (it lives in the `Arc`).
-    pub fn poll_word(&self) -> *const AtomicU32 {
-        &self.poll
+    /// How many times native code answered a request on its thread's poll
+    /// word (took the poll's slow path because it was asked), over every
+    /// thread registered so far.
+    pub fn slow_polls(&self) -> u64 {
+        self.slow_polls_done.load(Ordering::Relaxed) + self.registry.slow_polls()
+    }
+
+    /// Threads whose poll word is set now (asked to report at their next
+    /// poll and not yet answered).
+    pub fn threads_asked(&self) -> usize {
+        let mut n = 0;
+        self.registry.for_each(|t| n += t.is_asked() as usize);
+        n
     }
 
     /// The blob (live, or retired and not yet reclaimed) containing `addr`,
@@ -217,6 +249,9 @@ impl Runtime {
             if needs_serialization {
                 self.transaction().commit(Guarantee::Eventual)?;
             }
+            // A thread whose pins hold the retirement answered once; ask it to
+            // look again (its frame may have returned out of the code since).
+            handshake::ask_pinning_threads(&self.registry);
             if let Some(h) = &me {
                 if h.is_entered() {
                     h.safepoint_from_native();
@@ -287,6 +322,14 @@ impl Runtime {
         self.serializer.fail_after(n);
     }
 
+    /// Runs `f` while holding the commit lock, as a long commit would: for
+    /// tests of what happens to threads that report meanwhile.
+    #[doc(hidden)]
+    pub fn with_commit_lock_held<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _held = self.commit_lock();
+        f()
+    }
+
     /// One serialization of this runtime's strategy and nothing else, for
     /// benchmarks.
     #[doc(hidden)]
@@ -303,16 +346,22 @@ impl Runtime {
             .registry
             .report()
             .into_iter()
-            .filter_map(|(tid, horizon, entered, pins)| {
-                let behind = max_tag.is_some_and(|t| horizon <= t);
-                let pinning = pins_any(&pins, &blobs);
+            .filter_map(|t| {
+                let horizon = t.quiescent.min(t.entry);
+                let behind = max_tag.is_some_and(|tag| horizon <= tag);
+                let pinning = pins_any(&t.pins, &blobs);
                 (behind || pinning).then(|| HeldBack {
-                    tid,
-                    since: rec
-                        .epoch_start(horizon.saturating_add(1))
-                        .map_or(Duration::ZERO, |t| now.saturating_duration_since(t)),
-                    entered,
+                    tid: t.tid,
+                    since: behind.then(|| {
+                        rec.epoch_start(horizon.saturating_add(1))
+                            .map_or(Duration::ZERO, |s| now.saturating_duration_since(s))
+                    }),
+                    entered: t.entry != NOT_ENTERED,
+                    entry_epoch: (t.entry != NOT_ENTERED).then_some(t.entry),
+                    offline: t.quiescent == OFFLINE,
                     pinning,
+                    pins: t.pins.len(),
+                    slow_polls: t.slow_polls,
                 })
             })
             .collect();
@@ -321,13 +370,28 @@ impl Runtime {
 
     /// Reclaims under the commit lock; reclaim events are appended to
     /// `events` (if a hook is set) for firing after the lock is released.
+    /// Then asks exactly the threads that can help (see "Asking one thread"
+    /// in `docs/cross-modifying-code.md`):
+    ///
+    /// 1. publish `waiting_below` (conservatively, before the horizons are
+    ///    read), so a thread reporting meanwhile knows it was waited for;
+    /// 2. reclaim what every horizon has passed and no pin holds;
+    /// 3. set the poll word of each thread inside native code whose horizon
+    ///    holds a retirement back, clear every other (a thread whose pins
+    ///    alone hold one has answered: it is not asked again here);
+    /// 4. publish the exact `waiting_below` and whether pins hold anything.
     pub(crate) fn reclaim_locked(&self, rec: &mut Reclaimer, events: &mut Vec<CodeEvent>) -> usize {
         if self.check_process().is_err() {
             return 0; // never write the parent's memory
         }
+        // 1.
+        self.waiting_below
+            .store(rec.waiting_max_tag().map_or(0, |t| t + 1), Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        // 2.
         let hook = self.hooks.is_set();
         let mut owners = Vec::new();
-        let (n, entered) = rec.reclaim(
+        let n = rec.reclaim(
             &self.mem,
             &self.registry,
             self.config.poison,
@@ -346,27 +410,75 @@ impl Runtime {
                     }),
             );
         }
-        let ask = rec.awaits_threads() && entered;
-        self.poll.store(ask as u32, Ordering::Release);
+        // 3.
+        let waiting_tag = rec.waiting_max_tag();
+        let pinned = rec.pinned_blobs();
+        let pins_pending = handshake::ask_threads(&self.registry, waiting_tag, &pinned, |tid| {
+            if hook {
+                events.push(CodeEvent::PinnedBy { tid });
+            }
+        });
+        // 4.
+        self.waiting_below
+            .store(waiting_tag.map_or(0, |t| t + 1), Ordering::SeqCst);
+        self.pins_pending.store(pins_pending, Ordering::Release);
+        if pins_pending {
+            self.reasker.start(self.me.clone());
+        }
         n
     }
 
-    /// Reclaims if no commit holds the lock (native safepoints).
-    pub(crate) fn try_reclaim(&self) {
+    /// `waiting_below` (see its field): 0 when no retirement waits for a
+    /// thread's horizon.
+    pub(crate) fn waiting_below(&self) -> u64 {
+        self.waiting_below.load(Ordering::SeqCst)
+    }
+
+    /// A thread reported something that may make a retirement free: reclaim
+    /// now, or, if a commit holds the lock, leave it to the holder, which
+    /// looks again when it lets go ([`CommitGuard`]). Never waits.
+    pub(crate) fn request_reclaim(&self) {
+        self.reclaim_wanted.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.serve_reclaim_requests();
+    }
+
+    /// [`Self::request_reclaim`] if any retirement waits for threads at all
+    /// (the caller has just reported, after a fence).
+    pub(crate) fn request_reclaim_if_waited(&self) {
+        if self.waiting_below() != 0 || self.pins_pending.load(Ordering::Acquire) {
+            self.request_reclaim();
+        }
+    }
+
+    /// Reclaims while requests are outstanding and the lock is free.
+    fn serve_reclaim_requests(&self) {
         if self.check_process().is_err() {
             return;
         }
-        let mut events = Vec::new();
-        match self.commit.try_lock() {
-            Ok(mut rec) => {
-                self.reclaim_locked(&mut rec, &mut events);
-            }
-            Err(std::sync::TryLockError::Poisoned(p)) => {
-                self.reclaim_locked(&mut p.into_inner(), &mut events);
-            }
-            Err(std::sync::TryLockError::WouldBlock) => return,
+        while self.reclaim_wanted.load(Ordering::SeqCst) {
+            let mut rec = match self.commit.try_lock() {
+                Ok(rec) => rec,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => return, // the holder looks again
+            };
+            self.reclaim_wanted.store(false, Ordering::SeqCst);
+            let mut events = Vec::new();
+            self.reclaim_locked(&mut rec, &mut events);
+            drop(rec);
+            fence(Ordering::SeqCst);
+            self.hooks.fire(&events);
         }
-        self.hooks.fire(&events);
+    }
+
+    /// Whether some retirement waits only for pins on threads' stacks.
+    pub(crate) fn pins_pending(&self) -> bool {
+        self.pins_pending.load(Ordering::Acquire)
+    }
+
+    /// Adds the slow-path answers of a thread that deregisters.
+    pub(crate) fn retired_slow_polls(&self, n: u64) {
+        self.slow_polls_done.fetch_add(n, Ordering::Relaxed);
     }
 
     /// `Err(ForkedChild)` in a fork child (one atomic load).
@@ -410,7 +522,45 @@ impl Runtime {
             }
         }
     }
-    pub(crate) fn commit_lock(&self) -> MutexGuard<'_, Reclaimer> {
-        self.commit.lock().unwrap_or_else(|p| p.into_inner())
+    /// The commit lock. Letting go of it serves the reclamation requests
+    /// made while it was held.
+    pub(crate) fn commit_lock(&self) -> CommitGuard<'_> {
+        CommitGuard {
+            rt: self,
+            guard: Some(self.commit.lock().unwrap_or_else(|p| p.into_inner())),
+        }
+    }
+}
+
+/// The commit lock, held. Dropping it releases the lock and then, if a thread
+/// asked for a reclamation meanwhile (and found the lock taken), reclaims for
+/// it: two threads reporting at once cannot both walk away.
+pub(crate) struct CommitGuard<'a> {
+    rt: &'a Runtime,
+    guard: Option<MutexGuard<'a, Reclaimer>>,
+}
+
+impl std::ops::Deref for CommitGuard<'_> {
+    type Target = Reclaimer;
+    fn deref(&self) -> &Reclaimer {
+        self.guard.as_ref().expect("held until drop")
+    }
+}
+
+impl std::ops::DerefMut for CommitGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Reclaimer {
+        self.guard.as_mut().expect("held until drop")
+    }
+}
+
+impl Drop for CommitGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        // Orders the unlock before the load: a requester that found the lock
+        // taken stored `reclaim_wanted` before it looked (see `request_reclaim`).
+        fence(Ordering::SeqCst);
+        if self.rt.reclaim_wanted.load(Ordering::SeqCst) {
+            self.rt.serve_reclaim_requests();
+        }
     }
 }

@@ -3,12 +3,13 @@
 //!
 //! A thread inside one [`ThreadHandle::enter`] would hold back every
 //! retirement made after it entered until it returns. Native code therefore
-//! polls at loop back-edges and function entries:
+//! polls its thread's poll word ([`ThreadHandle::poll_word`], or the word it
+//! lent with [`ThreadHandle::with_poll_word`]) at loop back-edges and
+//! function entries:
 //!
 //! ```text
-//!     mov rax, imm64(rt.poll_word())    ; stable address: the runtime is in an Arc
-//!     cmp dword [rax], 0
-//!     jne slow                          ; rarely taken
+//!     cmp dword [ctx + POLL], 0         ; this thread's word, in its context
+//!     jne slow                          ; taken only when this thread was asked
 //! back:
 //!     ...
 //! slow:
@@ -16,13 +17,17 @@
 //!     jmp back
 //! ```
 //!
-//! The runtime sets the poll word when retirements are pending while some
-//! thread is inside native code, and clears it when nothing is pending.
+//! The runtime sets a thread's word only to ask that thread to report (see
+//! `crate::handshake`): its horizon holds a retirement back, or its pins do
+//! and it should look again.
 //!
 //! The slow path ([`ThreadHandle::safepoint_from_native`]):
 //!
-//! 1. reads the epoch `E`; if this thread already polled at `E`, returns;
-//! 2. scans its own stack, from the stack pointer at the call (recorded by a
+//! 1. clears the poll word (a request made after this is seen at the next
+//!    poll); if it was not set and this thread already answered at the
+//!    current epoch `E`, returns;
+//! 2. outside `enter` it is a quiescent point, and stops here;
+//! 3. scans its own stack, from the stack pointer at the call (recorded by a
 //!    small assembly trampoline, so the slow path's own frames, whose unused
 //!    slots hold stale values of earlier calls, are not scanned) to the stack
 //!    top, for words that fall inside the code region, and publishes them sorted
@@ -31,10 +36,11 @@
 //!    point native code holds no other code address, so every blob the
 //!    thread may still return into is pinned (conservatively: any word that
 //!    looks like a code address pins);
-//! 3. raises the thread's entry epoch and quiescent epoch to `E` (in that
-//!    order, after the pins);
-//! 4. tries to reclaim (without waiting for the lock), so the last thread to
-//!    poll frees the code.
+//! 4. raises the thread's entry epoch and quiescent epoch to `E` (in that
+//!    order, after the pins), then a full fence;
+//! 5. reclaims if anything waits for threads; if a commit holds the lock,
+//!    the holder looks again when it lets go, so the last thread to answer
+//!    frees the code.
 //!
 //! A retired blob is reclaimed only when every thread's horizon has passed
 //! its tag **and** no thread's pins fall inside it (see [`crate::reclaim`]).
@@ -89,51 +95,113 @@ impl ThreadHandle {
         }
     }
 
+    /// The native safepoint proper. Answers when the runtime asked (this
+    /// thread's poll word was set) or when the epoch moved since the last
+    /// answer; otherwise returns at once (the profile path calls it too).
     fn safepoint_scanning_from(&self, sp: usize) {
         let i = &*self.inner;
         let rt = &i.rt;
+        // 1. Withdraw the request first: one made after this is seen at the
+        //    next poll.
+        let asked = i.rec.take_request();
+        if asked {
+            i.rec.slow_polls.fetch_add(1, Ordering::Relaxed);
+        }
         if i.depth.get() == 0 {
-            self.quiescent();
-            rt.try_reclaim();
+            self.report_quiescent();
             return;
         }
-        // 1. Already polled at this epoch: nothing retired since can be on
-        //    the stack without this thread's horizon holding it back.
+        // 2. Neither asked nor a new epoch: the pins and entry published at
+        //    this epoch still cover everything on the stack.
         let epoch = rt.epoch().load(Ordering::Acquire);
-        if i.polled.get() == epoch {
+        if !asked && i.polled.get() == epoch {
             return;
         }
-        // 2. Scan from the caller's stack pointer (its return address
-        //    included) to the top of the stack.
-        let (low, high) = i.rec.stack;
-        if sp < low || sp >= high {
-            return; // not on the registered stack (signal stack?): stay conservative
+        // 3. Pin what the stack holds, from the caller's frame up.
+        if !self.pin_stack_from(sp) {
+            return;
         }
-        let mem = rt.mem();
-        {
-            let mut pins = i.rec.lock_pins();
-            pins.clear();
-            let mut a = (sp + 7) & !7;
-            while a + 8 <= high {
-                let w = load_word(a);
-                if mem.contains(w) {
-                    pins.push(w);
-                }
-                a += 8;
-            }
-            pins.sort_unstable();
-            pins.dedup();
-            i.rec.has_pins.store(!pins.is_empty(), Ordering::Release);
-            i.has_pins.set(true);
-        }
-        // 3. Entry first, then quiescent: a reclaimer that sees the new
-        //    quiescent mark sees the new entry and the pins.
+        // 4. Entry first, then quiescent: a reclaimer that sees the new
+        //    quiescent mark sees the new entry and the pins. The fence orders
+        //    them before the load in `request_reclaim_if_waited` (see
+        //    `ThreadHandle::report_quiescent`).
         i.rec.entry.store(epoch, Ordering::Release);
         i.rec.quiescent.store(epoch, Ordering::Release);
         i.polled.set(epoch);
-        // 4. Free what this made free, if nobody is committing.
-        rt.try_reclaim();
+        std::sync::atomic::fence(Ordering::SeqCst);
+        // 5. Free what this made free. If a commit holds the lock, it looks
+        //    again when it lets go (no lost wakeup).
+        rt.request_reclaim_if_waited();
     }
+
+    /// Scans this thread's stack from the caller of the function this is
+    /// inlined into (conservatively: a few of the caller's own frames too)
+    /// and publishes the pins. For `blocking`, which must always rescan.
+    #[inline(always)]
+    pub(crate) fn pin_stack_here(&self) -> bool {
+        let marker = 0u8;
+        let sp = std::hint::black_box(&marker) as *const u8 as usize;
+        self.pin_stack_from(sp)
+    }
+
+    /// Step 3 of the safepoint: scans `[sp, top)` for words inside the code
+    /// region and publishes them, sorted and deduplicated, as this thread's
+    /// pins. `false` (nothing published) if `sp` is not on the registered
+    /// stack (a signal stack?): the thread then stays conservative.
+    fn pin_stack_from(&self, sp: usize) -> bool {
+        let i = &*self.inner;
+        let (low, high) = i.rec.stack;
+        if sp < low || sp >= high {
+            return false;
+        }
+        let mem = i.rt.mem();
+        let mut pins = i.rec.lock_pins();
+        pins.clear();
+        let mut a = (sp + 7) & !7;
+        while a + 8 <= high {
+            let w = load_word(a);
+            if mem.contains(w) {
+                pins.push(w);
+            }
+            a += 8;
+        }
+        pins.sort_unstable();
+        pins.dedup();
+        i.rec.has_pins.store(!pins.is_empty(), Ordering::Release);
+        i.has_pins.set(true);
+        true
+    }
+}
+
+/// The x86-64 poll's compare, `cmp dword [base + disp], 0` (with a 32-bit
+/// displacement), for a JIT to emit followed by its own `jne` to the slow
+/// path (which calls [`jitvm_safepoint_slow`]). `base` is the register
+/// number (0 = `rax` .. 15 = `r15`) that holds, at the poll, the address
+/// `disp` bytes before the thread's poll word: the word itself from
+/// [`ThreadHandle::poll_word`] (with `disp` 0), or the context that holds
+/// the word lent with [`ThreadHandle::with_poll_word`]. One instruction, no
+/// load of an immediate address; the word is per thread, so the same code
+/// serves every thread. `None` for a register number above 15.
+#[cfg(target_arch = "x86_64")]
+pub fn x86_64_poll_compare(base: u8, disp: i32) -> Option<Vec<u8>> {
+    if base > 15 {
+        return None;
+    }
+    // Intel SDM vol. 2: CMP r/m32, imm8 is 83 /7 ib; ModRM mod=10 (disp32),
+    // reg=7, rm=base; rm=100 (rsp, r12) needs a SIB byte (base only: 0x24);
+    // REX.B extends rm to r8..r15.
+    let mut bytes = Vec::with_capacity(9);
+    if base >= 8 {
+        bytes.push(0x41);
+    }
+    bytes.push(0x83);
+    bytes.push(0b10_111_000 | (base & 7));
+    if base & 7 == 4 {
+        bytes.push(0x24);
+    }
+    bytes.extend_from_slice(&disp.to_le_bytes());
+    bytes.push(0);
+    Some(bytes)
 }
 
 /// Called by the trampolines with the stack pointer at their entry.

@@ -8,7 +8,7 @@
 //! `Staging` unfinished frees the whole reservation.
 
 use crate::code_memory::{Blob, State};
-use crate::publish::TxBuffers;
+use crate::tx_buffers::TxBuffers;
 use crate::{Error, Runtime};
 
 /// A reservation made by [`crate::Transaction::reserve`]; borrows the

@@ -14,14 +14,17 @@
 //! * `entry`: the epoch at which the thread entered JIT code from outside
 //!   (outermost [`ThreadHandle::enter`]), or `NOT_ENTERED`; a native
 //!   safepoint ([`crate::safepoint`]) may raise it;
-//! * `pins`: code addresses its last native safepoint found on its stack.
+//! * `pins`: code addresses its last native safepoint found on its stack;
+//! * its *poll word*: the runtime sets it to ask this one thread, if it is
+//!   inside native code, to report at its next poll (a per-thread handshake,
+//!   as HotSpot's JEP 312); it is the thread's own word, or one the client
+//!   placed in its own per-thread context ([`ThreadHandle::with_poll_word`]).
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::native::NativeScope;
 use crate::{Error, Runtime};
 
 /// `quiescent` value of a thread blocked outside JIT code.
@@ -44,7 +47,25 @@ pub(crate) struct ThreadRecord {
     /// native safepoint; `has_pins` says whether it is non-empty.
     pub(crate) pins: Mutex<Vec<usize>>,
     pub(crate) has_pins: AtomicBool,
+    /// Set by the reclaimer: some of `pins` fall inside a pending retirement.
+    pub(crate) pins_hold: AtomicBool,
+    /// The word this thread's native code polls: null for `own_poll`, else a
+    /// word the client lent for the duration of [`ThreadHandle::with_poll_word`].
+    /// Locked whenever another thread writes through it, so a lent word is
+    /// never written after the lending closure returns.
+    poll_at: Mutex<PollAt>,
+    own_poll: AtomicU32,
+    /// Times this thread answered a request on its poll word.
+    pub(crate) slow_polls: AtomicU64,
 }
+
+/// Where a thread's poll word is (see `ThreadRecord::poll_at`).
+struct PollAt(*const AtomicU32);
+
+// SAFETY: the pointer is either null or a word lent by `with_poll_word`,
+// valid (and only dereferenced under the lock) until that call returns; an
+// `AtomicU32` may be written from any thread.
+unsafe impl Send for PollAt {}
 
 impl ThreadRecord {
     /// The oldest epoch this thread may still hold code from: a retirement
@@ -64,6 +85,52 @@ impl ThreadRecord {
     pub(crate) fn lock_pins(&self) -> MutexGuard<'_, Vec<usize>> {
         self.pins.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn lock_poll(&self) -> MutexGuard<'_, PollAt> {
+        self.poll_at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn word<'a>(&'a self, at: &'a PollAt) -> &'a AtomicU32 {
+        if at.0.is_null() {
+            &self.own_poll
+        } else {
+            // SAFETY: a non-null pointer is a word lent by `with_poll_word`,
+            // alive while it is installed, and the caller holds the lock that
+            // uninstalling it takes.
+            unsafe { &*at.0 }
+        }
+    }
+
+    /// Asks this thread to report at its next poll (`true`), or withdraws
+    /// the request. Only the reclaimer asks; the thread withdraws its own
+    /// request when it answers ([`Self::take_request`]).
+    pub(crate) fn ask(&self, yes: bool) {
+        let at = self.lock_poll();
+        let word = self.word(&at);
+        if (word.load(Ordering::Relaxed) != 0) != yes {
+            word.store(yes as u32, Ordering::Release);
+        }
+    }
+
+    /// Whether this thread's poll word was set; clears it. Called by the
+    /// thread itself before it answers, so a request made after this point
+    /// is seen at its next poll.
+    pub(crate) fn take_request(&self) -> bool {
+        let at = self.lock_poll();
+        self.word(&at).swap(0, Ordering::AcqRel) != 0
+    }
+
+    /// Whether this thread's poll word is set.
+    pub(crate) fn is_asked(&self) -> bool {
+        let at = self.lock_poll();
+        self.word(&at).load(Ordering::Acquire) != 0
+    }
+
+    /// Whether this thread is inside native code and not blocked, so that a
+    /// poll can answer a request.
+    pub(crate) fn can_answer(&self) -> bool {
+        self.entry.load(Ordering::Relaxed) != NOT_ENTERED
+    }
 }
 
 /// The set of registered threads of one runtime.
@@ -72,50 +139,52 @@ pub(crate) struct Registry {
     threads: Mutex<Vec<Arc<ThreadRecord>>>,
 }
 
-/// What the reclaimer needs from one pass over the registry.
-pub(crate) struct Scan {
-    /// Minimum horizon over all threads (`u64::MAX` if none).
-    pub(crate) horizon: u64,
-    /// Whether any thread is inside native code.
-    pub(crate) entered: bool,
-}
-
 impl Registry {
     pub(crate) fn lock(&self) -> MutexGuard<'_, Vec<Arc<ThreadRecord>>> {
         self.threads.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The minimum horizon, and every thread's pins appended to `pins`
-    /// (unsorted across threads).
-    pub(crate) fn scan(&self, pins: &mut Vec<usize>) -> Scan {
+    /// The minimum horizon over all threads (`u64::MAX` if none), and every
+    /// thread's pins appended to `pins` (unsorted across threads).
+    pub(crate) fn scan(&self, pins: &mut Vec<usize>) -> u64 {
         let threads = self.lock();
-        let mut scan = Scan {
-            horizon: u64::MAX,
-            entered: false,
-        };
+        let mut horizon = u64::MAX;
         for t in threads.iter() {
-            scan.horizon = scan.horizon.min(t.horizon());
-            scan.entered |= t.entry.load(Ordering::Relaxed) != NOT_ENTERED;
+            horizon = horizon.min(t.horizon());
             if t.has_pins.load(Ordering::Acquire) {
                 pins.extend_from_slice(&t.lock_pins());
             }
         }
-        scan
+        horizon
     }
 
-    /// (tid, horizon, entered, pins) of every thread.
-    pub(crate) fn report(&self) -> Vec<(i32, u64, bool, Vec<usize>)> {
+    /// What every thread publishes, for diagnostics.
+    pub(crate) fn report(&self) -> Vec<ThreadReport> {
         self.lock()
             .iter()
-            .map(|t| {
-                (
-                    t.tid,
-                    t.horizon(),
-                    t.entry.load(Ordering::Relaxed) != NOT_ENTERED,
-                    t.lock_pins().clone(),
-                )
+            .map(|t| ThreadReport {
+                tid: t.tid,
+                quiescent: t.quiescent.load(Ordering::Acquire),
+                entry: t.entry.load(Ordering::Acquire),
+                pins: t.lock_pins().clone(),
+                slow_polls: t.slow_polls.load(Ordering::Relaxed),
             })
             .collect()
+    }
+
+    /// Runs `f` on every registered thread.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&ThreadRecord)) {
+        for t in self.lock().iter() {
+            f(t);
+        }
+    }
+
+    /// Slow-path answers of the threads registered now.
+    pub(crate) fn slow_polls(&self) -> u64 {
+        self.lock()
+            .iter()
+            .map(|t| t.slow_polls.load(Ordering::Relaxed))
+            .sum()
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -125,6 +194,15 @@ impl Registry {
     fn remove(&self, rec: &Arc<ThreadRecord>) {
         self.lock().retain(|t| !Arc::ptr_eq(t, rec));
     }
+}
+
+/// One thread's published state, as [`Registry::report`] read it.
+pub(crate) struct ThreadReport {
+    pub(crate) tid: i32,
+    pub(crate) quiescent: u64,
+    pub(crate) entry: u64,
+    pub(crate) pins: Vec<usize>,
+    pub(crate) slow_polls: u64,
 }
 
 /// What a handle and the thread-local current handle share.
@@ -139,13 +217,17 @@ pub(crate) struct Inner {
     pub(crate) polled: Cell<u64>,
     registered: Cell<bool>,
     /// The owning handle was dropped inside `enter`: deregister on exit.
-    deregister_pending: Cell<bool>,
+    pub(crate) deregister_pending: Cell<bool>,
 }
 
 impl Inner {
-    fn deregister(&self) {
+    pub(crate) fn deregister(&self) {
         if self.registered.replace(false) {
             self.rt.registry().remove(&self.rec);
+            self.rt
+                .retired_slow_polls(self.rec.slow_polls.load(Ordering::Relaxed));
+            // It held nothing back any more: whatever waited only for it is free.
+            self.rt.request_reclaim();
         }
     }
 }
@@ -205,10 +287,12 @@ pub fn with_current_thread<R>(f: impl FnOnce(Option<&ThreadHandle>) -> R) -> R {
 /// * JIT code runs only inside [`enter`](Self::enter) on a registered thread;
 /// * [`quiescent`](Self::quiescent) is called only where the thread holds no
 ///   address of JIT code except activations covered by `enter`;
-/// * native code that runs long polls [`Runtime::poll_word`] and calls the
-///   native safepoint ([`crate::jitvm_safepoint_slow`]) when it is set, at
-///   points where it holds no code address other than return addresses on
-///   its stack; or reclamation waits for it (it never frees early).
+/// * native code that runs long polls this thread's poll word
+///   ([`ThreadHandle::poll_word`], or the one given to
+///   [`ThreadHandle::with_poll_word`]) and calls the native safepoint
+///   ([`crate::jitvm_safepoint_slow`]) when it is set, at points where it
+///   holds no code address other than return addresses on its stack; or
+///   reclamation waits for it (it never frees early).
 pub struct ThreadHandle {
     pub(crate) inner: Rc<Inner>,
     /// The handle `register_thread` returned (dropping it deregisters), as
@@ -247,7 +331,9 @@ fn current_stack() -> (usize, usize) {
 }
 
 impl ThreadHandle {
-    pub(crate) fn register(rt: &Arc<Runtime>) -> Result<ThreadHandle, Error> {
+    /// Registers the calling thread; `ack` is its signal-strategy
+    /// acknowledgement counter (`sync::this_thread_ack`).
+    pub(crate) fn register(rt: &Arc<Runtime>, ack: Arc<AtomicU64>) -> Result<ThreadHandle, Error> {
         rt.check_process()?;
         let busy = CURRENT
             .try_with(|c| {
@@ -263,12 +349,16 @@ impl ThreadHandle {
         let rec = Arc::new(ThreadRecord {
             quiescent: AtomicU64::new(0),
             entry: AtomicU64::new(NOT_ENTERED),
-            ack: crate::sync::this_thread_ack(),
+            ack,
             // SAFETY: gettid has no preconditions.
             tid: unsafe { libc::gettid() },
             stack: current_stack(),
             pins: Mutex::new(Vec::new()),
             has_pins: AtomicBool::new(false),
+            pins_hold: AtomicBool::new(false),
+            poll_at: Mutex::new(PollAt(std::ptr::null())),
+            own_poll: AtomicU32::new(0),
+            slow_polls: AtomicU64::new(0),
         });
         {
             let mut threads = rt.registry().lock();
@@ -312,70 +402,120 @@ impl ThreadHandle {
     }
 
     /// Safepoint poll for interpreters and Rust code: "I hold no JIT code
-    /// address except activations covered by [`enter`](Self::enter)". One
-    /// load and one store.
+    /// address except activations covered by [`enter`](Self::enter)".
+    /// Outside `enter`: a load, a store and a fence, and if this thread was
+    /// the one a retirement waited for, a reclamation. Inside `enter` (an
+    /// interpreter that native code called) it is a native safepoint
+    /// ([`safepoint_from_native`](Self::safepoint_from_native)): the
+    /// activations below are pinned, so the thread holds nothing else back.
     #[inline]
     pub fn quiescent(&self) {
-        let e = self.inner.rt.epoch().load(Ordering::Acquire);
-        self.inner.rec.quiescent.store(e, Ordering::Release);
+        if self.inner.depth.get() > 0 {
+            self.safepoint_from_native();
+        } else {
+            self.report_quiescent();
+        }
+    }
+
+    /// The quiescent point outside `enter`. The fence orders the store before
+    /// the load of `waiting_below`, and the reclaimer stores that before it
+    /// reads the horizons: either the reclaimer sees this report, or this
+    /// thread sees that it was waited for and reclaims (no lost wakeup).
+    pub(crate) fn report_quiescent(&self) {
+        let i = &*self.inner;
+        let rt = &i.rt;
+        let before = i.rec.quiescent.load(Ordering::Relaxed);
+        let e = rt.epoch().load(Ordering::Acquire);
+        if before == e {
+            return;
+        }
+        i.rec.quiescent.store(e, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if before < rt.waiting_below() {
+            rt.request_reclaim();
+        }
     }
 
     /// Runs `f` (a blocking call: a join, a lock, I/O, sleep) with the thread
     /// marked offline, so reclamation does not wait for it. The same contract
-    /// as [`quiescent`](Self::quiescent) holds for the whole of `f`.
+    /// as [`quiescent`](Self::quiescent) holds for the whole of `f`: it holds
+    /// no code address and runs no JIT code (no `enter` inside it).
+    ///
+    /// Inside `enter`, blocking is a native safepoint: the thread first pins
+    /// what its stack holds (as a poll would), then holds nothing else back
+    /// until `f` returns (its entry epoch no longer counts), and on return
+    /// re-enters at the current epoch.
     pub fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
         struct Online<'a>(&'a ThreadHandle);
         impl Drop for Online<'_> {
             fn drop(&mut self) {
-                self.0.quiescent();
-            }
-        }
-        self.inner.rec.quiescent.store(OFFLINE, Ordering::Release);
-        let _online = Online(self);
-        f()
-    }
-
-    /// **The** way to run JIT code: runs `f` with a [`NativeScope`], the only
-    /// thing that turns a [`CodePtr`](crate::CodePtr) into a callable
-    /// function. While the outermost `enter` lasts, nothing retired at or
-    /// after its entry epoch is reclaimed (native safepoints can move that
-    /// forward without leaving). Nestable; cheap: a counter, and on the
-    /// outermost entry one load and one store (no lock, no system call).
-    #[inline]
-    pub fn enter<R>(&self, f: impl FnOnce(&NativeScope<'_>) -> R) -> R {
-        struct Exit<'a>(&'a Inner);
-        impl Drop for Exit<'_> {
-            #[inline]
-            fn drop(&mut self) {
-                let i = self.0;
-                let d = i.depth.get().saturating_sub(1);
-                i.depth.set(d);
-                if d == 0 {
-                    i.rec.entry.store(NOT_ENTERED, Ordering::Release);
-                    if i.has_pins.replace(false) {
-                        i.rec.has_pins.store(false, Ordering::Release);
-                        i.rec.lock_pins().clear();
-                    }
-                    if i.deregister_pending.get() {
-                        i.deregister();
-                    }
+                let i = &*self.0.inner;
+                if i.depth.get() > 0 {
+                    // Entry first, then quiescent (see `ThreadRecord::horizon`).
+                    let e = i.rt.epoch().load(Ordering::Acquire);
+                    i.rec.entry.store(e, Ordering::Release);
+                    i.rec.quiescent.store(e, Ordering::Release);
+                    i.polled.set(e);
+                } else {
+                    self.0.report_quiescent();
                 }
             }
         }
         let i = &*self.inner;
-        let d = i.depth.get();
-        if d == 0 {
-            let e = i.rt.epoch().load(Ordering::Acquire);
-            i.rec.entry.store(e, Ordering::Release);
+        // If the stack could not be scanned, the entry epoch keeps covering it.
+        if i.depth.get() > 0 && self.pin_stack_here() {
+            i.rec.entry.store(NOT_ENTERED, Ordering::Release);
         }
-        i.depth.set(d.saturating_add(1));
-        let _exit = Exit(i);
-        f(&NativeScope { handle: self })
+        i.rec.quiescent.store(OFFLINE, Ordering::Release);
+        fence(Ordering::SeqCst);
+        i.rt.request_reclaim_if_waited();
+        let _online = Online(self);
+        f()
     }
 
-    /// True while inside [`enter`](Self::enter).
-    pub fn is_entered(&self) -> bool {
-        self.inner.depth.get() > 0
+    /// The word the runtime sets to ask this thread to report at its next
+    /// native poll (see [`crate::safepoint`]): nonzero means "call
+    /// [`crate::jitvm_safepoint_slow`]". This is the thread's own word, in
+    /// its registration (stable while the handle lives); a JIT that keeps a
+    /// per-thread context can lend a word inside it instead with
+    /// [`with_poll_word`](Self::with_poll_word), so its code polls with one
+    /// compare against the context register.
+    pub fn poll_word(&self) -> &AtomicU32 {
+        &self.inner.rec.own_poll
+    }
+
+    /// Runs `f` with `word` as this thread's poll word (see
+    /// [`poll_word`](Self::poll_word)): the runtime sets `word` to ask this
+    /// thread to report, and never touches it after this returns. A request
+    /// pending on the previous word moves to `word`, and back at the end.
+    pub fn with_poll_word<R>(&self, word: &AtomicU32, f: impl FnOnce() -> R) -> R {
+        struct Restore<'a> {
+            rec: &'a ThreadRecord,
+            previous: *const AtomicU32,
+        }
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                let mut at = self.rec.lock_poll();
+                let pending = self.rec.word(&at).swap(0, Ordering::AcqRel);
+                at.0 = self.previous;
+                self.rec.word(&at).fetch_or(pending, Ordering::AcqRel);
+            }
+        }
+        let rec = &*self.inner.rec;
+        let previous = {
+            let mut at = rec.lock_poll();
+            let pending = rec.word(&at).swap(0, Ordering::AcqRel);
+            let previous = std::mem::replace(&mut at.0, word);
+            rec.word(&at).fetch_or(pending, Ordering::AcqRel);
+            previous
+        };
+        let _restore = Restore { rec, previous };
+        f()
+    }
+
+    /// Native-poll answers this thread has made (its poll word was set).
+    pub fn slow_polls(&self) -> u64 {
+        self.inner.rec.slow_polls.load(Ordering::Relaxed)
     }
 
     /// The kernel thread id of this thread.

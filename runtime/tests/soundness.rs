@@ -270,8 +270,9 @@ fn a_failed_second_serialization_publishes_but_keeps_the_old_code_until_a_later_
     // An empty Strong commit restores the promise.
     let info = rt.transaction().commit(Guarantee::Strong).unwrap();
     assert_eq!(info.serializations, 2);
+    assert_eq!(rt.pending_retirements(), 1, "waits for this thread now");
     me.quiescent();
-    assert_eq!(rt.reclaim(), 1);
+    assert_eq!(rt.pending_retirements(), 0, "its report reclaimed it");
 }
 
 #[test]

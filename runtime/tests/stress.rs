@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -214,7 +214,6 @@ fn a_thread_that_never_leaves_native_code_does_not_hold_back_reclamation() {
     let looper = tx
         .stage(
             &polling_loop(
-                rt.poll_word() as usize,
                 sites.slot.as_ptr(),
                 jitvm_safepoint_slow as *const () as usize,
             ),
@@ -232,9 +231,9 @@ fn a_thread_that_never_leaves_native_code_does_not_hold_back_reclamation() {
             me.enter(|scope| {
                 running.store(true, Ordering::Release);
                 // SAFETY: the loop has this signature and stays published.
-                let f: extern "sysv64" fn(*const AtomicU8) -> i64 =
+                let f: extern "sysv64" fn(*const AtomicU8, *const AtomicU32) -> i64 =
                     unsafe { scope.func(CodePtr::new(looper.addr())) };
-                f(&stop)
+                f(&stop, me.poll_word())
             })
         });
         while !running.load(Ordering::Acquire) {

@@ -58,7 +58,8 @@ impl Output {
         let mut buf = self.lock();
         buf.extend_from_slice(bytes);
         if buf.len() >= Self::FLUSH_AT {
-            write_stdout(&mut buf)?;
+            // A write to a slow pipe may wait: blocked meanwhile (see `threads::blocking`).
+            blocking(|| write_stdout(&mut buf))?;
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use super::stack_model::*;
 use super::{CompileEnv, CompileError};
 use crate::abi::{
     status_of, CompiledCode, CTX_BACK_EDGES_LEFT, CTX_CALLS_LEFT, CTX_MAX_DEPTH, CTX_MEMORY_BASE,
-    CTX_STACK_LIMIT, ENTRY_OFFSET, SMALL_FRAME,
+    CTX_POLL, CTX_STACK_LIMIT, ENTRY_OFFSET, SMALL_FRAME,
 };
 use crate::base_case::Operand;
 use dynasmrt::x64::X64Relocation;
@@ -1260,7 +1260,7 @@ impl<'a> Emitter<'a> {
         self.stack.push(Val::Reg(dst));
     }
 
-    /// The safepoint poll, `mov rax, poll_word; cmp dword [rax], 0; jne slow`, after the
+    /// The safepoint poll, `cmp dword [ctx + CTX_POLL], 0; jne slow`, after the
     /// profile counter's decrement when this function counts (see "Profiling" in
     /// [`crate::abi`]); both share one slow path.
     fn poll(&mut self, counter: Counter) {
@@ -1287,10 +1287,8 @@ impl<'a> Emitter<'a> {
         }
         let at = self.offset();
         self.out.notes.push((at, "safepoint poll".into()));
-        let word = self.env.poll_word as i64;
         asm!(self
-            ; mov rax, QWORD word
-            ; cmp DWORD [rax], 0
+            ; cmp DWORD [rbx + CTX_POLL], 0
             ; jne =>slow
             ; =>resume
         );

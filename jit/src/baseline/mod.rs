@@ -43,8 +43,6 @@ pub struct CompileEnv {
     /// Address of the dispatch slot of each function, by `FuncId`.
     pub slot_addr: Vec<usize>,
     pub callbacks: Callbacks,
-    /// Address of the 32-bit word that is nonzero when threads must stop at a safepoint.
-    pub poll_word: usize,
     /// The header word: `def_addr | KIND_NATIVE`.
     pub header: usize,
     /// Count calls and back-edges as this function in the thread's profile counters (see

@@ -24,7 +24,6 @@ use jitvm_vm::{FuncId, Module};
 #[derive(Clone, Debug)]
 pub struct OptEnv {
     pub callbacks: Callbacks,
-    pub poll_word: usize,
 }
 
 /// Code Cranelift produced, laid out as a blob (header first), with what installation must

@@ -288,9 +288,10 @@ impl<'a> Translator<'a> {
         self.b.switch_to_block(cont);
     }
 
-    /// `if *poll_word != 0 { safepoint(ctx) }`, the slow path cold.
+    /// `if ctx.poll != 0 { safepoint(ctx) }`, the slow path cold. An atomic load (a plain
+    /// `mov` on x86-64), so Cranelift never merges one poll's load with an earlier one.
     fn poll(&mut self) {
-        let word = self.iconst(self.env.poll_word as i64);
+        let word = self.b.ins().iadd_imm(self.ctx, abi::CTX_POLL as i64);
         let flag =
             self.b
                 .ins()

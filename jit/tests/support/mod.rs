@@ -17,7 +17,7 @@ use jitvm_jit::stubs;
 use jitvm_vm::threads::Reaper;
 use jitvm_vm::Trap;
 use jitvm_vm::{parse_module, FuncId, Function, Module};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -62,8 +62,11 @@ pub struct Machine {
     /// Native stack per allowed call level for VM threads: the VM's 256 fits native code;
     /// the reference evaluator recurses natively and, unoptimised, needs far more.
     pub stack_per_level: AtomicUsize,
-    /// Nonzero: every poll takes its slow path.
+    /// Nonzero: every poll takes its slow path. Each thread's context starts with this value
+    /// in its poll word, and [`Machine::end`] sets the word of every live context.
     pub poll_word: Box<AtomicU32>,
+    /// The poll words of the thread contexts alive now (their addresses).
+    live_polls: Mutex<HashSet<usize>>,
     pub safepoints: AtomicU64,
     pub interp_calls: AtomicU64,
     pub output: Mutex<Vec<u8>>,
@@ -163,6 +166,7 @@ impl Machine {
             max_depth,
             stack_per_level: AtomicUsize::new(256),
             poll_word: Box::new(AtomicU32::new(0)),
+            live_polls: Mutex::new(HashSet::new()),
             safepoints: AtomicU64::new(0),
             interp_calls: AtomicU64::new(0),
             output: Mutex::new(Vec::new()),
@@ -182,7 +186,6 @@ impl Machine {
         let env_for = |f: usize| CompileEnv {
             slot_addr: self.slots.iter().map(slot_addr).collect(),
             callbacks: self.callbacks,
-            poll_word: self.poll_word.as_ptr() as usize,
             header: self.def_addr(f as FuncId) | KIND_NATIVE,
             count_as: None,
         };
@@ -261,6 +264,11 @@ impl Machine {
                 result,
             });
             self.poll_word.store(1, Ordering::SeqCst);
+            for &word in self.live_polls.lock().unwrap().iter() {
+                // SAFETY: a live context's word: `with_context` removes it (under this lock)
+                // before the context goes away.
+                unsafe { &*(word as *const AtomicU32) }.store(1, Ordering::SeqCst);
+            }
             self.ended_cv.notify_all();
         }
     }
@@ -322,6 +330,18 @@ impl Machine {
             machine: Arc::clone(self),
         };
         let mut ctx = self.context(&mut env);
+        let word = &ctx.poll as *const AtomicU32 as usize;
+        self.live_polls.lock().unwrap().insert(word);
+        struct Dead<'a>(&'a Machine, usize);
+        impl Drop for Dead<'_> {
+            fn drop(&mut self) {
+                self.0.live_polls.lock().unwrap().remove(&self.1);
+            }
+        }
+        let _dead = Dead(self, word);
+        // After the insert: an `end` that missed this context set the flag before.
+        ctx.poll
+            .fetch_or(self.poll_word.load(Ordering::SeqCst), Ordering::SeqCst);
         f(&mut ctx)
     }
 
@@ -339,6 +359,7 @@ impl Machine {
             // Test machines compile without profile counters (`count_as: None`).
             calls_left: std::ptr::null(),
             back_edges_left: std::ptr::null(),
+            poll: AtomicU32::new(self.poll_word.load(Ordering::SeqCst)),
         }
     }
 

@@ -17,67 +17,20 @@ mod membarrier;
 mod mprotect;
 mod signal;
 
-use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub(crate) use signal::this_thread_ack;
 
+use crate::config::Strategy;
 use crate::threads::Registry;
 use crate::Error;
 
-/// How every thread is made to execute a core-serializing instruction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Strategy {
-    /// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)` (membarrier(2)):
-    /// every running thread of the process executes a core-serializing
-    /// instruction before the call returns; threads not running do so before
-    /// they next return to user space.
-    Membarrier,
-    /// x86-64 only: downgrade the protection of a private page so the kernel
-    /// shoots down its TLB entry on every CPU running this process by IPI;
-    /// the interrupt return serializes those CPUs. Relies on kernel
-    /// implementation details; refused on CPUs with broadcast TLB
-    /// invalidation (AMD `INVLPGB`), and never chosen automatically.
-    Mprotect,
-    /// Signal every registered thread with a real-time signal and wait until
-    /// each has run the handler; the return from the handler serializes.
-    /// Covers registered threads only.
-    Signal,
-    /// No serialization at all (commits report 0 serializations). Unsound
-    /// for real use: for measuring overhead only.
-    None,
-}
-
 impl Strategy {
-    /// Every strategy.
-    pub const ALL: [Strategy; 4] = [
-        Strategy::Membarrier,
-        Strategy::Mprotect,
-        Strategy::Signal,
-        Strategy::None,
-    ];
-
-    /// The name used by `JITVM_SYNC`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Strategy::Membarrier => "membarrier",
-            Strategy::Mprotect => "mprotect",
-            Strategy::Signal => "signal",
-            Strategy::None => "none",
-        }
-    }
-
     /// Whether this strategy works in this process (performs its one-time
     /// setup: membarrier registration, signal handler installation).
     pub fn is_available(self) -> bool {
         prepare(self).is_ok()
-    }
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 

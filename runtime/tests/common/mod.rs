@@ -96,24 +96,26 @@ pub fn rel32_caller() -> (Vec<u8>, usize) {
     (code, site)
 }
 
-/// A native loop: `extern "sysv64" fn(stop: *const u8) -> i64`. Until `*stop`
-/// is nonzero it polls `poll_word` (calling the safepoint slow path when it
-/// is set) and calls through `slot`; it returns the number of times a call
-/// returned a smaller number than the call before (0 when patches are seen
-/// in order).
-pub fn polling_loop(poll_word: usize, slot: *const usize, slow: usize) -> Vec<u8> {
+/// A native loop: `extern "sysv64" fn(stop: *const u8, poll: *const AtomicU32)
+/// -> i64`. Until `*stop` is nonzero it polls the calling thread's poll word
+/// `poll` (calling the safepoint slow path when it is set) and calls through
+/// `slot`; it returns the number of times a call returned a smaller number
+/// than the call before (0 when patches are seen in order).
+pub fn polling_loop(slot: *const usize, slow: usize) -> Vec<u8> {
     let mut ops = Asm::new(0);
     dynasm!(ops
         ; .arch x64
         ; push rbx
         ; push r12
         ; push r13
+        ; push r14
+        ; sub rsp, 8
         ; mov rbx, rdi
+        ; mov r14, rsi
         ; xor r12, r12
         ; xor r13, r13
         ; top:
-        ; mov rax, QWORD poll_word as i64
-        ; cmp DWORD [rax], 0
+        ; cmp DWORD [r14], 0
         ; jne >slow
         ; back:
         ; mov rax, QWORD slot as i64
@@ -126,6 +128,8 @@ pub fn polling_loop(poll_word: usize, slot: *const usize, slow: usize) -> Vec<u8
         ; cmp BYTE [rbx], 0
         ; je <top
         ; mov rax, r13
+        ; add rsp, 8
+        ; pop r14
         ; pop r13
         ; pop r12
         ; pop rbx

@@ -136,9 +136,11 @@
 //! 2. Every entry into native code from Rust goes through the runtime's
 //!    `ThreadHandle::enter` ([`call_native`] takes its `NativeScope`); while the outermost
 //!    entry lasts, code the thread may return into is not freed.
-//! 3. Native code polls as above; the interpreter reports quiescence at its profile batches.
-//! 4. A thread that waits (`join`, a contended output lock) is offline in the runtime
-//!    meanwhile (`ThreadHandle::blocking`), so it holds nothing back.
+//! 3. Native code polls its own word as above; the interpreter reports quiescence at its
+//!    profile batches (inside native code, a native safepoint: its stack is pinned).
+//! 4. A thread that waits (`join`, a contended output lock, a write to stdout, the dispatch
+//!    lock) is blocked in the runtime meanwhile (`ThreadHandle::blocking`): it pins the code
+//!    its stack holds first, so it holds back only that, and is never asked to report.
 //!
 //! [`crate::native_thread`] is the Rust side of all of it: the thread body, the bridge the
 //! interpreter calls native code through, and the callbacks.

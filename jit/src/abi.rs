@@ -33,16 +33,26 @@
 //!
 //! ## Depth and the native stack
 //!
-//! The prologue traps `stack overflow` when `depth > ctx.max_depth`, exactly the
-//! interpreter's rule (a call that would nest deeper than the limit traps), and when
-//! `rsp - frame_bytes < ctx.stack_limit` (so a deep recursion never faults on the guard page);
-//! a frame of at most [`SMALL_FRAME`] bytes may compare `rsp` itself, so frames reach at most
-//! that far below the limit. Both checks run before the frame is built, so that trap is a
-//! bare `ret`. A function keeps
-//! its depth (for the baseline: `depth + 1` in a frame slot) and passes `depth + 1` to its
-//! callees: no read-modify-write of memory per call. The VM sets `stack_limit` some way above
-//! the real end of the thread's stack: Rust callbacks (and the interpreter behind a stub) run
-//! below the deepest native frame, so leave them room (at least [`STACK_HEADROOM`]).
+//! Only depth traps: the prologue traps `stack overflow` when `depth > ctx.max_depth`,
+//! exactly the interpreter's rule (a call that would nest deeper than the limit traps). The
+//! native stack running short is not the program's business: when
+//! `rsp - frame_bytes < ctx.stack_limit` the call runs in the interpreter instead, whose
+//! frames live on the heap, so a program traps where the interpreter traps whatever its
+//! frames cost natively. The baseline's prologue goes, before building its frame, to a copy of
+//! an interpreter stub's body (`call_interp` with its own definition); the optimizing tier,
+//! whose check follows Cranelift's prologue, calls `call_interp` from a cold block. A frame
+//! of at most [`SMALL_FRAME`] bytes may compare `rsp` itself, so frames reach at most that
+//! far below the limit; no native frame is larger than [`MAX_NATIVE_FRAME`] (a function that
+//! would need more stays interpreted). The interpreter, for its part, calls or enters native
+//! code only while at least [`NATIVE_ENTRY_ROOM`] is left above the limit (the VM's
+//! `ThreadState::set_native`), so the interpreter behind a stack-short call never calls
+//! native code again, and an on-stack-replacement entry always has room for its frame.
+//!
+//! A function keeps its depth (for the baseline: `depth + 1` in a frame slot) and passes
+//! `depth + 1` to its callees: no read-modify-write of memory per call. The VM sets
+//! `stack_limit` some way above the real end of the thread's stack: Rust callbacks (and the
+//! interpreter behind a stub) run below the deepest native frame, so leave them room (at
+//! least [`STACK_HEADROOM`]).
 //!
 //! ## The per-thread context
 //!
@@ -160,7 +170,7 @@
 //! | `patch` | `(ctx, f: u64, g: u64) -> u64` | status |
 //! | `safepoint` | `(ctx)` | no result |
 //! | `profile` | `(ctx, f: u64, counter: u64)` | no result; `counter` 0 = calls, 1 = back-edges |
-//! | `call_interp` | `(ctx, depth: u64, def_addr: usize, args: *const i64) -> NativeRet` | stubs only |
+//! | `call_interp` | `(ctx, depth: u64, def_addr: usize, args: *const i64) -> NativeRet` | stubs, and calls that find the native stack short |
 //!
 //! `f` and `g` are function indices (`FuncId`).
 //!
@@ -275,6 +285,16 @@ pub const CTX_POLL: i32 = 56;
 
 /// Stack to leave below `stack_limit` for Rust callbacks and the interpreter behind stubs.
 pub const STACK_HEADROOM: usize = 256 << 10;
+
+/// The largest native frame either tier builds: a function whose frame would be larger is
+/// left to the interpreter. With [`SMALL_FRAME`], the furthest native code reaches below
+/// `stack_limit`; a small part of [`STACK_HEADROOM`].
+pub const MAX_NATIVE_FRAME: usize = 32 << 10;
+
+/// Stack the interpreter wants left above `stack_limit` before it calls or enters native
+/// code: more than any native frame, so a native callee that finds the stack short (and
+/// runs in a nested interpreter below it) leaves that interpreter below this line.
+pub const NATIVE_ENTRY_ROOM: usize = 2 * MAX_NATIVE_FRAME;
 
 /// Frames this small may check `rsp >= stack_limit` instead of `rsp - frame >= stack_limit`:
 /// they end at most this far below the limit, well within [`STACK_HEADROOM`].

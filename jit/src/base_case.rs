@@ -66,12 +66,13 @@ pub fn leading_base_case(func: &Function) -> Option<BaseCase> {
 /// Machine code that runs `bc` and returns its value, or falls into the code placed right
 /// after it (padded to 16 bytes) with every argument register as it came: the function's
 /// own entry, which tests the base case again on its way to the body. A call too deep for
-/// `max_depth` falls through too, so the function's own check traps it. Position
+/// `max_depth`, or short of native stack, falls through too, so the function's own checks
+/// see it (the baseline's entry makes the same checks before its base case). Position
 /// independent: only jumps within itself.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::useless_conversion)] // dynasm expands `Rq(r)` to `r.into()`
 pub fn guard_prefix(bc: &BaseCase) -> Vec<u8> {
-    use crate::abi::CTX_MAX_DEPTH;
+    use crate::abi::{CTX_MAX_DEPTH, CTX_STACK_LIMIT};
     use dynasmrt::x64::X64Relocation;
     use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi, VecAssembler};
 
@@ -79,7 +80,15 @@ pub fn guard_prefix(bc: &BaseCase) -> Vec<u8> {
     const ARG_REGS: [u8; 4] = [2, 1, 8, 9];
     let mut ops = VecAssembler::<X64Relocation>::new(0);
     let body = ops.new_dynamic_label();
-    dynasm!(ops ; .arch x64 ; cmp rsi, QWORD [rdi + CTX_MAX_DEPTH] ; ja =>body);
+    // As the baseline: the body decides what a call too deep, or short of native stack,
+    // does (traps, or runs in the interpreter).
+    dynasm!(ops
+        ; .arch x64
+        ; cmp rsi, QWORD [rdi + CTX_MAX_DEPTH]
+        ; ja =>body
+        ; cmp rsp, QWORD [rdi + CTX_STACK_LIMIT]
+        ; jb =>body
+    );
     // Compare with a register on the left; exchanging the operands mirrors the condition.
     let (left, right, op) = match (bc.a, bc.b) {
         (Operand::Param(p), other) => (ARG_REGS[p], other, bc.op),

@@ -20,7 +20,9 @@
 //!    to stdout, the dispatch lock) is blocked meanwhile: it pins its stack first, then holds
 //!    nothing else back until it returns.
 
-use crate::abi::{call_native, Callbacks, NativeRet, ThreadContext, STACK_HEADROOM, STATUS_OK};
+use crate::abi::{
+    call_native, Callbacks, NativeRet, ThreadContext, NATIVE_ENTRY_ROOM, STACK_HEADROOM, STATUS_OK,
+};
 use jitvm_runtime::{with_current_thread, CodePtr, ThreadHandle};
 use jitvm_vm::entry::Entry;
 use jitvm_vm::interp;
@@ -82,8 +84,11 @@ pub fn native_thread(program: &Arc<Program>, f: FuncId, args: &[i64]) -> Result<
             back_edges_left,
             poll: AtomicU32::new(0),
         };
+        // Below this the interpreter runs native entries' definitions itself (abi.rs, "Depth
+        // and the native stack").
+        let floor = ctx.stack_limit.saturating_add(NATIVE_ENTRY_ROOM);
         let ctx = &mut ctx as *mut ThreadContext;
-        state.set_native(enter_native, ctx as *mut c_void);
+        state.set_native(enter_native, ctx as *mut c_void, floor);
         // SAFETY: `ctx` points at the context above, alive until this function returns; the
         // poll word is atomic, so native code and the runtime may write it meanwhile.
         let poll = unsafe { &(*ctx).poll };

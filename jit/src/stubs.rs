@@ -52,14 +52,42 @@ fn compile_stub_x86(
 
     let mut ops = VecAssembler::<X64Relocation>::new(base_addr);
     let header = (def_addr | KIND_STUB) as u64;
-    // At entry rsp = 8 (mod 16); an odd number of words realigns it and holds P params.
-    let frame = 8 * (params as i32 | 1);
     dynasm!(ops
         ; .arch x64
         ; .u64 0
         ; .u64 header
-        ; sub rsp, frame
     );
+    emit_interpreted_call(&mut ops, params, def_addr, callbacks.call_interp);
+    let bytes = ops
+        .finalize()
+        .map_err(|e| CompileError::Assembler(e.to_string()))?;
+    debug_assert!(bytes.len() <= MAX_STUB_SIZE);
+    Ok(CompiledCode {
+        cold_offset: bytes.len(),
+        bytes,
+        entry_offset: ENTRY_OFFSET,
+        notes: vec![(ENTRY_OFFSET, format!("interpreter stub, {params} params"))],
+        ..CompiledCode::default()
+    })
+}
+
+/// The body of a stub: at a function's entry (nothing pushed yet, the call's arguments where
+/// the ABI puts them), runs the definition at `def_addr` in the interpreter and returns what
+/// `call_interp` returns. Also the baseline's way into the interpreter when the native stack
+/// runs short (see "Depth and the native stack" in [`crate::abi`]).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::useless_conversion)] // dynasm expands `Rq(r)` to `r.into()`
+pub(crate) fn emit_interpreted_call(
+    ops: &mut dynasmrt::VecAssembler<dynasmrt::x64::X64Relocation>,
+    params: usize,
+    def_addr: usize,
+    call_interp: usize,
+) {
+    use dynasmrt::{dynasm, DynasmApi};
+
+    // At entry rsp = 8 (mod 16); an odd number of words realigns it and holds P params.
+    let frame = 8 * (params as i32 | 1);
+    dynasm!(ops ; .arch x64 ; sub rsp, frame);
     const ARG_REGS: [u8; 4] = [2, 1, 8, 9]; // rdx, rcx, r8, r9
     for k in 0..params {
         let slot = 8 * k as i32;
@@ -75,7 +103,7 @@ fn compile_stub_x86(
         }
     }
     let def = def_addr as i64;
-    let interp = callbacks.call_interp as i64;
+    let interp = call_interp as i64;
     dynasm!(ops
         ; .arch x64
         ; mov rdx, QWORD def
@@ -85,17 +113,6 @@ fn compile_stub_x86(
         ; add rsp, frame
         ; ret
     );
-    let bytes = ops
-        .finalize()
-        .map_err(|e| CompileError::Assembler(e.to_string()))?;
-    debug_assert!(bytes.len() <= MAX_STUB_SIZE);
-    Ok(CompiledCode {
-        cold_offset: bytes.len(),
-        bytes,
-        entry_offset: ENTRY_OFFSET,
-        notes: vec![(ENTRY_OFFSET, format!("interpreter stub, {params} params"))],
-        ..CompiledCode::default()
-    })
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -65,8 +65,11 @@ fn depth_is_counted_the_same_through_interpreter_stubs() {
     }
 }
 
+/// Native code short of stack sends the call to the interpreter (`call_interp`) instead of
+/// faulting; this harness's interpreter, which recurses on the native stack itself, then
+/// reports `stack overflow` (the VM's interpreter, whose frames are on the heap, goes on).
 #[test]
-fn the_native_stack_guard_traps_instead_of_faulting() {
+fn native_code_short_of_stack_runs_the_call_in_the_interpreter_instead_of_faulting() {
     let m = Machine::load(DOWN, 10_000_000);
     let m2 = Arc::clone(&m);
     let results = std::thread::Builder::new()
@@ -76,13 +79,19 @@ fn the_native_stack_guard_traps_instead_of_faulting() {
             let limit = support::stack_low() + (15 << 20);
             let f = m2.func_id("down");
             let deep = m2.run_here_with(f, &[1_000_000], |ctx| ctx.stack_limit = limit);
+            let sent = m2.interp_calls.load(Ordering::Relaxed);
             let shallow = m2.run_here_with(f, &[1_000], |ctx| ctx.stack_limit = limit);
-            (deep, shallow)
+            (deep, sent, shallow)
         })
         .unwrap()
         .join()
         .unwrap();
-    assert_eq!(results, (Err(Trap::StackOverflow), Ok(1_000)));
+    assert_eq!(results, (Err(Trap::StackOverflow), 1, Ok(1_000)));
+    assert_eq!(
+        m.interp_calls.load(Ordering::Relaxed),
+        1,
+        "the shallow run stays native"
+    );
 }
 
 #[test]

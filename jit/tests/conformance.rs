@@ -38,9 +38,20 @@ fn machine(src: &str, max_depth: u64, setup: Setup) -> std::sync::Arc<Machine> {
     if let Setup::NativePolling = setup {
         m.poll_word.store(1, SeqCst);
     }
-    if let Setup::Interp | Setup::Mixed = setup {
-        m.stack_per_level.store(16 << 10, SeqCst);
-    }
+    // This harness, unlike the VM, sizes each thread's stack to hold every level natively
+    // (its reference evaluator recurses on the native stack): room for the widest frame.
+    let widest = m
+        .module
+        .functions
+        .iter()
+        .map(|f| 16 * (f.num_slots() as usize + *f.heights.iter().max().unwrap_or(&0) as usize))
+        .max()
+        .unwrap_or(0);
+    let base = match setup {
+        Setup::Interp | Setup::Mixed => 16 << 10,
+        Setup::Native | Setup::NativePolling => 256,
+    };
+    m.stack_per_level.store(base + widest, SeqCst);
     m
 }
 

@@ -56,9 +56,9 @@ unsafe fn call_out(
     argv: *const i64,
     top: usize,
 ) -> Result<i64, Trap> {
-    let call_native = st.native_call.expect("checked by the caller");
     // The callee's depth as the run's depth check counts it: the check refuses a call when
     // frames + 2 > frame_limit, that is when the callee's depth would pass max_depth.
+    let call_native = st.native_call.expect("checked by the caller");
     let depth = program.config.max_depth as usize - frame_limit + st.frames.len() + 2;
     let n = callee.code.params as usize;
     let mut args = [0i64; 8];
@@ -92,7 +92,7 @@ fn enter_osr(
     depth: usize,
 ) -> Option<Result<i64, Trap>> {
     let entry = program.osr_entry(def.func, header)?;
-    let call_native = st.native_call?;
+    let call_native = st.native_call_here()?;
     let instr = def.code.label_at(header)?;
     let func = &program.module.functions[def.func as usize];
     let n = def.code.slots as usize + func.heights[instr as usize] as usize;
@@ -302,7 +302,7 @@ fn execute<'p>(
                     if st.frames.len() + 2 > frame_limit {
                         return Err(Trap::StackOverflow);
                     }
-                    if native && st.native_call.is_some() {
+                    if native && st.native_call_here().is_some() {
                         let top = base + def.code.frame_size as usize;
                         let argv = r.add(args as usize);
                         let result = call_out(program, st, entry, callee, frame_limit, argv, top);

@@ -52,13 +52,14 @@ impl RunConfig {
     pub const LIMIT_MAX_DEPTH: u32 = 1_000_000;
 
     /// Native stack for a VM thread: enough for the runtime itself plus what one call level
-    /// can take, so `max_depth` nested calls fit whatever their tiers. Native code calling
-    /// native code takes a frame of tens of bytes; a call that crosses between native code
-    /// and the interpreter (a stub, the interpreter's loop, the way back in) takes about
-    /// 250 bytes (measured: 1,000,000 alternating levels used 246 MB); 512 leaves room.
-    /// Native code also checks the stack's end, so a program that still runs out traps
-    /// `stack overflow` rather than crash. Stacks are reserved, not committed: untouched
-    /// pages cost nothing.
+    /// usually takes, so `max_depth` nested calls of ordinary frames run natively. Native
+    /// code calling native code takes a frame of tens of bytes; a call that crosses between
+    /// native code and the interpreter (a stub, the interpreter's loop, the way back in)
+    /// takes about 250 bytes (measured: 1,000,000 alternating levels used 246 MB); 512
+    /// leaves room. A speed setting, not a limit: native code that finds the stack short
+    /// (wide frames) runs the call in the interpreter, whose frames are on the heap (see
+    /// `docs/native-code.md`). Stacks are reserved, not committed: untouched pages cost
+    /// nothing.
     pub fn thread_stack_bytes(&self) -> usize {
         (8 << 20) + self.max_depth as usize * 512
     }

@@ -52,6 +52,9 @@ pub struct ThreadState {
     pub(crate) native_call: Option<NativeCall>,
     /// The engine's per-thread native context, for its bridge and callbacks.
     native_context: *mut c_void,
+    /// The interpreter calls or enters native code only while the native stack pointer is
+    /// above this address; below it, it runs the callee itself (see [`ThreadState::set_native`]).
+    native_floor: usize,
 }
 
 /// How many loop iterations a thread runs between offers of its CPU, when the program has
@@ -85,15 +88,31 @@ impl ThreadState {
             batches_until_yield: BACK_EDGES_PER_YIELD / batch,
             native_call: None,
             native_context: std::ptr::null_mut(),
+            native_floor: usize::MAX,
         }
     }
 
     /// Lets this thread's interpreter call native entries through `call`, with `context`
-    /// (the engine's, opaque here). Without it the interpreter runs a native entry's
-    /// definition itself: the same behaviour, only slower.
-    pub fn set_native(&mut self, call: NativeCall, context: *mut c_void) {
+    /// (the engine's, opaque here), while this thread's native stack is above `floor`.
+    /// Without it, or below the floor, the interpreter runs a native entry's definition
+    /// itself: the same behaviour, only slower. Interpreted frames are on the heap, so a
+    /// recursion that has used up the native stack goes on, as deep as `--max-depth` allows.
+    pub fn set_native(&mut self, call: NativeCall, context: *mut c_void, floor: usize) {
         self.native_call = Some(call);
         self.native_context = context;
+        self.native_floor = floor;
+    }
+
+    /// The bridge to native code, if this thread has one and the native stack has room for
+    /// a call through it here.
+    #[inline(always)]
+    pub(crate) fn native_call_here(&self) -> Option<NativeCall> {
+        let call = self.native_call?;
+        // Where this frame is on the native stack: near enough to the stack pointer, since
+        // the floor leaves far more room than any frame between here and the call.
+        let marker = 0u8;
+        let here = std::hint::black_box(&marker) as *const u8 as usize;
+        (here > self.native_floor).then_some(call)
     }
 
     /// The context given to [`ThreadState::set_native`] (null before).

@@ -11,7 +11,7 @@ use super::stack_model::*;
 use super::{CompileEnv, CompileError};
 use crate::abi::{
     status_of, CompiledCode, CTX_BACK_EDGES_LEFT, CTX_CALLS_LEFT, CTX_MAX_DEPTH, CTX_MEMORY_BASE,
-    CTX_POLL, CTX_STACK_LIMIT, ENTRY_OFFSET, SMALL_FRAME,
+    CTX_POLL, CTX_STACK_LIMIT, ENTRY_OFFSET, MAX_NATIVE_FRAME, SMALL_FRAME,
 };
 use crate::base_case::Operand;
 use dynasmrt::x64::X64Relocation;
@@ -118,8 +118,10 @@ pub(super) struct Emitter<'a> {
     exit: DynamicLabel,
     /// A callback returned a nonzero status in `rax`.
     exit_rax: DynamicLabel,
-    /// Depth or native stack exhausted before the frame exists.
-    early_overflow: DynamicLabel,
+    /// Depth exhausted: trap before the frame exists.
+    too_deep: DynamicLabel,
+    /// Native stack short before the frame exists: run this call in the interpreter.
+    stack_short: DynamicLabel,
     traps: Vec<(Trap, DynamicLabel)>,
     cold: Vec<Cold>,
     out: CompiledCode,
@@ -154,7 +156,8 @@ impl<'a> Emitter<'a> {
         }
         let exit = ops.new_dynamic_label();
         let exit_rax = ops.new_dynamic_label();
-        let early_overflow = ops.new_dynamic_label();
+        let too_deep = ops.new_dynamic_label();
+        let stack_short = ops.new_dynamic_label();
         Emitter {
             ops,
             func,
@@ -166,7 +169,8 @@ impl<'a> Emitter<'a> {
             loop_header,
             exit,
             exit_rax,
-            early_overflow,
+            too_deep,
+            stack_short,
             traps: Vec::new(),
             cold: Vec::new(),
             out: CompiledCode {
@@ -184,6 +188,13 @@ impl<'a> Emitter<'a> {
     }
 
     pub fn compile(mut self) -> Result<CompiledCode, CompileError> {
+        let bytes = self.frame.total() as usize;
+        if bytes > MAX_NATIVE_FRAME {
+            return Err(CompileError::FrameTooLarge {
+                bytes,
+                bound: MAX_NATIVE_FRAME,
+            });
+        }
         let header = self.env.header as u64;
         asm!(self; .u64 0 ; .u64 header);
         debug_assert_eq!(self.offset(), ENTRY_OFFSET);
@@ -293,23 +304,24 @@ impl<'a> Emitter<'a> {
 
     // ---------------------------------------------------------------- prologue, epilogue
 
-    /// Depth and native-stack checks before anything is pushed (so their trap is a bare
-    /// `ret`).
+    /// Depth and native-stack checks before anything is pushed: too deep traps with a bare
+    /// `ret`; too little native stack runs the call in the interpreter instead, whose frames
+    /// are on the heap (see "Depth and the native stack" in [`crate::abi`]).
     fn emit_entry_checks(&mut self) {
         let below = -self.frame.total();
-        let early = self.early_overflow;
+        let (too_deep, short) = (self.too_deep, self.stack_short);
         asm!(self
             ; cmp rsi, QWORD [rdi + CTX_MAX_DEPTH]
-            ; ja =>early
+            ; ja =>too_deep
         );
         if self.frame.total() as usize <= SMALL_FRAME {
             // Within the slack the ABI allows below the limit: one compare of rsp itself.
-            asm!(self; cmp rsp, QWORD [rdi + CTX_STACK_LIMIT] ; jb =>early);
+            asm!(self; cmp rsp, QWORD [rdi + CTX_STACK_LIMIT] ; jb =>short);
         } else {
             asm!(self
                 ; lea rax, [rsp + below]
                 ; cmp rax, QWORD [rdi + CTX_STACK_LIMIT]
-                ; jb =>early
+                ; jb =>short
             );
         }
     }
@@ -1382,7 +1394,7 @@ impl<'a> Emitter<'a> {
             let exit = self.exit;
             asm!(self; =>l ; mov edx, code ; jmp =>exit);
         }
-        let (exit, exit_rax, early) = (self.exit, self.exit_rax, self.early_overflow);
+        let (exit, exit_rax) = (self.exit, self.exit_rax);
         let at = self.offset();
         self.out
             .notes
@@ -1394,12 +1406,41 @@ impl<'a> Emitter<'a> {
             .push((at, "leave with the status in rdx".into()));
         asm!(self; =>exit);
         self.emit_epilogue();
+        self.emit_entry_exits();
+    }
+
+    /// Where the entry checks go, before any frame exists.
+    fn emit_entry_exits(&mut self) {
+        let (too_deep, short) = (self.too_deep, self.stack_short);
         let at = self.offset();
         self.out
             .notes
-            .push((at, "stack overflow before the frame exists".into()));
+            .push((at, "deeper than --max-depth: stack overflow".into()));
         let overflow = status_of(Trap::StackOverflow) as i32;
-        asm!(self; =>early ; mov edx, overflow ; xor eax, eax ; ret);
+        asm!(self; =>too_deep ; mov edx, overflow ; xor eax, eax ; ret);
+        let at = self.offset();
+        asm!(self; =>short);
+        if self.osr.is_some() {
+            // The interpreter enters a loop natively only with room for any native frame
+            // (`MAX_NATIVE_FRAME`), so this is a guard, not a path programs take.
+            self.out
+                .notes
+                .push((at, "no native stack for the frame: stack overflow".into()));
+            asm!(self; mov edx, overflow ; xor eax, eax ; ret);
+        } else {
+            self.out.notes.push((
+                at,
+                "native stack short: run this call in the interpreter".into(),
+            ));
+            let def_addr = self.env.header & !7;
+            let params = self.func.params.len();
+            crate::stubs::emit_interpreted_call(
+                &mut self.ops,
+                params,
+                def_addr,
+                self.env.callbacks.call_interp,
+            );
+        }
     }
 
     // ================================================================ values and registers

@@ -60,6 +60,9 @@ pub enum CompileError {
     Assembler(String),
     /// The code came out larger than [`max_code_size`] promised (a bug).
     TooLarge { len: usize, bound: usize },
+    /// The native frame would pass [`crate::abi::MAX_NATIVE_FRAME`]: the function stays in
+    /// the interpreter, whose frames are on the heap.
+    FrameTooLarge { bytes: usize, bound: usize },
 }
 
 impl fmt::Display for CompileError {
@@ -72,6 +75,12 @@ impl fmt::Display for CompileError {
             CompileError::Assembler(why) => write!(f, "assembler error: {why}"),
             CompileError::TooLarge { len, bound } => {
                 write!(f, "code of {len} bytes exceeds its bound of {bound}")
+            }
+            CompileError::FrameTooLarge { bytes, bound } => {
+                write!(
+                    f,
+                    "a native frame of {bytes} bytes exceeds the limit of {bound}"
+                )
             }
         }
     }
@@ -90,9 +99,12 @@ const BYTES_PER_INSTR: usize = 320;
 /// A safe upper bound on the size of [`compile`]'s output for `func`, whatever the
 /// environment: reserve this much, compile at the reserved address, then shrink. (The
 /// prologue, moving up to eight parameters and zeroing locals, and the shared exits fit in
-/// the constant and per-slot terms.)
+/// the constant and per-slot terms; the way into the interpreter when the stack runs short
+/// is a stub's body.)
 pub fn max_code_size(func: &Function) -> usize {
-    768 + 16 * func.num_slots() as usize + BYTES_PER_INSTR * func.code.len()
+    768 + crate::stubs::MAX_STUB_SIZE
+        + 16 * func.num_slots() as usize
+        + BYTES_PER_INSTR * func.code.len()
 }
 
 /// Compiles `func` (a function of `module`) for the address `base_addr` (16-aligned), where

@@ -10,7 +10,7 @@
 pub mod call_stubs;
 pub mod translate;
 
-use crate::abi::{Callbacks, ENTRY_OFFSET, HEADER_OFFSET};
+use crate::abi::{Callbacks, ENTRY_OFFSET, HEADER_OFFSET, MAX_NATIVE_FRAME};
 use cranelift_codegen::binemit::Reloc as ClifReloc;
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{ExternalName, UserExternalNameRef};
@@ -82,13 +82,21 @@ pub fn compile(
     want_ir: bool,
     osr: Option<u32>,
 ) -> Result<OptCode, String> {
-    let clif = translate::translate(module, f, env, osr);
+    let clif = translate::translate(module, f, env, header & !7, osr);
     let before = want_ir.then(|| clif.display().to_string());
     let mut ctx = Context::for_function(clif);
     ctx.compile(isa, &mut ControlPlane::default())
         .map_err(|e| format!("cranelift: {:?}", e.inner))?;
     let after = want_ir.then(|| ctx.func.display().to_string());
     let compiled = ctx.compiled_code().expect("just compiled");
+    // The frame below the return address: Cranelift's frame, the callee-saved registers and
+    // the frame pointer pushed beside it (at most 6 words on SysV x86-64).
+    let frame_bytes = compiled.frame_size as usize + 8 * 6;
+    if frame_bytes > MAX_NATIVE_FRAME {
+        return Err(format!(
+            "a native frame of {frame_bytes} bytes exceeds the limit of {MAX_NATIVE_FRAME}"
+        ));
+    }
     let body = compiled.code_buffer();
 
     // A leading base case is tested before Cranelift's frame is built (see

@@ -49,13 +49,22 @@ fn readonly() -> MemFlags {
 /// takes `(ctx, depth, frame)`, reads its slots and then the operand stack at the header
 /// from `frame` (the interpreter's frame), and jumps to the header's block; the blocks
 /// only the function's own start reaches are dead, and Cranelift drops them.
-pub fn translate(module: &Module, f: FuncId, env: &OptEnv, osr: Option<u32>) -> Function {
+///
+/// `def_addr` is the definition the code is compiled from: a call that finds the native stack
+/// short runs it in the interpreter (see "Depth and the native stack" in [`crate::abi`]).
+pub fn translate(
+    module: &Module,
+    f: FuncId,
+    env: &OptEnv,
+    def_addr: usize,
+    osr: Option<u32>,
+) -> Function {
     let func = &module.functions[f as usize];
     let params = if osr.is_some() { 1 } else { func.params.len() };
     let mut clif = Function::with_name_signature(UserFuncName::user(0, f), signature(params));
     let mut fctx = FunctionBuilderContext::new();
     let b = FunctionBuilder::new(&mut clif, &mut fctx);
-    Translator::new(module, f, env, b).run(osr.map(|h| h as usize));
+    Translator::new(module, f, env, b).run(def_addr, osr.map(|h| h as usize));
     clif
 }
 
@@ -108,14 +117,15 @@ impl<'a> Translator<'a> {
         &self.module.functions[self.f as usize]
     }
 
-    fn run(mut self, osr: Option<usize>) {
+    fn run(mut self, def_addr: usize, osr: Option<usize>) {
         let func = self.func();
         let entry = self.b.current_block().expect("entry block");
         let params: Vec<Value> = self.b.block_params(entry).to_vec();
         let (ctx, depth) = (params[0], params[1]);
 
-        // Depth and native stack, before anything else: `depth > max_depth` or a body whose
-        // stack pointer (after Cranelift's prologue built the frame) is below the limit.
+        // Depth and native stack, before anything else: `depth > max_depth` traps; a body
+        // whose stack pointer (after Cranelift's prologue built the frame) is below the limit
+        // runs in the interpreter instead.
         let max_depth = self.b.ins().load(I64, readonly(), ctx, abi::CTX_MAX_DEPTH);
         let too_deep = self
             .b
@@ -128,7 +138,13 @@ impl<'a> Translator<'a> {
             .load(I64, readonly(), ctx, abi::CTX_STACK_LIMIT);
         let sp = self.b.ins().get_stack_pointer(I64);
         let low = self.b.ins().icmp(IntCC::UnsignedLessThan, sp, limit);
-        self.trap_if(low, Trap::StackOverflow);
+        if osr.is_some() {
+            // The interpreter enters a loop natively only with room for any native frame
+            // (`abi::NATIVE_ENTRY_ROOM`): a guard, not a path programs take.
+            self.trap_if(low, Trap::StackOverflow);
+        } else {
+            self.interpret_if(low, depth, def_addr, &params[2..]);
+        }
         self.poll();
         self.depth1 = self.b.ins().iadd_imm(depth, 1);
         self.mem_base = self
@@ -277,6 +293,31 @@ impl<'a> Translator<'a> {
         let t = self.trap_block(status_of(trap));
         let cont = self.b.create_block();
         self.b.ins().brif(cond, t, &[], cont, &[]);
+        self.b.switch_to_block(cont);
+    }
+
+    /// When `cond` holds, runs this call (at `depth`) in the interpreter (`call_interp` with
+    /// the definition at `def_addr` and the arguments `args`, stored in a stack array) and returns what it
+    /// returns; a cold block, as the baseline's copy of a stub's body.
+    fn interpret_if(&mut self, cond: Value, depth: Value, def_addr: usize, args: &[Value]) {
+        let slow = self.b.create_block();
+        self.b.set_cold_block(slow);
+        let cont = self.b.create_block();
+        self.b.ins().brif(cond, slow, &[], cont, &[]);
+        self.b.switch_to_block(slow);
+        let array = self.b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            8 * args.len().max(1) as u32,
+            3,
+        ));
+        for (k, &arg) in args.iter().enumerate() {
+            self.b.ins().stack_store(arg, array, 8 * k as i32);
+        }
+        let array = self.b.ins().stack_addr(I64, array, 0);
+        let ctx = self.ctx;
+        let def = self.iconst(def_addr as i64);
+        let ret = self.call_rust(self.env.callbacks.call_interp, &[ctx, depth, def, array], 2);
+        self.b.ins().return_(&ret);
         self.b.switch_to_block(cont);
     }
 

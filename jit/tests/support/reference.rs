@@ -36,6 +36,13 @@ fn run(
     if depth > m.max_depth {
         return Err(Trap::StackOverflow);
     }
+    // Unlike the VM's interpreter, this one recurses on the native stack: below the limit
+    // (where native code sends a call it has no stack for) it gives up rather than fault.
+    let marker = 0u8;
+    // SAFETY: ctx is this thread's context, alive while native code runs.
+    if (std::hint::black_box(&marker) as *const u8 as usize) < unsafe { (*ctx).stack_limit } {
+        return Err(Trap::StackOverflow);
+    }
     let func = &m.module.functions[f as usize];
     let mut locals = vec![0i64; func.num_slots() as usize];
     locals[..args.len()].copy_from_slice(args);

@@ -236,6 +236,9 @@ pub struct Options {
     pub perf_map: bool,
     /// Poison reclaimed code (as `JITVM_POISON=1` does).
     pub poison: bool,
+    /// Testing aid: make the N-th serialization of the run fail (1: the first), to drive
+    /// the paths that end a run whose commit failed.
+    pub fail_serialization_after: Option<u64>,
     pub run: RunConfig,
 }
 
@@ -253,6 +256,7 @@ impl Default for Options {
             sync: None,
             perf_map: false,
             poison: false,
+            fail_serialization_after: None,
             run: RunConfig::default(),
         }
     }
@@ -295,21 +299,42 @@ pub fn start(module: Module, options: &Options) -> Result<Arc<Program>, String> 
         ..defaults
     })
     .map_err(|e| e.to_string())?;
+    if let Some(n) = options.fail_serialization_after {
+        runtime.fail_serialization_after(n);
+    }
     let perf = match options.perf_map {
         true => Some(
-            perf_map::hook(module.functions.iter().map(|f| f.name.clone()).collect())
-                .map_err(|e| format!("cannot write {}: {e}", perf_map::path().display()))?,
+            perf_map::PerfMap::create(
+                &perf_map::path(),
+                module.functions.iter().map(|f| f.name.clone()).collect(),
+            )
+            .map_err(|e| format!("cannot write {}: {e}", perf_map::path().display()))?,
         ),
         false => None,
     };
     if perf.is_some() || trace::enabled() {
+        let perf = perf.clone();
         runtime.set_code_hook(Box::new(move |event| {
             if let Some(perf) = &perf {
-                perf(event);
+                perf.on_event(event);
             }
             trace::code_event(event);
         }));
     }
+    let program = build(module, options, &tiers, runtime)?;
+    if let Some(perf) = perf {
+        program.add_exit_hook(Box::new(move || perf.flush()));
+    }
+    Ok(program)
+}
+
+/// The program of [`start`], its runtime made.
+fn build(
+    module: Module,
+    options: &Options,
+    tiers: &[Tier],
+    runtime: Arc<Runtime>,
+) -> Result<Arc<Program>, String> {
     let auto = options.tier == Tier::Auto && cfg!(target_arch = "x86_64");
     if !auto && tiers.iter().all(|&t| t == Tier::Interp) {
         let program = Program::new(
@@ -325,7 +350,7 @@ pub fn start(module: Module, options: &Options) -> Result<Arc<Program>, String> 
     }
     native_program(
         module,
-        &tiers,
+        tiers,
         auto.then_some(options.thresholds),
         options.run,
         runtime,

@@ -72,6 +72,9 @@ enum Command {
         /// says, and keep it there; repeat for several functions.
         #[arg(long = "func-tier", value_name = "NAME=TIER")]
         func_tier: Vec<FuncTier>,
+        /// Testing aid: the N-th serialization of the run fails (1: the first).
+        #[arg(long, value_name = "N", hide = true)]
+        fail_serialization_after: Option<u64>,
         /// The `.bc` file, or `-` for standard input.
         file: PathBuf,
     },
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
             stats,
             perf_map,
             func_tier,
+            fail_serialization_after,
             file,
         } => {
             let options = Options {
@@ -150,6 +154,7 @@ fn main() -> ExitCode {
                 sync,
                 perf_map,
                 poison: false,
+                fail_serialization_after,
                 run: RunConfig {
                     max_depth,
                     stats,

@@ -287,6 +287,9 @@ impl Policy {
             log.tier_ups += 1;
             self.state[f].store(tier_bits(t.to), Ordering::Release);
         }
+        // A failed on-stack-replacement entry leaves only its loop where it is (never asked
+        // again: `osr_requested` keeps it); the function may still tier up.
+        log.failures += batch.failed_osr.len() as u64;
         for &(f, _, _) in &batch.failed {
             log.failures += 1;
             self.state[f as usize].fetch_or(PINNED, Ordering::AcqRel);
@@ -354,6 +357,9 @@ fn compile_loop(program: Weak<Program>, policy: Arc<Policy>, jit: Arc<Jit>, jobs
         };
         match jit.tier_up(&program, &batch) {
             Ok(done) => {
+                if let Some(e) = &done.commit_error {
+                    log::warn!("tiering: a batch was published without its guarantee: {e}");
+                }
                 crate::trace::tier_ups(&program, &done);
                 policy.finish(&program, &done);
             }
@@ -376,5 +382,66 @@ fn settle(program: &Weak<Program>) {
     };
     if let Err(e) = program.runtime().synchronize(Duration::from_millis(50)) {
         log::debug!("tiering: retired code not reclaimed yet: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jitvm_jit::install::TierUpBatch;
+
+    fn program() -> Arc<Program> {
+        let module = jitvm_vm::parse_module(b"func main()\n  push 0\n  ret\nend\n").unwrap();
+        crate::instantiate(
+            module,
+            &[crate::Tier::Interp],
+            jitvm_vm::RunConfig::default(),
+        )
+        .unwrap()
+    }
+
+    fn batch() -> TierUpBatch {
+        TierUpBatch {
+            done: Vec::new(),
+            osr: Vec::new(),
+            failed: Vec::new(),
+            failed_osr: Vec::new(),
+            commit: None,
+            commit_error: None,
+        }
+    }
+
+    fn pinned(policy: &Policy, f: FuncId) -> bool {
+        policy.state[f as usize].load(Ordering::Acquire) & PINNED != 0
+    }
+
+    #[test]
+    fn a_failed_osr_entry_leaves_its_function_free_to_tier_up() {
+        let program = program();
+        let log = CompileLog::new(1);
+        let policy = Policy::new(
+            Thresholds::default(),
+            &[NativeTier::Interp],
+            &[false],
+            Arc::clone(&log),
+        );
+        let mut failed = batch();
+        failed
+            .failed_osr
+            .push((0, 3, NativeTier::Opt, "code too large".into()));
+        policy.finish(&program, &failed);
+        assert!(!pinned(&policy, 0), "only that loop stays where it is");
+        assert_eq!(log.lock().unwrap().failures, 1);
+
+        let mut failed = batch();
+        failed
+            .failed
+            .push((0, NativeTier::Baseline, "code too large".into()));
+        policy.finish(&program, &failed);
+        assert!(
+            pinned(&policy, 0),
+            "a failed function compile keeps it in its tier"
+        );
+        assert_eq!(log.lock().unwrap().failures, 2);
     }
 }

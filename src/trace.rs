@@ -66,6 +66,14 @@ pub fn tier_ups(program: &Program, batch: &TierUpBatch) {
             serializations
         );
     }
+    for (f, header_op, to, why) in &batch.failed_osr {
+        log::info!(
+            target: TARGET,
+            "osr entry {} at op {header_op} to {} failed, that loop keeps its tier: {why}",
+            name(*f),
+            to.name()
+        );
+    }
     for (f, to, why) in &batch.failed {
         log::info!(
             target: TARGET,

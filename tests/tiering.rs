@@ -237,3 +237,71 @@ fn the_interpreter_alone_never_replaces_a_frame() {
     assert_eq!(row.split_whitespace().last(), Some("0"), "{row}");
     assert!(row.contains(" 4999999 "), "every back-edge counted: {row}");
 }
+
+/// Forty functions that get hot (so the compile thread is busy tiering them up, waiting for
+/// the dispatch lock in each commit) while `main` patches in a loop.
+fn patching_while_tiering() -> String {
+    let mut text = String::from("func a(x)\n  load x\n  push 1\n  add\n  ret\nend\n");
+    text += "func b(x)\n  load x\n  push 2\n  add\n  ret\nend\n";
+    for k in 0..40 {
+        text += &format!(
+            "func w{k}(n)\n  local i\nloop:\n  load i\n  push 1\n  add\n  dup\n  store i\n  \
+             load n\n  lt\n  jnz loop\n  load i\n  ret\nend\n"
+        );
+    }
+    text += "func main()\n  local k\nagain:\n";
+    for k in 0..40 {
+        text += &format!("  push 20\n  call w{k}\n  pop\n");
+    }
+    text += "  patch a b\n  load k\n  push 1\n  add\n  dup\n  store k\n  push 3000\n  lt\n  \
+             jnz again\n  push 1\n  call a\n  print\n  push 0\n  ret\nend\n";
+    text
+}
+
+#[test]
+fn a_failed_patch_commit_ends_the_run_with_status_1_even_with_stats_and_tier_ups_in_flight() {
+    if !NATIVE {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("jitvm-patch-fail-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("patching.bc");
+    std::fs::write(&file, patching_while_tiering()).unwrap();
+    let file = file.display().to_string();
+    let mut failed_patches = 0;
+    for n in [4, 8, 16, 32, 64, 128] {
+        let n = n.to_string();
+        let args = [
+            "run",
+            "--stats",
+            "--baseline-threshold=1",
+            "--opt-threshold=1",
+            "--fail-serialization-after",
+            &n,
+            &file,
+        ];
+        let binary = PathBuf::from(env!("CARGO_BIN_EXE_jitvm"));
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        // Generous for a loaded machine; the hang this guards against never ended at all.
+        let out = run_command(&binary, &args, Duration::from_secs(120)).unwrap();
+        assert!(
+            !out.timed_out,
+            "failure after {n}: the exit hung\n{}",
+            out.stderr
+        );
+        if out.stderr.contains("error: cannot patch") {
+            assert_eq!(out.status, Some(1), "{}", out.stderr);
+            failed_patches += 1;
+        } else {
+            // The failure hit a tier-up's commit instead: the batch is given up, the run
+            // goes on.
+            assert_eq!(out.status, Some(0), "{}", out.stderr);
+            assert_eq!(out.stdout, b"3\n", "{}", out.stderr);
+        }
+    }
+    assert!(
+        failed_patches >= 3,
+        "most failures hit a patch: {failed_patches} of 6"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -145,6 +145,14 @@ pub struct TierUpBatch {
     pub osr: Vec<OsrCompiled>,
     /// Definitions that failed to compile (they keep their tier), with why.
     pub failed: Vec<(FuncId, NativeTier, String)>,
+    /// On-stack-replacement entries that failed to compile, by definition and loop header
+    /// (op index), with why: that loop keeps running where it runs, the function may
+    /// still tier up.
+    pub failed_osr: Vec<(FuncId, u32, NativeTier, String)>,
+    /// The commit published everything but could not keep its guarantee (a serialization
+    /// failed after publishing: `Error::Serialization { published: true }`). What it
+    /// published is recorded as usual.
+    pub commit_error: Option<String>,
     /// The commit, and how long it took; `None` when nothing compiled.
     pub commit: Option<(CommitInfo, Duration)>,
 }
@@ -269,13 +277,28 @@ impl Jit {
     /// while other threads run the program; never stops them. A definition that fails to
     /// compile keeps its tier.
     pub fn tier_up(&self, program: &Program, jobs: &[Job]) -> Result<TierUpBatch, Error> {
+        self.tier_up_with(program, jobs, Guarantee::Eventual)
+    }
+
+    /// [`Jit::tier_up`] committed with `guarantee`: `Strong` makes "no thread starts the
+    /// replaced code" hold when it returns. If the commit publishes but cannot keep that
+    /// guarantee, the batch is still what was published, with the error in
+    /// [`TierUpBatch::commit_error`]; other commit errors change nothing.
+    pub fn tier_up_with(
+        &self,
+        program: &Program,
+        jobs: &[Job],
+        guarantee: Guarantee,
+    ) -> Result<TierUpBatch, Error> {
         let mut code = self.code.lock().unwrap_or_else(|e| e.into_inner());
         let mut tx = program.runtime().transaction();
         let mut batch = TierUpBatch {
             done: Vec::new(),
             osr: Vec::new(),
             failed: Vec::new(),
+            failed_osr: Vec::new(),
             commit: None,
+            commit_error: None,
         };
         let mut entries = Vec::new();
         let mut blobs = Vec::new();
@@ -301,7 +324,7 @@ impl Jit {
                                 code_bytes: bytes,
                             });
                         }
-                        Err(e) => batch.failed.push((func, tier, e)),
+                        Err(e) => batch.failed_osr.push((func, header_op, tier, e)),
                     }
                     continue;
                 }
@@ -345,8 +368,23 @@ impl Jit {
         // SAFETY: each entry was just staged in `tx`, headed by `Program::header_word` for
         // its own definition, and follows the ABI; every slot already holds executable code
         // (`install` put a stub or code in each).
-        let (commit, moved) = unsafe { program.commit_code(tx, &entries, Guarantee::Eventual)? };
-        batch.commit = Some((commit, start.elapsed()));
+        let moved = match unsafe { program.commit_code(tx, &entries, guarantee) } {
+            Ok((commit, moved)) => {
+                batch.commit = Some((commit, start.elapsed()));
+                moved
+            }
+            Err(
+                e @ Error::Serialization {
+                    published: true, ..
+                },
+            ) => {
+                // Published, with a weaker guarantee: the code is live and the old code
+                // retired, so record it all.
+                batch.commit_error = Some(e.to_string());
+                vec![0; entries.len()]
+            }
+            Err(e) => return Err(e),
+        };
         for ((item, blob), slots) in batch.done.iter_mut().zip(blobs).zip(moved) {
             item.slots = slots;
             code[item.func as usize] = blob;

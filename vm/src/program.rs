@@ -154,6 +154,8 @@ pub struct Program {
     patch_observers: std::sync::RwLock<Vec<Box<PatchObserver>>>,
     /// The engine's `--stats` text, in place of the profile's own table.
     stats_report: OnceLock<Box<StatsReport>>,
+    /// Run as the process exits, before `--stats` (an engine's files to finish writing).
+    exit_hooks: std::sync::RwLock<Vec<Box<dyn Fn() + Send + Sync>>>,
     output: Output,
     threads: Arc<Threads>,
     thread_body: Box<ThreadBody>,
@@ -206,6 +208,7 @@ impl Program {
                 .collect(),
             patch_observers: Default::default(),
             stats_report: OnceLock::new(),
+            exit_hooks: std::sync::RwLock::new(Vec::new()),
             output: Output::default(),
             threads: Threads::new(config.thread_stack_bytes()),
             thread_body,
@@ -216,6 +219,15 @@ impl Program {
     /// ignored).
     pub fn set_stats_report(&self, report: Box<StatsReport>) {
         let _ = self.stats_report.set(report);
+    }
+
+    /// Adds `hook` to what runs as the process exits, however it exits (a trap, `main`'s
+    /// return, a failed write), before `--stats`.
+    pub fn add_exit_hook(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        self.exit_hooks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
     }
 
     /// Adds an observer that hears every `patch` from now on.
@@ -329,7 +341,7 @@ impl Program {
     /// serialize the other cores) ends the process: the guarantee cannot be kept.
     pub fn patch(&self, f: FuncId, g: FuncId) {
         let start = Instant::now();
-        let _dispatch = self.lock_dispatch();
+        let dispatch = self.lock_dispatch();
         let old_entry = self.slots[f as usize].get();
         let new_entry = self.slots[g as usize].get();
         let mut tx = self.runtime.transaction();
@@ -359,6 +371,9 @@ impl Program {
                 }
             }
             Err(e) => {
+                // Exit without the dispatch lock: the compile thread may be waiting for it
+                // while holding what `--stats` reads on the way out.
+                drop(dispatch);
                 let _hold = self.output.flush_and_hold();
                 let _ = writeln!(io::stderr(), "error: cannot patch: {e}");
                 self.exit(EXIT_INTERNAL)
@@ -529,8 +544,16 @@ impl Program {
         self.exit(report_write_error(&error))
     }
 
-    /// The last step of every ending: `--stats` if asked for, then the exit.
+    /// The last step of every ending: the exit hooks, `--stats` if asked for, then the exit.
     fn exit(&self, status: i32) -> ! {
+        for hook in self
+            .exit_hooks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            hook();
+        }
         if self.config.stats {
             let text = match self.stats_report.get() {
                 Some(report) => report(self),

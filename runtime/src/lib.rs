@@ -86,6 +86,7 @@ pub mod fork;
 mod handshake;
 pub mod icache;
 pub mod native;
+mod offline;
 pub mod patch;
 pub mod publish;
 pub mod reclaim;

@@ -40,6 +40,9 @@ pub(crate) struct ThreadRecord {
     pub(crate) entry: AtomicU64,
     /// Signal-strategy acknowledgements of this OS thread.
     pub(crate) ack: Arc<AtomicU64>,
+    /// Signal-strategy handshake for offline threads (see [`crate::offline`]):
+    /// 0 while online.
+    pub(crate) away: AtomicU32,
     pub(crate) tid: libc::pid_t,
     /// `[low, high)` of the thread's stack, or `(0, 0)` if unknown.
     pub(crate) stack: (usize, usize),
@@ -350,6 +353,7 @@ impl ThreadHandle {
             quiescent: AtomicU64::new(0),
             entry: AtomicU64::new(NOT_ENTERED),
             ack,
+            away: AtomicU32::new(0),
             // SAFETY: gettid has no preconditions.
             tid: unsafe { libc::gettid() },
             stack: current_stack(),
@@ -450,6 +454,7 @@ impl ThreadHandle {
         impl Drop for Online<'_> {
             fn drop(&mut self) {
                 let i = &*self.0.inner;
+                crate::offline::come_back(&i.rec.away);
                 if i.depth.get() > 0 {
                     // Entry first, then quiescent (see `ThreadRecord::horizon`).
                     let e = i.rt.epoch().load(Ordering::Acquire);
@@ -466,6 +471,9 @@ impl ThreadHandle {
         if i.depth.get() > 0 && self.pin_stack_here() {
             i.rec.entry.store(NOT_ENTERED, Ordering::Release);
         }
+        // A commit's signal would interrupt the blocking call: commits skip
+        // offline threads, which serialize themselves on return (`Online`).
+        crate::offline::go_away(&i.rec.away);
         i.rec.quiescent.store(OFFLINE, Ordering::Release);
         fence(Ordering::SeqCst);
         i.rt.request_reclaim_if_waited();

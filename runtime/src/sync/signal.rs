@@ -20,7 +20,9 @@
 
 use std::cell::Cell;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::offline;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -121,8 +123,20 @@ fn tgkill(tid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// Clears `SIGNALLING` on each word it holds when dropped, however
+/// `signal_all` ends, so no thread waits forever to go offline.
+struct Signalled<'a>(Vec<&'a AtomicU32>);
+
+impl Drop for Signalled<'_> {
+    fn drop(&mut self) {
+        for word in &self.0 {
+            offline::signal_landed(word);
+        }
+    }
+}
+
 /// Signals every registered thread but the caller and waits for each
-/// acknowledgement.
+/// acknowledgement; offline threads are skipped and owe a serialization.
 pub(crate) fn signal_all(registry: &Registry, signo: libc::c_int) -> Result<(), String> {
     // The registry lock is held throughout so no thread deregisters (and
     // exits) between being signalled and acknowledging. A thread blocked on
@@ -132,7 +146,14 @@ pub(crate) fn signal_all(registry: &Registry, signo: libc::c_int) -> Result<(), 
     // SAFETY: gettid has no preconditions.
     let me = unsafe { libc::gettid() };
     let mut pending: Vec<(libc::pid_t, &AtomicU64, u64)> = Vec::with_capacity(threads.len());
+    let mut signalled = Signalled(Vec::with_capacity(threads.len()));
     for t in threads.iter().filter(|t| t.tid != me) {
+        // 2. Online: mark and signal. Offline: leave it a serialization owed.
+        let away = &t.away;
+        if !offline::mark_for_signal(away) {
+            continue;
+        }
+        signalled.0.push(away);
         let before = t.ack.load(Ordering::Acquire);
         match tgkill(t.tid, signo) {
             Ok(()) => pending.push((t.tid, &t.ack, before)),

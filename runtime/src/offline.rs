@@ -31,7 +31,7 @@ const OWED: u32 = 2;
 /// The signaller has signalled this online thread and waits for it.
 const SIGNALLING: u32 = 4;
 
-/// 1. The calling thread goes offline (its `away` word is `word`).
+/// Step 1: the calling thread goes offline (its `away` word is `word`).
 pub(crate) fn go_away(word: &AtomicU32) {
     while word
         .compare_exchange(0, AWAY, Ordering::SeqCst, Ordering::SeqCst)
@@ -43,7 +43,7 @@ pub(crate) fn go_away(word: &AtomicU32) {
     }
 }
 
-/// 3. The calling thread is back online.
+/// Step 3: the calling thread is back online.
 pub(crate) fn come_back(word: &AtomicU32) {
     if word.swap(0, Ordering::SeqCst) & OWED != 0 {
         serialize_this_core();
@@ -69,7 +69,7 @@ fn serialize_this_core() {
     }
 }
 
-/// 2. The signaller's mark: true if the thread is online and now marked
+/// Step 2, the signaller's mark: true if the thread is online and now marked
 /// `SIGNALLING` (signal it, then [`signal_landed`]); false if it is offline
 /// and owes a serialization (skip it). Only one signaller runs at a time (it
 /// holds the registry lock).

@@ -120,8 +120,8 @@ fn run() -> Result<(), Failure> {
 
     // 2. Publish version 1, its direct caller and both stubs in one
     //    transaction. Nothing can run staged bytes until commit.
-    let slot = DispatchSlot::new(0);
-    let direct_slot = DispatchSlot::new(0);
+    let slot = rt.dispatch_slot(0);
+    let direct_slot = rt.dispatch_slot(0);
     let mut tx = rt.transaction();
     let (v1, direct1) = stage_version(&rt, &mut tx, 1)?;
     let stubs = [
@@ -256,7 +256,7 @@ type LoopFn = extern "sysv64" fn(*const AtomicBool, *const AtomicU32) -> i64;
 
 /// Step 6: retire and replace a polling loop while threads spin in it.
 fn replace_a_running_loop(rt: &std::sync::Arc<Runtime>, me: &ThreadHandle) -> Result<(), Failure> {
-    let slot = DispatchSlot::new(0);
+    let slot = rt.dispatch_slot(0);
     let mut tx = rt.transaction();
     let loop1 = tx.stage(&assemble_polling_loop(1), 16)?;
     let stub = tx.stage(&assemble_slot_stub(&slot), 16)?;

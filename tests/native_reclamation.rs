@@ -2,7 +2,7 @@
 //! in one long native loop must not hold back the freeing of code other threads replace.
 
 use jitvm::{instantiate, Tier};
-use jitvm_runtime::{DispatchSlot, Guarantee};
+use jitvm_runtime::Guarantee;
 use jitvm_vm::{parse_module, RunConfig};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -35,7 +35,7 @@ fn a_native_loop_that_runs_while_code_is_replaced_does_not_hold_reclamation_back
     // every batch, everything retired so far must be freed while main is still spinning: a
     // thread inside one long native call that held reclamation back would time this out.
     let me = runtime.register_thread().unwrap();
-    let slot = Box::new(DispatchSlot::new(0));
+    let slot = runtime.dispatch_slot(0);
     let mut previous = None;
     const BATCHES: usize = 10;
     const PER_BATCH: usize = 500;

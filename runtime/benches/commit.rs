@@ -64,7 +64,7 @@ type CodeFn = extern "sysv64" fn() -> u32;
 /// What a commit replaces: `blobs` versions behind as many slots; the first
 /// slot is what the busy threads call.
 struct Target {
-    slots: Vec<DispatchSlot>,
+    slots: Vec<std::sync::Arc<DispatchSlot>>,
     stubs: [usize; 2],
     current: Vec<Blob>,
     spare: Vec<Blob>,
@@ -74,7 +74,7 @@ struct Target {
 
 impl Target {
     fn new(rt: &Runtime, blobs: usize) -> Target {
-        let slots: Vec<_> = (0..blobs).map(|_| DispatchSlot::new(0)).collect();
+        let slots: Vec<_> = (0..blobs).map(|_| rt.dispatch_slot(0)).collect();
         let mut tx = rt.transaction();
         let c = tx.stage(&stub(&slots[0], true), 16).unwrap();
         let j = tx.stage(&stub(&slots[0], false), 16).unwrap();

@@ -98,6 +98,17 @@ pub enum Error {
     /// A patch or relocation target that points into the code region but
     /// not into a live blob (or one staged by the same transaction).
     InvalidTarget(&'static str),
+    /// A commit would retire a blob that a dispatch slot still targets (and
+    /// the transaction does not re-point): calls through the slot would run
+    /// freed code. Nothing was published.
+    SlotTargetsRetired {
+        /// The slot's address ([`crate::DispatchSlot::as_ptr`]).
+        slot: usize,
+        /// What it targets, inside a blob the commit retires.
+        target: usize,
+    },
+    /// A dispatch slot made by another runtime.
+    ForeignSlot,
     /// A PC-relative target farther than ±2 GiB.
     OutOfRange,
     /// A bad size, alignment, offset or configuration value.
@@ -162,6 +173,12 @@ impl fmt::Display for Error {
             }
             Error::InvalidSite(why) => write!(f, "invalid patch site: {why}"),
             Error::InvalidTarget(why) => write!(f, "invalid patch target: {why}"),
+            Error::SlotTargetsRetired { slot, target } => write!(
+                f,
+                "the dispatch slot at {slot:#x} still targets {target:#x}, in a blob this \
+                 commit retires: re-point the slot in the same transaction"
+            ),
+            Error::ForeignSlot => f.write_str("the dispatch slot belongs to another runtime"),
             Error::OutOfRange => f.write_str("PC-relative target out of ±2 GiB range"),
             Error::InvalidArgument(why) => write!(f, "invalid argument: {why}"),
             Error::UnknownStrategy(s) => write!(

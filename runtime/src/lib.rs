@@ -32,7 +32,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use jitvm_runtime::{Config, DispatchSlot, Guarantee, Runtime, ThreadHandle};
+//! use jitvm_runtime::{Config, Guarantee, Runtime, ThreadHandle};
 //! # fn main() -> Result<(), jitvm_runtime::Error> {
 //! let rt = Runtime::new(Config::default())?;
 //! let me = rt.register_thread()?; // every thread that runs JIT code
@@ -40,7 +40,7 @@
 //! // mov eax, k; ret
 //! let version = |k: u8| [0xB8, k, 0, 0, 0, 0xC3];
 //! // mov rax, imm64(&slot); jmp qword [rax]: a covered Strong sequence
-//! let slot = Box::new(DispatchSlot::new(0));
+//! let slot = rt.dispatch_slot(0);
 //! let mut stub = vec![0x48, 0xB8];
 //! stub.extend_from_slice(&(slot.as_ptr() as u64).to_le_bytes());
 //! stub.extend_from_slice(&[0xFF, 0x20]);

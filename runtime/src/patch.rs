@@ -62,23 +62,39 @@ pub use x86::*;
 
 /// A code pointer in memory, changed atomically by a commit.
 ///
-/// JIT code reads it through its address ([`DispatchSlot::as_ptr`]), so it
-/// must not move while code may read it: keep it in a `Box`, an `Arc`, a
-/// `Box<[DispatchSlot]>` or a `static`, and outliving the code that reads it.
-#[repr(transparent)]
+/// JIT code reads it through its address ([`DispatchSlot::as_ptr`]) at any
+/// moment, so the runtime owns every slot: [`crate::Runtime::dispatch_slot`]
+/// makes one and keeps it until the runtime itself goes, so no slot is freed
+/// while code may load it, and the runtime knows every slot a commit must
+/// keep away from retired code (see [`crate::Transaction::commit`], step 1).
+#[repr(C)]
 #[derive(Debug)]
-pub struct DispatchSlot(AtomicUsize);
+pub struct DispatchSlot {
+    /// First, so the slot's address is the word JIT code loads.
+    target: AtomicUsize,
+    /// The runtime that made it (its address): a transaction of another
+    /// runtime refuses the slot.
+    owner: usize,
+}
 
 impl DispatchSlot {
-    /// A slot initially pointing at `target`: any code address, or a
-    /// non-code address such as a Rust function (an interpreter fallback).
-    pub const fn new(target: usize) -> DispatchSlot {
-        DispatchSlot(AtomicUsize::new(target))
+    /// A slot of the runtime at `owner` initially pointing at `target`: any
+    /// code address, or a non-code address such as a Rust function (an
+    /// interpreter fallback).
+    pub(crate) const fn new(target: usize, owner: usize) -> DispatchSlot {
+        DispatchSlot {
+            target: AtomicUsize::new(target),
+            owner,
+        }
+    }
+
+    pub(crate) fn owner(&self) -> usize {
+        self.owner
     }
 
     /// The current target (acquire load).
     pub fn get(&self) -> usize {
-        self.0.load(Ordering::Acquire)
+        self.target.load(Ordering::Acquire)
     }
 
     /// The current target as a [`CodePtr`].
@@ -88,13 +104,13 @@ impl DispatchSlot {
 
     /// The address of the cell, for JIT code to load from.
     pub fn as_ptr(&self) -> *const usize {
-        self.0.as_ptr() as *const usize
+        self.target.as_ptr() as *const usize
     }
 
     /// Only commits change a slot: the release store orders the copy of the
     /// new code before the pointer to it.
     pub(crate) fn publish(&self, target: usize) {
-        self.0.store(target, Ordering::Release)
+        self.target.store(target, Ordering::Release)
     }
 }
 

@@ -79,6 +79,29 @@ fn check_target(rt: &Runtime, buf: &TxBuffers, target: usize) -> Result<(), Erro
     }
 }
 
+/// Step 1's rule for slots: after this commit, no slot of the runtime may
+/// target a blob it retires (calls through the slot would run freed code).
+/// A slot's target after the commit is the last `set_dispatch` of it here,
+/// else what it holds now.
+fn check_slots_leave_retired(rt: &Runtime, buf: &TxBuffers) -> Result<(), Error> {
+    for slot in rt.slots().iter() {
+        let addr = slot.as_ptr() as usize;
+        let target = match buf.dispatch.iter().rev().find(|&&(s, _)| s == addr) {
+            Some(&(_, t)) => t,
+            None => slot.get(),
+        };
+        if !rt.mem().contains(target) {
+            continue;
+        }
+        if let Some((blob, _, _)) = rt.mem().covering(target) {
+            if buf.is_retired(&blob) {
+                return Err(Error::SlotTargetsRetired { slot: addr, target });
+            }
+        }
+    }
+    Ok(())
+}
+
 impl<'a> Transaction<'a> {
     pub(crate) fn new(rt: &'a Runtime) -> Transaction<'a> {
         Transaction {
@@ -209,7 +232,11 @@ impl<'a> Transaction<'a> {
     /// an interpreter trampoline); one inside it must be in a live blob that
     /// this transaction does not retire, or in a blob staged by it:
     /// otherwise [`Error::InvalidTarget`] (checked here and again at commit).
+    /// The slot must be one of this runtime's ([`Error::ForeignSlot`]).
     pub fn set_dispatch(&mut self, slot: &'a DispatchSlot, target: usize) -> Result<(), Error> {
+        if slot.owner() != self.rt.id() {
+            return Err(Error::ForeignSlot);
+        }
         self.check_target(target)?;
         let addr = slot as *const DispatchSlot as usize;
         self.buf.dispatch.push((addr, target));
@@ -271,7 +298,9 @@ impl<'a> Transaction<'a> {
     ///
     /// 1. validate everything, changing nothing: staged blobs, retirements
     ///    (live, each once), every patch and relocation target (the
-    ///    [`set_dispatch`](Self::set_dispatch) rule, against the state *now*);
+    ///    [`set_dispatch`](Self::set_dispatch) rule, against the state *now*),
+    ///    and that no dispatch slot of the runtime will target a blob this
+    ///    commit retires ([`Error::SlotTargetsRetired`]);
     /// 2. write the rel32 sites inside staged blobs (nobody can reach them);
     /// 3. instruction-cache maintenance over each staged range (nothing on
     ///    x86-64);
@@ -313,6 +342,9 @@ impl<'a> Transaction<'a> {
         mem.check_publish(&b.staged, &b.retire)?;
         for &t in b.dispatch.iter().map(|(_, t)| t).chain(&b.targets) {
             check_target(rt, b, t)?;
+        }
+        if !b.retire.is_empty() {
+            check_slots_leave_retired(rt, b)?;
         }
 
         // 2. rel32 sites inside blobs nobody can reach yet.

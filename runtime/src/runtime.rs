@@ -10,6 +10,7 @@ use crate::code_memory::{CodeMemory, CodeStats, State};
 use crate::config::Strategy;
 use crate::error::HeldBack;
 use crate::handshake::{self, Reasker};
+use crate::patch::DispatchSlot;
 use crate::publish::{Guarantee, Transaction};
 use crate::reclaim::{pins_any, Reclaimer};
 use crate::sync::{select_strategy, Serializer, SYNC_ENV};
@@ -53,6 +54,9 @@ pub struct Runtime {
     /// Vectors of finished transactions, reused by the next ones.
     spare_tx: Mutex<Vec<TxBuffers>>,
     hooks: Hooks,
+    /// Every dispatch slot this runtime has made, kept until it goes (JIT code
+    /// may load a slot at any time).
+    slots: Mutex<Vec<Arc<DispatchSlot>>>,
     config: Config,
     forks: u64,
 }
@@ -95,6 +99,7 @@ impl Runtime {
             commit: Mutex::new(Reclaimer::default()),
             spare_tx: Mutex::new(Vec::new()),
             hooks: Hooks::default(),
+            slots: Mutex::new(Vec::new()),
             config,
             forks: fork::generation(),
         });
@@ -105,6 +110,31 @@ impl Runtime {
             strategy
         );
         Ok(rt)
+    }
+
+    /// A new dispatch slot initially pointing at `target` (any address: code
+    /// of this runtime, or a Rust function such as an interpreter fallback;
+    /// only commits change it). The runtime keeps it as long as the runtime
+    /// lives, so JIT code may load it at any time, and a commit that retires
+    /// the code it targets fails unless it re-points it too.
+    pub fn dispatch_slot(&self, target: usize) -> Arc<DispatchSlot> {
+        let slot = Arc::new(DispatchSlot::new(target, self.id()));
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::clone(&slot));
+        slot
+    }
+
+    /// Every slot made by [`Runtime::dispatch_slot`], for commit validation.
+    pub(crate) fn slots(&self) -> MutexGuard<'_, Vec<Arc<DispatchSlot>>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What this runtime's slots carry as their owner: its address (stable:
+    /// a runtime lives in an `Arc`).
+    pub(crate) fn id(&self) -> usize {
+        self as *const Runtime as usize
     }
 
     /// The strategy in use.

@@ -8,7 +8,7 @@ use std::sync::Barrier;
 use std::time::Duration;
 
 use common::{call, call_stubs, runtime, version, Sites};
-use jitvm_runtime::{Config, DispatchSlot, Guarantee, Runtime, Strategy, TRAP_INSTRUCTION};
+use jitvm_runtime::{Config, Guarantee, Runtime, Strategy, TRAP_INSTRUCTION};
 
 #[test]
 fn every_call_sequence_reaches_the_newest_version_after_each_commit() {
@@ -166,7 +166,7 @@ fn a_thread_that_exits_with_its_handle_leaked_is_deregistered() {
 fn serializations_do_not_grow_with_the_batch() {
     let rt = runtime(false);
     let me = rt.register_thread().unwrap();
-    let slots: Vec<_> = (0..100).map(|_| DispatchSlot::new(0)).collect();
+    let slots: Vec<_> = (0..100).map(|_| rt.dispatch_slot(0)).collect();
     for n in [1usize, 100] {
         for g in [Guarantee::Strong, Guarantee::Eventual] {
             let before = rt.serializations();

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{call, version};
-use jitvm_runtime::{Config, DispatchSlot, Error, Guarantee, Runtime};
+use jitvm_runtime::{Config, Error, Guarantee, Runtime};
 
 #[test]
 fn a_forked_child_cannot_change_the_parents_code() {
@@ -15,7 +15,7 @@ fn a_forked_child_cannot_change_the_parents_code() {
         ..Config::default()
     })
     .unwrap();
-    let slot = Box::new(DispatchSlot::new(0));
+    let slot = rt.dispatch_slot(0);
     let mut tx = rt.transaction();
     let live = tx.stage(&version(1), 16).unwrap();
     tx.set_dispatch(&slot, live.addr()).unwrap();

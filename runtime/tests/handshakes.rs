@@ -60,7 +60,7 @@ fn publish_loop(rt: &Runtime, slot: &DispatchSlot) -> Blob {
 #[test]
 fn a_thread_blocked_inside_native_code_holds_no_retirement_back_and_no_poll_word_stays_set() {
     let rt = runtime(true);
-    let slot = Box::new(DispatchSlot::new(0));
+    let slot = rt.dispatch_slot(0);
     let looper = publish_loop(&rt, &slot);
     let doomed = publish(&rt, &version(7));
     let blocked = Barrier::new(2);
@@ -182,7 +182,7 @@ fn a_thread_spinning_in_a_retired_blob_polls_at_full_speed_and_the_blob_is_recla
         ..Config::default()
     })
     .unwrap();
-    let slot = Box::new(DispatchSlot::new(0));
+    let slot = rt.dispatch_slot(0);
     let looper = publish_loop(&rt, &slot);
     let stop = AtomicU8::new(0);
     let spinning = Barrier::new(2);
@@ -224,7 +224,7 @@ fn a_thread_spinning_in_a_retired_blob_polls_at_full_speed_and_the_blob_is_recla
 #[test]
 fn a_blob_pinned_by_a_frame_that_returned_is_reclaimed_while_its_thread_stays_in_native_code() {
     let rt = runtime(true);
-    let slot = Box::new(DispatchSlot::new(0));
+    let slot = rt.dispatch_slot(0);
     let first = publish_loop(&rt, &slot);
     let second = publish_loop(&rt, &slot);
     let stop_first = AtomicU8::new(0);

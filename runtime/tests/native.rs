@@ -13,8 +13,8 @@ use common::{call, runtime, version};
 use dynasm::dynasm;
 use dynasmrt::{x64::X64Relocation, DynasmApi, VecAssembler};
 use jitvm_runtime::{
-    jitvm_safepoint_slow, with_current_thread, Blob, CodeEvent, Config, DispatchSlot, Error,
-    Guarantee, Runtime, ThreadHandle,
+    jitvm_safepoint_slow, with_current_thread, Blob, CodeEvent, Config, Error, Guarantee, Runtime,
+    ThreadHandle,
 };
 
 /// `sub rsp, 8; mov rax, imm64(f); call rax; add rsp, 8; ret`: native code
@@ -259,7 +259,7 @@ fn the_code_map_finds_blobs_and_the_hook_sees_publication_and_reclamation() {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
     rt.set_code_hook(Box::new(move |e| sink.lock().unwrap().push(e)));
-    let slot = Box::new(DispatchSlot::new(0));
+    let slot = rt.dispatch_slot(0);
     let mut tx = rt.transaction();
     let a = tx.stage(&version(1), 16).unwrap();
     tx.set_owner(a, 17).unwrap();

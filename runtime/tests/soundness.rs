@@ -5,9 +5,7 @@
 mod common;
 
 use common::{call, rel32_caller, runtime, version};
-use jitvm_runtime::{
-    DispatchSlot, Error, Guarantee, Rel32Kind, Reloc, RelocKind, Runtime, TRAP_INSTRUCTION,
-};
+use jitvm_runtime::{Error, Guarantee, Rel32Kind, Reloc, RelocKind, Runtime, TRAP_INSTRUCTION};
 
 /// Publishes `code` in its own Strong commit.
 fn publish(rt: &Runtime, code: &[u8]) -> jitvm_runtime::Blob {
@@ -207,7 +205,7 @@ fn relocations_outside_the_code_or_out_of_range_are_errors() {
 fn a_failed_first_serialization_leaves_every_slot_and_blob_as_it_was() {
     let rt = runtime(false);
     let me = rt.register_thread().unwrap();
-    let slot = Box::new(DispatchSlot::new(0));
+    let slot = rt.dispatch_slot(0);
     let mut tx = rt.transaction();
     let v1 = tx.stage(&version(1), 16).unwrap();
     tx.set_dispatch(&slot, v1.addr()).unwrap();
@@ -245,7 +243,7 @@ fn a_failed_first_serialization_leaves_every_slot_and_blob_as_it_was() {
 fn a_failed_second_serialization_publishes_but_keeps_the_old_code_until_a_later_serialization() {
     let rt = runtime(false);
     let me = rt.register_thread().unwrap();
-    let slot = Box::new(DispatchSlot::new(0));
+    let slot = rt.dispatch_slot(0);
     let mut tx = rt.transaction();
     let v1 = tx.stage(&version(1), 16).unwrap();
     tx.set_dispatch(&slot, v1.addr()).unwrap();
@@ -279,7 +277,7 @@ fn a_failed_second_serialization_publishes_but_keeps_the_old_code_until_a_later_
 fn a_dispatch_target_inside_retired_or_unpublished_code_is_refused() {
     let rt = runtime(false);
     let _me = rt.register_thread().unwrap(); // keeps retired blobs retired
-    let slot = Box::new(DispatchSlot::new(0));
+    let slot = rt.dispatch_slot(0);
     let live = publish(&rt, &version(1));
     let old = publish(&rt, &version(2));
     let mut tx = rt.transaction();
@@ -382,7 +380,7 @@ fn registering_a_thread_twice_is_an_error_not_a_panic() {
 #[test]
 fn an_unfinished_staging_frees_its_memory_and_finish_keeps_only_what_was_used() {
     let rt = runtime(true);
-    let slot = Box::new(DispatchSlot::new(0));
+    let slot = rt.dispatch_slot(0);
     let before = rt.stats().bytes_live;
     let mut tx = rt.transaction();
     {
@@ -449,4 +447,59 @@ fn staged_relocations_are_applied_at_the_final_address() {
         assert_eq!(call(s, c.addr()), 42);
         assert_eq!(call(s, a.addr()), 1239);
     });
+}
+
+/// A JIT author who forgets one `set_dispatch`: the commit that retires the code a slot
+/// still targets fails, publishes nothing, and the old code stays callable.
+#[test]
+fn retiring_the_code_a_slot_still_targets_fails_unless_the_same_commit_re_points_the_slot() {
+    let rt = runtime(false);
+    let me = rt.register_thread().unwrap();
+    let slot = rt.dispatch_slot(0);
+    let other = rt.dispatch_slot(0);
+    let mut tx = rt.transaction();
+    let v1 = tx.stage(&version(1), 16).unwrap();
+    tx.set_dispatch(&slot, v1.addr()).unwrap();
+    tx.set_dispatch(&other, v1.addr() + 1).unwrap(); // inside v1, not at its start
+    tx.commit(Guarantee::Strong).unwrap();
+
+    // Re-points `slot` only: `other` still targets v1.
+    let mut tx = rt.transaction();
+    let v2 = tx.stage(&version(2), 16).unwrap();
+    tx.set_dispatch(&slot, v2.addr()).unwrap();
+    tx.retire(v1).unwrap();
+    let refused = tx.commit(Guarantee::Strong);
+    assert!(
+        matches!(refused, Err(Error::SlotTargetsRetired { slot: s, target })
+            if s == other.as_ptr() as usize && target == v1.addr() + 1),
+        "{refused:?}"
+    );
+    assert_eq!(slot.get(), v1.addr(), "nothing was published");
+    assert_eq!(rt.lookup(v1.addr()).map(|b| b.retired), Some(false));
+    assert_eq!(
+        me.enter(|s| call(s, v1.addr())),
+        1,
+        "the old code still runs"
+    );
+
+    // Re-pointing both, the same retirement commits.
+    let mut tx = rt.transaction();
+    let v2 = tx.stage(&version(2), 16).unwrap();
+    tx.set_dispatch(&slot, v2.addr()).unwrap();
+    tx.set_dispatch(&other, v2.addr()).unwrap();
+    tx.retire(v1).unwrap();
+    tx.commit(Guarantee::Strong).unwrap();
+    assert_eq!(other.get(), v2.addr());
+}
+
+#[test]
+fn a_slot_of_another_runtime_is_refused() {
+    let rt = runtime(false);
+    let elsewhere = runtime(false);
+    let foreign = elsewhere.dispatch_slot(0);
+    let mut tx = rt.transaction();
+    assert!(matches!(
+        tx.set_dispatch(&foreign, 0x1000),
+        Err(Error::ForeignSlot)
+    ));
 }

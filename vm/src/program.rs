@@ -136,7 +136,7 @@ pub struct Program {
     pub module: Arc<Module>,
     definitions: Box<[Definition]>,
     /// One slot per function: the entry its calls run (see the module docs).
-    slots: Box<[DispatchSlot]>,
+    slots: Box<[Arc<DispatchSlot>]>,
     /// Where code lives and changes: every VM thread registers with it, and every change
     /// of a slot is one of its transactions.
     runtime: Arc<Runtime>,
@@ -189,7 +189,7 @@ impl Program {
         }
         let slots = definitions
             .iter()
-            .map(|d| DispatchSlot::new(d as *const Definition as usize + 8))
+            .map(|d| runtime.dispatch_slot(d as *const Definition as usize + 8))
             .collect();
         let n = definitions.len();
         Arc::new(Program {

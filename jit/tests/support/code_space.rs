@@ -13,11 +13,7 @@ pub struct CodeSpace {
     blobs: Mutex<Vec<Blob>>,
 }
 
-pub type Slot = DispatchSlot;
-
-pub fn new_slot() -> Slot {
-    DispatchSlot::new(0)
-}
+pub type Slot = Arc<DispatchSlot>;
 
 pub fn slot_addr(slot: &Slot) -> usize {
     slot.as_ptr() as usize
@@ -34,6 +30,11 @@ pub struct Batch<'a> {
 }
 
 impl CodeSpace {
+    /// A dispatch slot of this space's runtime, initially 0.
+    pub fn new_slot(&self) -> Slot {
+        self.rt.dispatch_slot(0)
+    }
+
     pub fn new() -> CodeSpace {
         let config = Config {
             capacity: 16 << 20,

@@ -8,7 +8,7 @@
 pub mod code_space;
 pub mod reference;
 
-use code_space::{new_slot, slot_addr, slot_target, CodeSpace, Slot};
+use code_space::{slot_addr, slot_target, CodeSpace, Slot};
 use jitvm_jit::abi::{
     status_of, Callbacks, CompiledCode, NativeRet, ThreadContext, KIND_NATIVE, STACK_HEADROOM,
 };
@@ -148,6 +148,8 @@ impl Machine {
         callbacks: Callbacks,
     ) -> Arc<Machine> {
         let n = module.functions.len();
+        let space = CodeSpace::new();
+        let slots = (0..n).map(|_| space.new_slot()).collect();
         let mut m = Machine {
             memory: (0..module.memory_cells)
                 .map(|_| AtomicI64::new(0))
@@ -159,8 +161,8 @@ impl Machine {
                 .map(|(i, f)| tier(i, f))
                 .collect(),
             module,
-            space: CodeSpace::new(),
-            slots: (0..n).map(|_| new_slot()).collect(),
+            space,
+            slots,
             defs: (0..n as FuncId).map(|func| TestDef { func }).collect(),
             code: Vec::new(),
             max_depth,

@@ -147,8 +147,8 @@ pub fn polling_loop(slot: *const usize, slow: usize) -> Vec<u8> {
 /// slot points at a function that reaches the version by `call rel32`
 /// (patched while staged, re-staged with every version).
 pub struct Sites {
-    pub slot: Box<DispatchSlot>,
-    pub direct: Box<DispatchSlot>,
+    pub slot: Arc<DispatchSlot>,
+    pub direct: Arc<DispatchSlot>,
     /// Entry addresses of the three stubs (never retired).
     pub stubs: [usize; 3],
     /// The version all three reach, and the rel32 caller of it.
@@ -159,8 +159,8 @@ pub struct Sites {
 impl Sites {
     /// Publishes version `first` and the stubs in one transaction.
     pub fn publish(rt: &Runtime, first: i64) -> Sites {
-        let slot = Box::new(DispatchSlot::new(0));
-        let direct = Box::new(DispatchSlot::new(0));
+        let slot = rt.dispatch_slot(0);
+        let direct = rt.dispatch_slot(0);
         let mut tx = rt.transaction();
         let c = tx.stage(&call_stub(slot.as_ptr()), 16).unwrap();
         let j = tx.stage(&jmp_stub(slot.as_ptr()), 16).unwrap();

@@ -51,7 +51,10 @@ pub(crate) fn come_back(word: &AtomicU32) {
 }
 
 /// Executes a serializing instruction on the calling thread's core, so it
-/// runs no instruction fetched before the commit that skipped it.
+/// runs no instruction fetched before the commit that skipped it. CPUID
+/// exits to the hypervisor under virtualization (microseconds), a price paid
+/// once per commit that skipped this thread, on its way out of a blocking
+/// call, never by the commit.
 fn serialize_this_core() {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: CPUID has no side effects besides its outputs; it is a

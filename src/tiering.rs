@@ -400,17 +400,6 @@ mod tests {
         .unwrap()
     }
 
-    fn batch() -> TierUpBatch {
-        TierUpBatch {
-            done: Vec::new(),
-            osr: Vec::new(),
-            failed: Vec::new(),
-            failed_osr: Vec::new(),
-            commit: None,
-            commit_error: None,
-        }
-    }
-
     fn pinned(policy: &Policy, f: FuncId) -> bool {
         policy.state[f as usize].load(Ordering::Acquire) & PINNED != 0
     }
@@ -425,7 +414,7 @@ mod tests {
             &[false],
             Arc::clone(&log),
         );
-        let mut failed = batch();
+        let mut failed = TierUpBatch::default();
         failed
             .failed_osr
             .push((0, 3, NativeTier::Opt, "code too large".into()));
@@ -433,7 +422,7 @@ mod tests {
         assert!(!pinned(&policy, 0), "only that loop stays where it is");
         assert_eq!(log.lock().unwrap().failures, 1);
 
-        let mut failed = batch();
+        let mut failed = TierUpBatch::default();
         failed
             .failed
             .push((0, NativeTier::Baseline, "code too large".into()));

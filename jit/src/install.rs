@@ -139,7 +139,7 @@ pub struct OsrCompiled {
 }
 
 /// What one [`Jit::tier_up`] did: the tier-ups it published together, in one commit.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct TierUpBatch {
     pub done: Vec<TierUp>,
     pub osr: Vec<OsrCompiled>,
@@ -292,14 +292,7 @@ impl Jit {
     ) -> Result<TierUpBatch, Error> {
         let mut code = self.code.lock().unwrap_or_else(|e| e.into_inner());
         let mut tx = program.runtime().transaction();
-        let mut batch = TierUpBatch {
-            done: Vec::new(),
-            osr: Vec::new(),
-            failed: Vec::new(),
-            failed_osr: Vec::new(),
-            commit: None,
-            commit_error: None,
-        };
+        let mut batch = TierUpBatch::default();
         let mut entries = Vec::new();
         let mut blobs = Vec::new();
         let mut osr_entries = Vec::new();

@@ -59,7 +59,7 @@ impl Shared {
 /// A perf map being written: see the module docs.
 pub struct PerfMap {
     shared: Arc<Shared>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    writer: Option<JoinHandle<()>>,
 }
 
 impl PerfMap {
@@ -78,7 +78,7 @@ impl PerfMap {
             .spawn(move || write_loop(&served))?;
         Ok(Arc::new(PerfMap {
             shared,
-            writer: Mutex::new(Some(writer)),
+            writer: Some(writer),
         }))
     }
 
@@ -114,12 +114,7 @@ impl Drop for PerfMap {
             .unwrap_or_else(|e| e.into_inner())
             .stop = true;
         self.shared.queued.notify_one();
-        let writer = self
-            .writer
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(writer) = writer {
+        if let Some(writer) = self.writer.take() {
             jitvm_vm::threads::join_or_forget(writer);
         }
     }

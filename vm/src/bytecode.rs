@@ -20,93 +20,181 @@ impl fmt::Display for Pos {
     }
 }
 
-/// One instruction of the spec (§3), with its operands resolved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Instr {
-    Push(i64),
-    /// One of the binary operators (`add` ... `ge`): `[a b] -> [a OP b]`.
-    Bin(BinOp),
-    Pop,
-    Dup,
-    Swap,
-    Over,
-    Load(u32),
-    Store(u32),
-    Neg,
-    Not,
-    Jmp(u32),
-    Jz(u32),
-    Jnz(u32),
-    Call(FuncId),
-    Ret,
-    Mload,
-    Mstore,
-    AtomicAdd,
-    Cas,
-    Msize,
-    Spawn(FuncId),
-    Join,
-    Patch(FuncId, FuncId),
-    Print,
-    Putc,
-    Assert,
-    Nop,
+/// The instruction set, one instruction a line, the way Lua's `lopcodes.h` lists its own:
+/// the variant and its operands, the mnemonic, how the operands are written, the stack
+/// effect `[pops => pushes]` (a callee's parameter count is `params(f)`), and the meaning
+/// (`[a b] -> [c]`: the top of the stack is on the right). The enum and its docs, the
+/// parser's lookup, the disassembler's operands, [`Instr::stack_effect`] and the verifier's
+/// messages all come from these lines. The binary operators are [`BinOp`]'s own table.
+///
+/// Adding an instruction is a line here, then one arm each where the compiler asks for it
+/// (lowering, the reference evaluator, both native tiers, the generator): see
+/// `docs/interpreter.md`, "Adding an instruction".
+macro_rules! instructions {
+    (
+        callee_params = $params:ident;
+        $(
+            $name:ident $(($($field:ident: $ty:ty),+))?
+            = $mnemonic:literal, $kind:ident, [$pops:expr => $pushes:expr], $meaning:literal;
+        )*
+    ) => {
+        /// One instruction of the spec (§3), with its operands resolved.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Instr {
+            /// `[a b] -> [a OP b]`: one of the binary operators (`add` ... `ge`, [`BinOp`]).
+            Bin(BinOp),
+            $(
+                #[doc = concat!("`", $mnemonic, "` ", $meaning)]
+                $name $(($($ty),+))?,
+            )*
+        }
+
+        impl Instr {
+            /// Every instruction but the binary operators, operands zero.
+            const TEMPLATES: &'static [Instr] = &[$(Instr::$name $(($(0 as $ty),+))?),*];
+
+            pub fn mnemonic(self) -> &'static str {
+                match self {
+                    Instr::Bin(op) => op.mnemonic(),
+                    $(Instr::$name { .. } => $mnemonic,)*
+                }
+            }
+
+            /// The operands, by the kind of thing each names.
+            pub fn operands(self) -> Operands {
+                match self {
+                    Instr::Bin(_) => Operands::None,
+                    $(Instr::$name $(($($field),+))? => Operands::$kind $(($($field),+))?,)*
+                }
+            }
+
+            /// This instruction with `operands` in place of its own, if they are of its kind.
+            pub fn with_operands(self, operands: Operands) -> Option<Instr> {
+                match (self, operands) {
+                    (Instr::Bin(op), Operands::None) => Some(Instr::Bin(op)),
+                    $(
+                        (Instr::$name { .. }, Operands::$kind $(($($field),+))?) => {
+                            Some(Instr::$name $(($($field),+))?)
+                        }
+                    )*
+                    _ => None,
+                }
+            }
+
+            /// (values popped, values pushed). `params` gives a callee's parameter count.
+            #[allow(unused_variables)]
+            pub fn stack_effect(self, $params: impl Fn(FuncId) -> u32) -> (u32, u32) {
+                match self {
+                    Instr::Bin(_) => (2, 1),
+                    $(Instr::$name $(($($field),+))? => ($pops, $pushes),)*
+                }
+            }
+        }
+    };
 }
 
-/// How an instruction's operands are written in the text.
+#[rustfmt::skip]
+instructions! {
+    callee_params = params;
+//  instruction              mnemonic      operands  stack effect         meaning
+    Push(c: i64)           = "push",       Imm,      [0 => 1],            "[] -> [c]: the constant `c`";
+    Pop                    = "pop",        None,     [1 => 0],            "[a] -> []";
+    Dup                    = "dup",        None,     [1 => 2],            "[a] -> [a a]";
+    Swap                   = "swap",       None,     [2 => 2],            "[a b] -> [b a]";
+    Over                   = "over",       None,     [2 => 3],            "[a b] -> [a b a]";
+    Load(slot: u32)        = "load",       Local,    [0 => 1],            "[] -> [x]: the parameter or local `x`";
+    Store(slot: u32)       = "store",      Local,    [1 => 0],            "[a] -> []: `x := a`";
+    Neg                    = "neg",        None,     [1 => 1],            "[a] -> [-a], wrapping";
+    Not                    = "not",        None,     [1 => 1],            "[a] -> [a == 0]";
+    Jmp(t: u32)            = "jmp",        Label,    [0 => 0],            "[] -> []: go to label `t`";
+    Jz(t: u32)             = "jz",         Label,    [1 => 0],            "[a] -> []: go to `t` if `a == 0`";
+    Jnz(t: u32)            = "jnz",        Label,    [1 => 0],            "[a] -> []: go to `t` if `a != 0`";
+    Call(f: FuncId)        = "call",       Func,     [params(f) => 1],    "[a1 .. an] -> [f(a1, .., an)]";
+    Ret                    = "ret",        None,     [1 => 0],            "[a] -> []: return `a` to the caller";
+    Mload                  = "mload",      None,     [1 => 1],            "[i] -> [M[i]]; traps out of bounds";
+    Mstore                 = "mstore",     None,     [2 => 0],            "[i v] -> []: `M[i] := v`; traps out of bounds";
+    AtomicAdd              = "atomic_add", None,     [2 => 1],            "[i v] -> [old]: `old := M[i]; M[i] += v`, at once";
+    Cas                    = "cas",        None,     [3 => 1],            "[i e n] -> [old]: `old := M[i]; if old == e { M[i] := n }`, at once";
+    Msize                  = "msize",      None,     [0 => 1],            "[] -> [cells of memory]";
+    Spawn(f: FuncId)       = "spawn",      Func,     [params(f) => 1],    "[a1 .. an] -> [handle]: `f(a1, .., an)` on a new thread";
+    Join                   = "join",       None,     [1 => 1],            "[handle] -> [result]: waits for the thread";
+    Patch(f: FuncId, g: FuncId) = "patch", TwoFuncs, [0 => 0],            "[] -> []: calls of `f` run `g` from now on";
+    Print                  = "print",      None,     [1 => 0],            "[a] -> []: writes `a` in decimal and a newline";
+    Putc                   = "putc",       None,     [1 => 0],            "[a] -> []: writes the byte `a & 255`";
+    Assert                 = "assert",     None,     [1 => 0],            "[a] -> []: traps if `a == 0`";
+    Nop                    = "nop",        None,     [0 => 0],            "[] -> []";
+}
+
+/// An instruction's operands, by the kind of thing each names: how the parser reads them
+/// and the disassembler writes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OperandKind {
+pub enum Operands {
     None,
-    Imm,
-    Local,
-    Label,
-    Func,
-    TwoFuncs,
+    /// An integer literal (`push -0x10`).
+    Imm(i64),
+    /// A parameter or local, by name or index (`load n`, `store 2`): its slot.
+    Local(u32),
+    /// A label of the same function (`jz done`): the index of the instruction it names.
+    Label(u32),
+    /// A function of the module (`call fib`).
+    Func(FuncId),
+    /// Two functions of the same arity (`patch old new`).
+    TwoFuncs(FuncId, FuncId),
 }
 
-/// Binary operators, shared by the interpreter's encoding and (later) the JIT backends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BinOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Rem,
-    And,
-    Or,
-    Xor,
-    Shl,
-    Shr,
-    Ushr,
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
+impl Operands {
+    /// How many operand words the text writes.
+    pub fn count(self) -> usize {
+        match self {
+            Operands::None => 0,
+            Operands::TwoFuncs(..) => 2,
+            _ => 1,
+        }
+    }
+}
+
+macro_rules! binary_operators {
+    ($($name:ident = $mnemonic:literal, $meaning:literal;)*) => {
+        /// The binary operators: `[a b] -> [a OP b]`.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum BinOp {
+            $(#[doc = concat!("`", $mnemonic, "`: ", $meaning)] $name,)*
+        }
+
+        impl BinOp {
+            pub const ALL: [BinOp; <[&str]>::len(&[$($mnemonic),*])] = [$(BinOp::$name),*];
+
+            pub fn mnemonic(self) -> &'static str {
+                match self {
+                    $(BinOp::$name => $mnemonic,)*
+                }
+            }
+        }
+    };
+}
+
+#[rustfmt::skip]
+binary_operators! {
+    Add  = "add",  "`a + b`, wrapping";
+    Sub  = "sub",  "`a - b`, wrapping";
+    Mul  = "mul",  "`a * b`, wrapping";
+    Div  = "div",  "`a / b` rounded toward zero (`MIN / -1 == MIN`); traps if `b == 0`";
+    Rem  = "rem",  "`a % b` with the sign of `a` (`MIN % -1 == 0`); traps if `b == 0`";
+    And  = "and",  "`a & b`";
+    Or   = "or",   "`a | b`";
+    Xor  = "xor",  "`a ^ b`";
+    Shl  = "shl",  "`a << (b & 63)`";
+    Shr  = "shr",  "`a >> (b & 63)`, shifting in the sign";
+    Ushr = "ushr", "`a >> (b & 63)`, shifting in zeros";
+    Eq   = "eq",   "`a == b` (1 or 0)";
+    Ne   = "ne",   "`a != b`";
+    Lt   = "lt",   "`a < b`";
+    Le   = "le",   "`a <= b`";
+    Gt   = "gt",   "`a > b`";
+    Ge   = "ge",   "`a >= b`";
 }
 
 impl BinOp {
-    pub const ALL: [BinOp; 17] = [
-        BinOp::Add,
-        BinOp::Sub,
-        BinOp::Mul,
-        BinOp::Div,
-        BinOp::Rem,
-        BinOp::And,
-        BinOp::Or,
-        BinOp::Xor,
-        BinOp::Shl,
-        BinOp::Shr,
-        BinOp::Ushr,
-        BinOp::Eq,
-        BinOp::Ne,
-        BinOp::Lt,
-        BinOp::Le,
-        BinOp::Gt,
-        BinOp::Ge,
-    ];
-
     /// Whether `a OP b == b OP a`.
     pub fn is_commutative(self) -> bool {
         matches!(
@@ -170,110 +258,20 @@ impl BinOp {
             BinOp::Ge => (a >= b) as i64,
         })
     }
-
-    pub fn mnemonic(self) -> &'static str {
-        match self {
-            BinOp::Add => "add",
-            BinOp::Sub => "sub",
-            BinOp::Mul => "mul",
-            BinOp::Div => "div",
-            BinOp::Rem => "rem",
-            BinOp::And => "and",
-            BinOp::Or => "or",
-            BinOp::Xor => "xor",
-            BinOp::Shl => "shl",
-            BinOp::Shr => "shr",
-            BinOp::Ushr => "ushr",
-            BinOp::Eq => "eq",
-            BinOp::Ne => "ne",
-            BinOp::Lt => "lt",
-            BinOp::Le => "le",
-            BinOp::Gt => "gt",
-            BinOp::Ge => "ge",
-        }
-    }
 }
 
 impl Instr {
-    /// Every instruction but the binary operators (those come from [`BinOp::ALL`]): its
-    /// mnemonic, how its operands are written, and the instruction (operands zero until the
-    /// parser resolves them). The parser, the disassembler and error messages all read it.
-    const TABLE: &'static [(&'static str, OperandKind, Instr)] = &[
-        ("push", OperandKind::Imm, Instr::Push(0)),
-        ("pop", OperandKind::None, Instr::Pop),
-        ("dup", OperandKind::None, Instr::Dup),
-        ("swap", OperandKind::None, Instr::Swap),
-        ("over", OperandKind::None, Instr::Over),
-        ("load", OperandKind::Local, Instr::Load(0)),
-        ("store", OperandKind::Local, Instr::Store(0)),
-        ("neg", OperandKind::None, Instr::Neg),
-        ("not", OperandKind::None, Instr::Not),
-        ("jmp", OperandKind::Label, Instr::Jmp(0)),
-        ("jz", OperandKind::Label, Instr::Jz(0)),
-        ("jnz", OperandKind::Label, Instr::Jnz(0)),
-        ("call", OperandKind::Func, Instr::Call(0)),
-        ("ret", OperandKind::None, Instr::Ret),
-        ("mload", OperandKind::None, Instr::Mload),
-        ("mstore", OperandKind::None, Instr::Mstore),
-        ("atomic_add", OperandKind::None, Instr::AtomicAdd),
-        ("cas", OperandKind::None, Instr::Cas),
-        ("msize", OperandKind::None, Instr::Msize),
-        ("spawn", OperandKind::Func, Instr::Spawn(0)),
-        ("join", OperandKind::None, Instr::Join),
-        ("patch", OperandKind::TwoFuncs, Instr::Patch(0, 0)),
-        ("print", OperandKind::None, Instr::Print),
-        ("putc", OperandKind::None, Instr::Putc),
-        ("assert", OperandKind::None, Instr::Assert),
-        ("nop", OperandKind::None, Instr::Nop),
-    ];
-
-    /// The instruction `mnemonic` names and how its operands are written; its operands are
-    /// zero until the parser resolves them.
-    pub fn lookup(mnemonic: &str) -> Option<(OperandKind, Instr)> {
-        let binary = || {
-            BinOp::ALL
-                .into_iter()
-                .find(|op| op.mnemonic() == mnemonic)
-                .map(|op| (OperandKind::None, Instr::Bin(op)))
-        };
-        Self::TABLE
-            .iter()
-            .find(|(m, ..)| *m == mnemonic)
-            .map(|&(_, kind, instr)| (kind, instr))
-            .or_else(binary)
+    /// Every instruction, operands zero: the binary operators, then the table's order.
+    pub fn all() -> impl Iterator<Item = Instr> {
+        BinOp::ALL
+            .into_iter()
+            .map(Instr::Bin)
+            .chain(Self::TEMPLATES.iter().copied())
     }
 
-    pub fn mnemonic(self) -> &'static str {
-        match self {
-            Instr::Bin(op) => op.mnemonic(),
-            _ => {
-                let opcode = std::mem::discriminant(&self);
-                Self::TABLE
-                    .iter()
-                    .find(|(_, _, instr)| std::mem::discriminant(instr) == opcode)
-                    .expect("every instruction but `Bin` is in the table")
-                    .0
-            }
-        }
-    }
-
-    /// (values popped, values pushed). `params` gives a callee's parameter count.
-    pub fn stack_effect(self, params: impl Fn(FuncId) -> u32) -> (u32, u32) {
-        match self {
-            Instr::Push(_) | Instr::Load(_) | Instr::Msize => (0, 1),
-            Instr::Pop | Instr::Store(_) | Instr::Jz(_) | Instr::Jnz(_) => (1, 0),
-            Instr::Print | Instr::Putc | Instr::Assert | Instr::Ret => (1, 0),
-            Instr::Dup => (1, 2),
-            Instr::Swap => (2, 2),
-            Instr::Over => (2, 3),
-            Instr::Neg | Instr::Not | Instr::Mload | Instr::Join => (1, 1),
-            Instr::Mstore => (2, 0),
-            Instr::AtomicAdd => (2, 1),
-            Instr::Cas => (3, 1),
-            Instr::Call(f) | Instr::Spawn(f) => (params(f), 1),
-            Instr::Jmp(_) | Instr::Patch(..) | Instr::Nop => (0, 0),
-            Instr::Bin(_) => (2, 1),
-        }
+    /// The instruction `mnemonic` names, operands zero until the parser resolves them.
+    pub fn lookup(mnemonic: &str) -> Option<Instr> {
+        Self::all().find(|instr| instr.mnemonic() == mnemonic)
     }
 
     /// Whether control can continue to the next instruction.
@@ -369,17 +367,24 @@ mod tests {
 
     #[test]
     fn every_mnemonic_names_one_instruction_and_back() {
-        let binary = BinOp::ALL.iter().map(|op| op.mnemonic());
-        let all: Vec<&str> = Instr::TABLE
-            .iter()
-            .map(|(m, ..)| *m)
-            .chain(binary)
-            .collect();
+        let all: Vec<&str> = Instr::all().map(Instr::mnemonic).collect();
         assert_eq!(all.len(), 43, "{all:?}");
         for m in all {
-            let (_, instr) = Instr::lookup(m).unwrap();
-            assert_eq!(instr.mnemonic(), m);
+            assert_eq!(Instr::lookup(m).unwrap().mnemonic(), m);
         }
         assert_eq!(Instr::lookup("frob"), None);
+    }
+
+    #[test]
+    fn each_instruction_takes_back_the_operands_it_gives() {
+        for instr in Instr::all() {
+            let operands = instr.operands();
+            assert_eq!(instr.with_operands(operands), Some(instr), "{instr:?}");
+            let other = match operands {
+                Operands::None => Operands::Imm(1),
+                _ => Operands::None,
+            };
+            assert_eq!(instr.with_operands(other), None, "{instr:?}");
+        }
     }
 }

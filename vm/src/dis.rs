@@ -1,7 +1,7 @@
 //! The disassembler: a verified module back as text, each instruction with its offset and
 //! the operand stack height before it, and optionally the interpreter's lowered ops.
 
-use crate::bytecode::{Function, Instr, Module};
+use crate::bytecode::{FuncId, Function, Module, Operands};
 use crate::regcode::LoweredFunction;
 use std::fmt::Write;
 
@@ -70,10 +70,12 @@ pub fn disassemble(module: &Module, lowered: Option<&[LoweredFunction]>) -> Stri
 /// heads each instruction's machine code with this line.
 pub fn instruction(module: &Module, f: &Function, i: usize) -> String {
     let instr = f.code[i];
-    let operands = match instr {
-        Instr::Push(c) => format!(" {c}"),
-        Instr::Load(s) | Instr::Store(s) => format!(" {}", f.slot_name(s)),
-        Instr::Jmp(t) | Instr::Jz(t) | Instr::Jnz(t) => {
+    let func = |g: FuncId| &module.functions[g as usize].name;
+    let operands = match instr.operands() {
+        Operands::None => String::new(),
+        Operands::Imm(c) => format!(" {c}"),
+        Operands::Local(s) => format!(" {}", f.slot_name(s)),
+        Operands::Label(t) => {
             let name = f
                 .labels
                 .iter()
@@ -81,14 +83,8 @@ pub fn instruction(module: &Module, f: &Function, i: usize) -> String {
                 .map_or("?", |l| &l.name);
             format!(" {name}  ; -> {t:04}")
         }
-        Instr::Call(g) | Instr::Spawn(g) => {
-            format!(" {}", module.functions[g as usize].name)
-        }
-        Instr::Patch(a, b) => format!(
-            " {} {}",
-            module.functions[a as usize].name, module.functions[b as usize].name
-        ),
-        _ => String::new(),
+        Operands::Func(g) => format!(" {}", func(g)),
+        Operands::TwoFuncs(a, b) => format!(" {} {}", func(a), func(b)),
     };
     format!(
         "{i:04}    [{:>4}]  {}{operands}",

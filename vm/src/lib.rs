@@ -1,8 +1,9 @@
 //! The `.bc` language and its interpreter.
 //!
-//! From text to a checked module: [`parse`] reads it (reporting errors with [`diag`]),
-//! [`verify`] proves each function's stack discipline, and [`bytecode`] is what comes out.
-//! [`dis`] prints it back.
+//! From text to a checked module: [`parse`] reads it line by line ([`lex`] splits the words,
+//! [`diag`] reports errors), [`resolve`] turns names into numbers, [`verify`] proves each
+//! function's stack discipline, and [`bytecode`] is what comes out: its instruction table is
+//! the one place an instruction is described. [`dis`] prints it back.
 //!
 //! From a module to running code: [`lower`] turns each function into the register code of
 //! [`regcode`]; a [`Program`] holds everything a run shares (definitions and their dispatch
@@ -12,19 +13,22 @@
 //!
 //! No module uses a module that uses it back (`tests/module_graph.rs` checks it): from the
 //! bottom, `bytecode`, `trap`; then `diag`, `regcode`, `output`, `profile`, `threads`; then
-//! `verify`, `lower`, `dis`; `parse`; `program`; `state`; and `interp` on top.
+//! `lex`, `verify`, `lower`, `dis`; `resolve`; `parse`; `program`; `state`; and `interp` on
+//! top.
 
 pub mod bytecode;
 pub mod diag;
 pub mod dis;
 pub mod entry;
 pub mod interp;
+pub mod lex;
 pub mod lower;
 pub mod output;
 pub mod parse;
 pub mod profile;
 pub mod program;
 pub mod regcode;
+pub mod resolve;
 pub mod state;
 pub mod threads;
 pub mod trap;

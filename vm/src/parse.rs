@@ -1,14 +1,14 @@
 //! The `.bc` text format (spec §2) to a resolved [`Module`].
 //!
 //! Parsing is line oriented and never fails fast: every malformed line is reported, then
-//! names are resolved, then each function is verified (see [`crate::verify`]). The result
+//! names are resolved ([`crate::resolve`]), then each function is verified (see
+//! [`crate::verify`]). The result
 //! holds no names the interpreter has to look up at run time.
 
-use crate::bytecode::{FuncId, Function, Instr, Label, Module, OperandKind, Pos};
-use crate::bytecode::{MAX_MEMORY_CELLS, MAX_PARAMS};
+use crate::bytecode::{Instr, Module, Pos, MAX_MEMORY_CELLS};
 use crate::diag::{quote, Diagnostic, Diagnostics};
-use crate::verify;
-use std::collections::HashMap;
+use crate::lex::{is_identifier, parse_literal, tokens, Token};
+use crate::resolve::{resolve, RawFunction, RawInstr};
 
 /// Parses and verifies a module. Errors come back sorted by position.
 pub fn parse_module(src: &[u8]) -> Result<Module, Diagnostics> {
@@ -36,32 +36,6 @@ fn invalid_utf8(src: &[u8], valid_up_to: usize) -> Diagnostic {
     Diagnostic::at(Pos { line, col }, "the file is not valid UTF-8 text")
 }
 
-/// A token and where it starts.
-#[derive(Clone, Copy, Debug)]
-struct Token<'a> {
-    text: &'a str,
-    pos: Pos,
-}
-
-struct RawInstr<'a> {
-    mnemonic: Token<'a>,
-    operands: Vec<Token<'a>>,
-    /// The instruction the mnemonic names, operands unresolved; `None` for a line already
-    /// reported as malformed: it stays in the function as an opaque placeholder, so the
-    /// verifier checks the rest without inventing errors around it.
-    instr: Option<Instr>,
-}
-
-struct RawFunction<'a> {
-    name: Token<'a>,
-    params: Vec<Token<'a>>,
-    locals: Vec<Token<'a>>,
-    instrs: Vec<RawInstr<'a>>,
-    /// Label name and the index of the instruction it precedes.
-    labels: Vec<(Token<'a>, u32)>,
-    end: Pos,
-}
-
 /// Everything the parser knows while it reads the file line by line.
 #[derive(Default)]
 struct Parser<'a> {
@@ -73,76 +47,6 @@ struct Parser<'a> {
     /// The function being read, from its `func` line on.
     current: Option<RawFunction<'a>>,
     last_line: u32,
-}
-
-/// No kind of line needs more than its first four tokens to be read or reported (an
-/// instruction, two operands, and an extra one to complain about), so a line of millions of
-/// tokens costs no more than a line of four.
-const TOKENS_READ: usize = 4;
-
-/// The first [`TOKENS_READ`] tokens of a line.
-fn tokens(line: &str, line_no: u32) -> Vec<Token<'_>> {
-    let mut out = Vec::with_capacity(TOKENS_READ);
-    let mut start = None;
-    for (i, c) in line
-        .char_indices()
-        .chain(std::iter::once((line.len(), ' ')))
-    {
-        let sep = c == ' ' || c == '\t';
-        match (start, sep) {
-            (None, false) => start = Some(i),
-            (Some(s), true) => {
-                out.push(Token {
-                    text: &line[s..i],
-                    pos: Pos {
-                        line: line_no,
-                        col: s as u32 + 1,
-                    },
-                });
-                if out.len() == TOKENS_READ {
-                    break;
-                }
-                start = None;
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-pub(crate) fn is_identifier(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-}
-
-/// An integer literal (§2): optional `-`, then decimal digits or `0x` and hex digits.
-pub fn parse_literal(s: &str) -> Result<i64, String> {
-    let (negative, body) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s),
-    };
-    let (digits, radix) = match body.strip_prefix("0x") {
-        Some(hex) => (hex, 16),
-        None => (body, 10),
-    };
-    let well_formed = !digits.is_empty() && digits.chars().all(|c| c.is_digit(radix));
-    if !well_formed {
-        return Err(format!("malformed integer literal {}", quote(s)));
-    }
-    let too_big = || format!("integer literal {} does not fit in i64", quote(s));
-    // Parse the magnitude as u64 so that -9223372036854775808 is representable.
-    let magnitude = u64::from_str_radix(digits, radix).map_err(|_| too_big())?;
-    let value = if negative {
-        if magnitude > i64::MIN.unsigned_abs() {
-            None
-        } else {
-            Some((magnitude as i64).wrapping_neg())
-        }
-    } else {
-        i64::try_from(magnitude).ok()
-    };
-    value.ok_or_else(too_big)
 }
 
 impl<'a> Parser<'a> {
@@ -326,7 +230,7 @@ impl<'a> Parser<'a> {
     /// The instruction an instruction line names, if it has the operands it needs.
     fn check_operands(&self, toks: &[Token<'a>]) -> Result<Instr, Diagnostic> {
         let mnemonic = toks[0];
-        let Some((kind, instr)) = Instr::lookup(mnemonic.text) else {
+        let Some(instr) = Instr::lookup(mnemonic.text) else {
             let hint = if mnemonic.text.ends_with(':') {
                 " (a label stands alone on its line)"
             } else {
@@ -337,11 +241,7 @@ impl<'a> Parser<'a> {
                 format!("unknown instruction {}{hint}", quote(mnemonic.text)),
             ));
         };
-        let wanted = match kind {
-            OperandKind::None => 0,
-            OperandKind::TwoFuncs => 2,
-            _ => 1,
-        };
+        let wanted = instr.operands().count();
         let operands = &toks[1..];
         if operands.len() < wanted {
             return Err(Diagnostic::at(
@@ -474,228 +374,6 @@ fn parse_header(
         ));
     }
     Ok((name, params))
-}
-
-/// The module's functions by name, and each one's parameter count.
-struct Names<'a> {
-    index: HashMap<&'a str, FuncId>,
-    arity: Vec<u32>,
-}
-
-/// What names mean inside one function: its parameters and locals, and its labels.
-struct Scope<'a> {
-    slots: HashMap<&'a str, u32>,
-    num_slots: u32,
-    labels: HashMap<&'a str, u32>,
-}
-
-fn resolve(raw: &[RawFunction<'_>], memory_cells: u64, errors: &mut Diagnostics) -> Module {
-    let names = function_names(raw, errors);
-    let functions = raw
-        .iter()
-        .map(|f| {
-            let (mut function, opaque) = resolve_function(f, &names, errors);
-            // Verified even when some instructions are broken: those are opaque to the
-            // verifier, so what it reports is wrong whatever the broken lines meant.
-            if let Err(e) = verify::verify(&mut function, &names.arity, &opaque) {
-                errors.push(e);
-            }
-            function
-        })
-        .collect();
-    Module {
-        memory_cells,
-        functions,
-    }
-}
-
-fn function_names<'a>(raw: &[RawFunction<'a>], errors: &mut Diagnostics) -> Names<'a> {
-    let mut names = Names {
-        index: HashMap::new(),
-        arity: Vec::with_capacity(raw.len()),
-    };
-    for (i, f) in raw.iter().enumerate() {
-        if f.params.len() > MAX_PARAMS {
-            errors.push(Diagnostic::at(
-                f.params[MAX_PARAMS].pos,
-                format!(
-                    "function {} has {} parameters; at most {MAX_PARAMS} are allowed",
-                    quote(f.name.text),
-                    f.params.len()
-                ),
-            ));
-        }
-        if f.name.text.is_empty() {
-            // A header that did not parse; already reported.
-        } else if names.index.contains_key(f.name.text) {
-            errors.push(Diagnostic::at(
-                f.name.pos,
-                format!("function {} is defined twice", quote(f.name.text)),
-            ));
-        } else {
-            names.index.insert(f.name.text, i as FuncId);
-        }
-        names.arity.push(f.params.len() as u32);
-    }
-    names
-}
-
-fn function_scope<'a>(f: &RawFunction<'a>, errors: &mut Diagnostics) -> Scope<'a> {
-    let mut slots: HashMap<&str, u32> = HashMap::new();
-    for (i, name) in f.params.iter().chain(&f.locals).enumerate() {
-        if slots.insert(name.text, i as u32).is_some() {
-            let what = if i < f.params.len() {
-                "parameter"
-            } else {
-                "local"
-            };
-            errors.push(Diagnostic::at(
-                name.pos,
-                format!(
-                    "{what} {} is declared twice in {}",
-                    quote(name.text),
-                    quote(f.name.text)
-                ),
-            ));
-        }
-    }
-    let mut labels: HashMap<&str, u32> = HashMap::new();
-    for (name, at) in &f.labels {
-        if labels.insert(name.text, *at).is_some() {
-            errors.push(Diagnostic::at(
-                name.pos,
-                format!(
-                    "label {} is defined twice in {}",
-                    quote(name.text),
-                    quote(f.name.text)
-                ),
-            ));
-        }
-    }
-    Scope {
-        slots,
-        num_slots: (f.params.len() + f.locals.len()) as u32,
-        labels,
-    }
-}
-
-fn resolve_function(
-    f: &RawFunction<'_>,
-    names: &Names<'_>,
-    errors: &mut Diagnostics,
-) -> (Function, Vec<bool>) {
-    let scope = function_scope(f, errors);
-    let mut code = Vec::with_capacity(f.instrs.len());
-    let mut positions = Vec::with_capacity(f.instrs.len() + 1);
-    let mut opaque = Vec::with_capacity(f.instrs.len());
-    for ins in &f.instrs {
-        let resolved = match ins.instr {
-            Some(instr) => resolve_instr(ins, instr, &scope, names).map_err(|e| errors.push(e)),
-            None => Err(()),
-        };
-        opaque.push(resolved.is_err());
-        code.push(resolved.unwrap_or(Instr::Nop));
-        positions.push(ins.mnemonic.pos);
-    }
-    // The position just past the last instruction is that of `end`.
-    positions.push(f.end);
-    let function = Function {
-        name: f.name.text.to_string(),
-        params: f.params.iter().map(|t| t.text.to_string()).collect(),
-        locals: f.locals.iter().map(|t| t.text.to_string()).collect(),
-        code,
-        positions,
-        heights: Vec::new(),
-        labels: f
-            .labels
-            .iter()
-            .map(|(t, at)| Label {
-                name: t.text.to_string(),
-                target: *at,
-                pos: t.pos,
-            })
-            .collect(),
-        max_stack: 0,
-        pos: f.name.pos,
-    };
-    (function, opaque)
-}
-
-/// Fills in the operands of `instr`, the instruction `ins` names.
-fn resolve_instr(
-    ins: &RawInstr<'_>,
-    instr: Instr,
-    scope: &Scope<'_>,
-    names: &Names<'_>,
-) -> Result<Instr, Diagnostic> {
-    let func = |t: &Token<'_>| -> Result<FuncId, Diagnostic> {
-        names
-            .index
-            .get(t.text)
-            .copied()
-            .ok_or_else(|| Diagnostic::at(t.pos, format!("unknown function {}", quote(t.text))))
-    };
-    let label = |t: &Token<'_>| -> Result<u32, Diagnostic> {
-        scope
-            .labels
-            .get(t.text)
-            .copied()
-            .ok_or_else(|| Diagnostic::at(t.pos, format!("unknown label {}", quote(t.text))))
-    };
-    let local = |t: &Token<'_>| -> Result<u32, Diagnostic> {
-        let num_slots = scope.num_slots;
-        if t.text.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
-            let n = parse_literal(t.text).map_err(|e| Diagnostic::at(t.pos, e))?;
-            if n < 0 {
-                return Err(Diagnostic::at(
-                    t.pos,
-                    format!("local index {n} is negative"),
-                ));
-            }
-            if n >= num_slots as i64 {
-                return Err(Diagnostic::at(
-                    t.pos,
-                    format!("local index {n} is out of range (the function has {num_slots} parameters and locals)"),
-                ));
-            }
-            Ok(n as u32)
-        } else {
-            scope
-                .slots
-                .get(t.text)
-                .copied()
-                .ok_or_else(|| Diagnostic::at(t.pos, format!("unknown local {}", quote(t.text))))
-        }
-    };
-    let ops = &ins.operands;
-    Ok(match instr {
-        Instr::Push(_) => {
-            Instr::Push(parse_literal(ops[0].text).map_err(|e| Diagnostic::at(ops[0].pos, e))?)
-        }
-        Instr::Load(_) => Instr::Load(local(&ops[0])?),
-        Instr::Store(_) => Instr::Store(local(&ops[0])?),
-        Instr::Jmp(_) => Instr::Jmp(label(&ops[0])?),
-        Instr::Jz(_) => Instr::Jz(label(&ops[0])?),
-        Instr::Jnz(_) => Instr::Jnz(label(&ops[0])?),
-        Instr::Call(_) => Instr::Call(func(&ops[0])?),
-        Instr::Spawn(_) => Instr::Spawn(func(&ops[0])?),
-        Instr::Patch(..) => {
-            let (f, g) = (func(&ops[0])?, func(&ops[1])?);
-            let (f_params, g_params) = (names.arity[f as usize], names.arity[g as usize]);
-            if f_params != g_params {
-                return Err(Diagnostic::at(
-                    ins.mnemonic.pos,
-                    format!(
-                        "cannot patch {} ({f_params} parameters) with {} ({g_params} parameters)",
-                        quote(ops[0].text),
-                        quote(ops[1].text)
-                    ),
-                ));
-            }
-            Instr::Patch(f, g)
-        }
-        operandless => operandless,
-    })
 }
 
 #[cfg(test)]

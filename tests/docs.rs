@@ -151,7 +151,10 @@ fn every_transcript_in_the_readme_and_the_chapters_prints_what_it_shows() {
             }
         }
     }
-    assert!(ran >= 5, "only {ran} transcripts found: is the fence `console`?");
+    assert!(
+        ran >= 5,
+        "only {ran} transcripts found: is the fence `console`?"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -164,7 +167,10 @@ fn a_transcript_line_matches_with_wildcards_and_nothing_else() {
     assert!(!line_matches("832040", "832041"));
     assert!(!line_matches("832040", "832040 "));
     let lines = |s: &[&str]| s.iter().map(|l| l.to_string()).collect::<Vec<_>>();
-    assert!(lines_match(&lines(&["a", "...", "d"]), &["a", "b", "c", "d"]));
+    assert!(lines_match(
+        &lines(&["a", "...", "d"]),
+        &["a", "b", "c", "d"]
+    ));
     assert!(lines_match(&lines(&["...", "d"]), &["d"]));
     assert!(!lines_match(&lines(&["a", "...", "d"]), &["a", "b"]));
     assert!(!lines_match(&lines(&["a"]), &["a", "b"]));

@@ -1,6 +1,6 @@
 //! Which module of a crate uses which, read from its source: the one reader behind the
-//! workspace's tests that no module uses a module that uses it back (`vm/tests/module_graph.rs`,
-//! `runtime/tests/module_graph.rs`).
+//! workspace's tests that no module uses a module that uses it back (a `tests/module_graph.rs`
+//! in each crate).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -8,27 +8,36 @@ use std::path::Path;
 /// Module -> the modules it uses.
 pub type Graph = BTreeMap<String, BTreeSet<String>>;
 
-/// Each top-level module's source, its files joined.
+/// Each top-level module's source, its files joined (a folder's files at any depth).
 fn sources(src: &Path) -> BTreeMap<String, String> {
     let mut files: BTreeMap<String, String> = BTreeMap::new();
     for entry in std::fs::read_dir(src).unwrap() {
         let path = entry.unwrap().path();
         let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
-        let text = if path.is_dir() {
-            let mut text = String::new();
-            for file in std::fs::read_dir(&path).unwrap() {
-                let file = file.unwrap().path();
-                let code = std::fs::read_to_string(&file).unwrap();
-                text.push_str(code.split("#[cfg(test)]").next().unwrap());
-            }
-            text
-        } else {
-            let code = std::fs::read_to_string(&path).unwrap();
-            code.split("#[cfg(test)]").next().unwrap().to_string()
-        };
+        let mut text = String::new();
+        read_rust(&path, &mut text);
         files.entry(stem).or_default().push_str(&text);
     }
     files
+}
+
+/// Appends the code of `path` (a `.rs` file, or every one below a folder) without its unit
+/// tests.
+fn read_rust(path: &Path, text: &mut String) {
+    if path.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for entry in entries {
+            read_rust(&entry, text);
+        }
+    } else if path.extension().is_some_and(|e| e == "rs") {
+        let code = std::fs::read_to_string(path).unwrap();
+        text.push_str(code.split("#[cfg(test)]").next().unwrap());
+        text.push('\n');
+    }
 }
 
 /// The first path segment of each item in `crate::{a::b, c, d::{e, f}}` or `crate::a::b`.

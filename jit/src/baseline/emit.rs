@@ -6,7 +6,6 @@
 #![allow(clippy::useless_conversion)]
 
 use super::frame::{Frame, Home};
-use super::magic::{unsigned_magic, DivPlan};
 use super::stack_model::*;
 use super::{CompileEnv, CompileError};
 use crate::abi::{
@@ -14,6 +13,7 @@ use crate::abi::{
     CTX_POLL, CTX_STACK_LIMIT, ENTRY_OFFSET, MAX_NATIVE_FRAME, SMALL_FRAME,
 };
 use crate::base_case::Operand;
+use crate::magic::{unsigned_magic, DivPlan};
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 use jitvm_vm::Trap;

@@ -7,7 +7,7 @@
 //! folding, compare-and-branch fusion (`lt; jnz L` is `cmp; jl L`), immediate operands,
 //! `dup; store x` as `store x; load x`, results computed straight into the local they are
 //! stored to or the argument register of the call that takes them, division by constants
-//! without `idiv` (`magic`), and shrink-wrapping of a leading base case (fib's `n < 2`
+//! without `idiv` (`crate::magic`), and shrink-wrapping of a leading base case (fib's `n < 2`
 //! returns before any frame exists).
 //!
 //! `emit` has one method per bytecode instruction; `frame` lays out the native frame and
@@ -28,8 +28,6 @@
 mod emit;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod frame;
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(crate) mod magic;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod stack_model;
 

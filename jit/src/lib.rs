@@ -9,6 +9,7 @@
 //!   same ABI; its calls go through per-callee call stubs (`opt::call_stubs`).
 //! - [`base_case`]: a function's leading base case, which both tiers test before building a
 //!   frame.
+//! - `magic`: the plans for division by a constant without `idiv`, which both tiers follow.
 //! - [`stubs`]: interpreter stubs, native entry points that run a definition in the
 //!   interpreter (`call_interp`).
 //! - [`disasm`]: bytecode interleaved with machine code, for `jitvm dis --native`.
@@ -28,6 +29,8 @@ pub mod baseline;
 pub mod disasm;
 #[cfg(target_arch = "x86_64")]
 pub mod install;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) mod magic;
 #[cfg(target_arch = "x86_64")]
 pub mod native_thread;
 #[cfg(target_arch = "x86_64")]

@@ -7,7 +7,7 @@
 //! folding, compare-and-branch fusion (`lt; jnz L` is `cmp; jl L`), immediate operands,
 //! `dup; store x` as `store x; load x`, results computed straight into the local they are
 //! stored to or the argument register of the call that takes them, division by constants
-//! without `idiv` (`magic`), and shrink-wrapping of a leading base case (fib's `n < 2`
+//! without `idiv` (`crate::magic`), and shrink-wrapping of a leading base case (fib's `n < 2`
 //! returns before any frame exists).
 //!
 //! `emit` has one method per bytecode instruction; `frame` lays out the native frame and
@@ -28,8 +28,6 @@
 mod emit;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod frame;
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(crate) mod magic;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod stack_model;
 
@@ -115,43 +113,8 @@ pub fn compile(
     env: &CompileEnv,
     base_addr: usize,
 ) -> Result<CompiledCode, CompileError> {
-    if env.slot_addr.len() != module.functions.len() {
-        return Err(CompileError::BadEnvironment(format!(
-            "{} slot addresses for {} functions",
-            env.slot_addr.len(),
-            module.functions.len()
-        )));
-    }
-    check_base_addr(base_addr)?;
-    compile_x86(func, module, env, base_addr)
-}
-
-#[cfg(target_arch = "x86_64")]
-fn compile_x86(
-    func: &Function,
-    module: &Module,
-    env: &CompileEnv,
-    base_addr: usize,
-) -> Result<CompiledCode, CompileError> {
-    let code = emit::Emitter::new(func, module, env, base_addr).compile()?;
-    let bound = max_code_size(func);
-    if code.bytes.len() > bound {
-        return Err(CompileError::TooLarge {
-            len: code.bytes.len(),
-            bound,
-        });
-    }
-    Ok(code)
-}
-
-/// Code is compiled for a 16-aligned address (entries are 16-aligned: see [`crate::abi`]).
-fn check_base_addr(base_addr: usize) -> Result<(), CompileError> {
-    if base_addr % 16 != 0 {
-        return Err(CompileError::BadEnvironment(format!(
-            "base address {base_addr:#x} is not 16-aligned"
-        )));
-    }
-    Ok(())
+    check_env(module, env, base_addr)?;
+    compile_x86(func, module, env, base_addr, None)
 }
 
 /// A safe upper bound on the size of [`compile_osr`]'s output for `func` at `header`.
@@ -176,22 +139,48 @@ pub fn compile_osr(
             func.name
         )));
     }
-    check_base_addr(base_addr)?;
-    osr_x86(func, module, env, base_addr, header)
+    check_env(module, env, base_addr)?;
+    compile_x86(func, module, env, base_addr, Some(header))
 }
 
+/// What both entry points require of the environment: a slot address per function of the
+/// module, and a 16-aligned base address (entries are 16-aligned: see [`crate::abi`]).
+fn check_env(module: &Module, env: &CompileEnv, base_addr: usize) -> Result<(), CompileError> {
+    if env.slot_addr.len() != module.functions.len() {
+        return Err(CompileError::BadEnvironment(format!(
+            "{} slot addresses for {} functions",
+            env.slot_addr.len(),
+            module.functions.len()
+        )));
+    }
+    if base_addr % 16 != 0 {
+        return Err(CompileError::BadEnvironment(format!(
+            "base address {base_addr:#x} is not 16-aligned"
+        )));
+    }
+    Ok(())
+}
+
+/// Emits the function's own entry, or with `osr` an on-stack-replacement entry at that loop
+/// header, and checks the code against its size bound ([`max_code_size`],
+/// [`max_osr_code_size`]). Only x86-64 has an emitter: elsewhere, `UnsupportedTarget`.
 #[cfg(target_arch = "x86_64")]
-fn osr_x86(
+fn compile_x86(
     func: &Function,
     module: &Module,
     env: &CompileEnv,
     base_addr: usize,
-    header: u32,
+    osr: Option<u32>,
 ) -> Result<CompiledCode, CompileError> {
-    let code = emit::Emitter::new(func, module, env, base_addr)
-        .at_loop_header(header)
-        .compile()?;
-    let bound = max_osr_code_size(func, header);
+    let mut emitter = emit::Emitter::new(func, module, env, base_addr);
+    if let Some(header) = osr {
+        emitter = emitter.at_loop_header(header);
+    }
+    let code = emitter.compile()?;
+    let bound = match osr {
+        Some(header) => max_osr_code_size(func, header),
+        None => max_code_size(func),
+    };
     if code.bytes.len() > bound {
         return Err(CompileError::TooLarge {
             len: code.bytes.len(),
@@ -202,22 +191,12 @@ fn osr_x86(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn osr_x86(
-    _func: &Function,
-    _module: &Module,
-    _env: &CompileEnv,
-    _base_addr: usize,
-    _header: u32,
-) -> Result<CompiledCode, CompileError> {
-    Err(CompileError::UnsupportedTarget)
-}
-
-#[cfg(not(target_arch = "x86_64"))]
 fn compile_x86(
     _func: &Function,
     _module: &Module,
     _env: &CompileEnv,
     _base_addr: usize,
+    _osr: Option<u32>,
 ) -> Result<CompiledCode, CompileError> {
     Err(CompileError::UnsupportedTarget)
 }

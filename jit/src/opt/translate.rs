@@ -6,7 +6,7 @@
 
 use super::OptEnv;
 use crate::abi::{self, status_of};
-use crate::baseline::magic::{unsigned_magic, DivPlan};
+use crate::magic::{unsigned_magic, DivPlan};
 use cranelift_codegen::ir::{
     condcodes::IntCC, types::I64, types::I8, AbiParam, AtomicRmwOp, Block, ExtFuncData,
     ExternalName, FuncRef, Function, InstBuilder, InstructionData, MemFlags, Opcode, SigRef,

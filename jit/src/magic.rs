@@ -1,8 +1,9 @@
 //! Signed division by a constant without `idiv` (Hacker's Delight, 2nd ed., §10-1 to 10-5).
 //!
-//! The emitter mirrors [`DivPlan::quotient`] instruction by instruction, so the tests of
-//! this file (against `wrapping_div` on corner values) also pin down the machine code's
-//! arithmetic.
+//! Both tiers follow these plans: the baseline emitter mirrors [`DivPlan::quotient`]
+//! instruction by instruction, and the optimizing tier builds the same arithmetic in
+//! Cranelift IR (Cranelift 0.114 would use `idiv`), so the tests of this file (against
+//! `wrapping_div` on corner values) also pin down the machine code's arithmetic.
 
 /// How to divide by one constant divisor `d`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -438,7 +438,7 @@ impl<'a> Translator<'a> {
                 };
             }
             Some(c) => {
-                // Cranelift 0.114 divides by constants with `idiv`: use the baseline's
+                // Cranelift 0.114 divides by constants with `idiv`: use the shared
                 // multiply-by-magic plans instead, and `n - q * d` for the remainder.
                 let q = self.div_const(a, c);
                 return if rem {

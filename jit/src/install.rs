@@ -368,9 +368,7 @@ impl Jit {
             let start = Instant::now();
             let staged = match (to, &self.opt) {
                 (Tier::Baseline, _) => stage_native(program, &mut tx, &self.env, f, None),
-                (Tier::Opt, Some(o)) => {
-                    o.stage(program, &mut tx, f, false, None).map(|c| c.0)
-                }
+                (Tier::Opt, Some(o)) => o.stage(program, &mut tx, f, false, None).map(|c| c.0),
                 (Tier::Opt, None) => Err(CompileError::NoOptimizingJit),
                 (Tier::Interp, _) => unreachable!("not above any tier"),
             };

@@ -104,7 +104,7 @@ knobs! {
     DIS_IR: Dis "--ir" = Absent("off"), sets "dis", "Show each function's Cranelift IR before and after optimization";
     DIS_TIER: Dis "--tier" = Value("baseline"), sets "dis --native", "The native tier `--native` shows: baseline or opt";
     ENV_SYNC: Env "JITVM_SYNC" = Absent("membarrier where the kernel has it, else signal"), sets "runtime Config::strategy", "The core-serialization strategy when --sync is not given: membarrier, mprotect, signal or none (read by the runtime)";
-    ENV_POISON: Env "JITVM_POISON" = Absent("off"), sets "runtime Config::poison", "1: poison mode, reclaimed code filled with trap instructions and quarantined (a testing aid; stress --poison sets it)";
+    ENV_POISON: Env "JITVM_POISON" = Absent("off"), sets "runtime Config::poison", "1: poison mode, reclaimed code filled with trap instructions and quarantined (a testing aid; stress --poison does the same)";
     ENV_LOG: Env "JITVM_LOG" = Absent("RUST_LOG"), sets "the log filter", "Logging to stderr, an env_logger filter (`debug`, `jitvm::trace=info`)";
     ENV_RUST_LOG: Env "RUST_LOG" = Absent("no logging"), sets "the log filter", "The log filter when JITVM_LOG is not set";
     TEST_BIN: TestEnv "JITVM_BIN" = Absent("target/release/jitvm"), sets "differential tests, fuzzing, benches", "The jitvm binary the differential checks and the benchmarks run";

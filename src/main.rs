@@ -1,113 +1,17 @@
 //! `jitvm`: run, check and disassemble `.bc` programs.
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use jitvm::cli::{Cli, Command};
+use jitvm::options::{ENV_LOG, ENV_RUST_LOG};
 use jitvm::{
-    entry_point, ir_listing, load, native_disassembly, start, FuncTier, Input, Options, Thresholds,
-    Tier,
+    entry_point, function_tiers, ir_listing, load, native_disassembly, start, Input, Options,
+    Thresholds, TierChoice,
 };
-use jitvm_runtime::Strategy;
 use jitvm_vm::lower::lower_module;
 use jitvm_vm::output::report_write_error;
 use jitvm_vm::RunConfig;
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// A small JIT compiler and VM that hot-patches code while other threads run it.
-#[derive(Parser)]
-#[command(name = "jitvm", version, about, long_about = None, after_help = EXIT_STATUS)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-const EXIT_STATUS: &str = "\
-FILE is a `.bc` program of at most 16 MiB, or `-` to read it from standard input.
-
-Exit status:
-  0    success
-  1    a trap at run time (`error: trap: REASON` on stderr), or stdout could not be
-       written (`error: cannot write output: ...`)
-  2    a usage error, or a static error in the program (`FILE:LINE:COL: error: ...`)
-  141  stdout is a pipe whose reader has gone (`jitvm run p.bc | head -1`); nothing
-       is printed, as for a tool killed by SIGPIPE";
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run a program: calls `main()` and exits when it returns.
-    #[command(after_help = EXIT_STATUS)]
-    Run {
-        /// Execution tier.
-        #[arg(long, value_enum, default_value_t = Tier::Auto)]
-        tier: Tier,
-        /// Deepest call nesting allowed per thread (main is depth 1).
-        #[arg(long, default_value_t = RunConfig::DEFAULT_MAX_DEPTH,
-              value_parser = clap::value_parser!(u32).range(1..=RunConfig::LIMIT_MAX_DEPTH as i64))]
-        max_depth: u32,
-        /// --tier auto: calls plus loop back-edges in the interpreter before a function
-        /// is compiled by the baseline JIT (0: before its first call).
-        #[arg(long, value_name = "N", default_value_t = Thresholds::DEFAULT_BASELINE)]
-        baseline_threshold: u64,
-        /// --tier auto: calls plus loop back-edges in baseline code before a function is
-        /// compiled by the optimizing JIT (0: straight to it, skipping the baseline).
-        #[arg(long, value_name = "N", default_value_t = Thresholds::DEFAULT_OPT)]
-        opt_threshold: u64,
-        /// How code changes reach the other cores: membarrier, mprotect, signal or none
-        /// (default: $JITVM_SYNC, else membarrier where the kernel has it, else signal).
-        #[arg(long, value_name = "STRATEGY", value_parser = jitvm::parse_strategy)]
-        sync: Option<Strategy>,
-        /// Log a line per tier-up and per patch to stderr (the log target `jitvm::trace`:
-        /// the same as JITVM_LOG=jitvm::trace=info).
-        #[arg(long)]
-        trace: bool,
-        /// When the run ends (trap included), print to stderr per function its counted
-        /// calls and loop back-edges, its tier and its compile times, and the code
-        /// runtime's totals: commits, serializations, code bytes live, retired and freed.
-        #[arg(long)]
-        stats: bool,
-        /// Write /tmp/perf-PID.map as code is published, so `perf report` names JIT frames.
-        #[arg(long)]
-        perf_map: bool,
-        /// Testing aid: run function NAME in TIER (interp, baseline or opt) whatever --tier
-        /// says, and keep it there; repeat for several functions.
-        #[arg(long = "func-tier", value_name = "NAME=TIER")]
-        func_tier: Vec<FuncTier>,
-        /// Testing aid: the N-th serialization of the run fails (1: the first).
-        #[arg(long, value_name = "N", hide = true)]
-        fail_serialization_after: Option<u64>,
-        /// The `.bc` file, or `-` for standard input.
-        file: PathBuf,
-    },
-    /// Hot-patch under load: worker threads call functions through the real engine while
-    /// they tier up and a patcher thread swaps their definitions with `patch`; every result
-    /// is checked against the definition in force (spec §5). Exits 1 on any violation.
-    Stress(jitvm::stress::StressArgs),
-    /// Parse and verify a program without running it.
-    #[command(after_help = EXIT_STATUS)]
-    Check {
-        /// The `.bc` file, or `-` for standard input.
-        file: PathBuf,
-    },
-    /// Print each function's instructions with offsets and operand stack heights.
-    #[command(after_help = EXIT_STATUS)]
-    Dis {
-        /// Also show the interpreter's register code (`R[3] := R[1] + 1`).
-        #[arg(long)]
-        lowered: bool,
-        /// Show each function's bytecode interleaved with the machine code the native tier
-        /// makes of it, patch sites marked.
-        #[arg(long, conflicts_with = "lowered")]
-        native: bool,
-        /// Show each function's Cranelift IR before and after optimization.
-        #[arg(long, conflicts_with_all = ["lowered", "native"])]
-        ir: bool,
-        /// The native tier `--native` shows: baseline or opt.
-        #[arg(long, value_enum, default_value_t = Tier::Baseline, requires = "native")]
-        tier: Tier,
-        /// The `.bc` file, or `-` for standard input.
-        file: PathBuf,
-    },
-}
 
 /// A usage or static error.
 const STATIC_ERROR: u8 = 2;
@@ -119,7 +23,7 @@ fn init_log(trace: bool) {
     if trace {
         builder.filter_module(jitvm::trace::TARGET, log::LevelFilter::Info);
     }
-    if let Ok(filters) = std::env::var("JITVM_LOG").or_else(|_| std::env::var("RUST_LOG")) {
+    if let Ok(filters) = std::env::var(ENV_LOG.name).or_else(|_| std::env::var(ENV_RUST_LOG.name)) {
         builder.parse_filters(&filters);
     }
     builder.format_timestamp_micros().init();
@@ -180,7 +84,7 @@ fn main() -> ExitCode {
         } => {
             let input = Input::from_arg(&file);
             if ir {
-                if let Some(refused) = refuse_tier(Tier::Opt, &[Tier::Opt]) {
+                if let Some(refused) = refuse_tier(TierChoice::Opt, &[TierChoice::Opt]) {
                     return refused;
                 }
                 return match load(&input) {
@@ -192,9 +96,11 @@ fn main() -> ExitCode {
                 };
             }
             if native {
-                if let Some(refused) = refuse_tier(tier, &[Tier::Baseline, Tier::Opt]) {
+                let native = [TierChoice::Baseline, TierChoice::Opt];
+                if let Some(refused) = refuse_tier(tier, &native) {
                     return refused;
                 }
+                let tier = tier.tier().expect("a native tier");
                 return match load(&input) {
                     Ok(module) => match native_disassembly(module, tier) {
                         Ok(text) => print_out(&text),
@@ -229,7 +135,7 @@ fn print_out(text: &str) -> ExitCode {
 }
 
 /// The refusal of a tier this build lacks (or, for `dis --native`, one that is not native).
-fn refuse_tier(tier: Tier, allowed: &[Tier]) -> Option<ExitCode> {
+fn refuse_tier(tier: TierChoice, allowed: &[TierChoice]) -> Option<ExitCode> {
     if !allowed.contains(&tier) {
         return Some(fail(&format!(
             "error: tier `{tier}` has no native code to show; use --tier baseline or opt\n"
@@ -250,11 +156,11 @@ fn refuse_tier(tier: Tier, allowed: &[Tier]) -> Option<ExitCode> {
 }
 
 fn run(options: &Options, input: &Input) -> ExitCode {
-    if let Some(refused) = refuse_tier(options.tier, &Tier::ALL) {
+    if let Some(refused) = refuse_tier(options.tier, &TierChoice::ALL) {
         return refused;
     }
     if let Some(t) = options.func_tiers.iter().find(|t| !t.tier.is_available()) {
-        return refuse_tier(t.tier, &Tier::ALL).expect("unavailable");
+        return refuse_tier(t.tier.into(), &TierChoice::ALL).expect("unavailable");
     }
     let path = input.name();
     let module = match load(input) {
@@ -265,7 +171,7 @@ fn run(options: &Options, input: &Input) -> ExitCode {
         Ok(main) => main,
         Err(e) => return fail(&e.render(&path)),
     };
-    if let Err(e) = jitvm::function_tiers(&module, options.tier, &options.func_tiers) {
+    if let Err(e) = function_tiers(&module, options.tier, &options.func_tiers) {
         return fail(&format!("error: {e}\n"));
     }
     let program = match start(module, options) {

@@ -3,7 +3,7 @@
 //! totals of the code runtime.
 
 use crate::tiering::CompileLog;
-use jitvm_jit::install::NativeTier;
+use jitvm_jit::tier::Tier;
 use jitvm_vm::{FuncId, Program};
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// What the report reads besides the program: each function's tier now, and the compiles.
 pub struct StatsSources {
-    pub tier: Box<dyn Fn(FuncId) -> NativeTier + Send + Sync>,
+    pub tier: Box<dyn Fn(FuncId) -> Tier + Send + Sync>,
     pub compiles: Arc<Mutex<CompileLog>>,
 }
 
@@ -33,7 +33,7 @@ pub fn report(program: &Program, sources: Option<&StatsSources>) -> String {
     for (i, f) in module.functions.iter().enumerate() {
         let calls = program.profile.calls[i].load(std::sync::atomic::Ordering::Relaxed);
         let loops = program.profile.back_edges[i].load(std::sync::atomic::Ordering::Relaxed);
-        let tier = sources.map_or(NativeTier::Interp, |s| (s.tier)(i as FuncId));
+        let tier = sources.map_or(Tier::Interp, |s| (s.tier)(i as FuncId));
         let (baseline, opt) = compiles
             .as_ref()
             .map_or((None, None), |c| (c.baseline[i], c.opt[i]));

@@ -21,11 +21,14 @@
 //! violation or W^X breach; a worker that traps or crashes ends the process with status 1
 //! as any trap does.
 
-use crate::{entry_point, start, Options, Thresholds, Tier};
+use crate::engine::{start, EngineError};
+use crate::input::{entry_point, LoadError};
+use crate::options::{self as knob, Options, TierChoice};
+use crate::tiering::Thresholds;
 use hdrhistogram::Histogram;
 use jitvm_runtime::Strategy;
 use jitvm_vm::{parse_module, RunConfig};
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -46,28 +49,51 @@ pub const VERSIONS: usize = 8;
 /// `jitvm stress` options.
 #[derive(clap::Args, Clone, Debug)]
 pub struct StressArgs {
-    /// Worker threads (1 to 250); a patcher thread runs besides them.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=250))]
+    #[arg(long, help = knob::STRESS_THREADS.meaning, default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=250))]
     pub threads: u32,
-    /// How long to run.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, help = knob::STRESS_SECONDS.meaning, default_value_t = 10.0)]
     pub seconds: f64,
-    /// How code changes reach the other cores (as for `run`).
-    #[arg(long, value_name = "STRATEGY", value_parser = crate::parse_strategy)]
+    #[arg(long, help = knob::STRESS_SYNC.meaning, value_name = "STRATEGY",
+          value_parser = knob::parse_strategy)]
     pub sync: Option<Strategy>,
-    /// Fill reclaimed code with trap instructions and quarantine it, so that a thread that
-    /// runs freed code stops at once (the same as JITVM_POISON=1).
-    #[arg(long)]
+    #[arg(long, help = knob::STRESS_POISON.meaning)]
     pub poison: bool,
-    /// Tier-up thresholds, as for `run --tier auto` (low, so that tier-ups happen under
-    /// load).
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    // Low, so that tier-ups happen under load.
+    #[arg(long, help = knob::STRESS_BASELINE_THRESHOLD.meaning, value_name = "N",
+          default_value_t = 100)]
     pub baseline_threshold: u64,
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(long, help = knob::STRESS_OPT_THRESHOLD.meaning, value_name = "N",
+          default_value_t = 1000)]
     pub opt_threshold: u64,
-    /// Log a line per tier-up (and per patch: many) to stderr.
-    #[arg(long)]
+    #[arg(long, help = knob::STRESS_TRACE.meaning)]
     pub trace: bool,
+}
+
+/// Why a stress run could not start.
+#[derive(Debug)]
+pub enum StressError {
+    /// The stress program does not load (a bug in [`program_text`], or a test's edit).
+    Program(LoadError),
+    Start(EngineError),
+}
+
+impl fmt::Display for StressError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StressError::Program(e) => f.write_str(&e.render("<stress>")),
+            StressError::Start(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StressError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StressError::Program(_) => None,
+            StressError::Start(e) => Some(e),
+        }
+    }
 }
 
 /// The stress program for `workers` worker threads.
@@ -308,11 +334,12 @@ pub fn main(args: &StressArgs) -> ExitCode {
 }
 
 /// Runs a stress program (`text`, laid out as [`program_text`]'s) as `args` say.
-pub fn run(args: &StressArgs, text: &str) -> Result<Summary, String> {
-    let module = parse_module(text.as_bytes()).map_err(|d| d.render("<stress>"))?;
-    let main = entry_point(&module).map_err(|e| e.render("<stress>"))?;
+pub fn run(args: &StressArgs, text: &str) -> Result<Summary, StressError> {
+    let module =
+        parse_module(text.as_bytes()).map_err(|d| StressError::Program(LoadError::Invalid(d)))?;
+    let main = entry_point(&module).map_err(StressError::Program)?;
     let options = Options {
-        tier: Tier::Auto,
+        tier: TierChoice::Auto,
         thresholds: Thresholds {
             baseline: args.baseline_threshold,
             opt: args.opt_threshold,
@@ -322,7 +349,7 @@ pub fn run(args: &StressArgs, text: &str) -> Result<Summary, String> {
         run: RunConfig::default(),
         ..Options::default()
     };
-    let program = start(module, &options)?;
+    let program = start(module, &options).map_err(StressError::Start)?;
     // Every patch's latency, request to return (lock wait included), in nanoseconds.
     let latencies = Arc::new(Mutex::new(
         Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds"),

@@ -31,7 +31,8 @@
 //!    tier it moves to first), and the interpreter moves the frame into it at its next batch
 //!    (see `docs/tiering.md`).
 
-use jitvm_jit::install::{Jit, Job, NativeTier, TierUpBatch};
+use jitvm_jit::install::{Jit, Job, TierUpBatch};
+use jitvm_jit::tier::Tier;
 use jitvm_vm::{FuncId, Program};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -66,11 +67,11 @@ impl Thresholds {
     }
 
     /// The tier every function starts in.
-    pub fn first_tier(&self) -> NativeTier {
+    pub fn first_tier(&self) -> Tier {
         match (self.baseline, self.opt) {
-            (0, 0) => NativeTier::Opt,
-            (0, _) => NativeTier::Baseline,
-            _ => NativeTier::Interp,
+            (0, 0) => Tier::Opt,
+            (0, _) => Tier::Baseline,
+            _ => Tier::Interp,
         }
     }
 }
@@ -89,19 +90,19 @@ const TIER_MASK: u8 = 0b11;
 const QUEUED: u8 = 0b100;
 const PINNED: u8 = 0b1000;
 
-fn tier_bits(t: NativeTier) -> u8 {
+fn tier_bits(t: Tier) -> u8 {
     match t {
-        NativeTier::Interp => 0,
-        NativeTier::Baseline => 1,
-        NativeTier::Opt => 2,
+        Tier::Interp => 0,
+        Tier::Baseline => 1,
+        Tier::Opt => 2,
     }
 }
 
-fn tier_of_bits(b: u8) -> NativeTier {
+fn tier_of_bits(b: u8) -> Tier {
     match b & TIER_MASK {
-        0 => NativeTier::Interp,
-        1 => NativeTier::Baseline,
-        _ => NativeTier::Opt,
+        0 => Tier::Interp,
+        1 => Tier::Baseline,
+        _ => Tier::Opt,
     }
 }
 
@@ -129,11 +130,11 @@ impl CompileLog {
     }
 
     /// Adds a compile of `f` in `tier` that took `took`.
-    pub fn record(&mut self, f: FuncId, tier: NativeTier, took: Duration) {
+    pub fn record(&mut self, f: FuncId, tier: Tier, took: Duration) {
         let total = match tier {
-            NativeTier::Baseline => &mut self.baseline[f as usize],
-            NativeTier::Opt => &mut self.opt[f as usize],
-            NativeTier::Interp => return,
+            Tier::Baseline => &mut self.baseline[f as usize],
+            Tier::Opt => &mut self.opt[f as usize],
+            Tier::Interp => return,
         };
         *total = Some(total.unwrap_or_default() + took);
     }
@@ -171,7 +172,7 @@ impl Policy {
     /// move (`--func-tier`). Compiles are recorded in `log`.
     pub fn new(
         thresholds: Thresholds,
-        first: &[NativeTier],
+        first: &[Tier],
         pinned: &[bool],
         log: Arc<Mutex<CompileLog>>,
     ) -> Arc<Policy> {
@@ -207,18 +208,18 @@ impl Policy {
             return;
         }
         let target = match tier_of_bits(now) {
-            NativeTier::Interp if events >= self.thresholds.baseline => {
+            Tier::Interp if events >= self.thresholds.baseline => {
                 if self.thresholds.opt == 0 {
-                    NativeTier::Opt
+                    Tier::Opt
                 } else {
-                    NativeTier::Baseline
+                    Tier::Baseline
                 }
             }
-            NativeTier::Baseline
+            Tier::Baseline
                 if events - self.baseline_since[def as usize].load(Ordering::Relaxed)
                     >= self.thresholds.opt =>
             {
-                NativeTier::Opt
+                Tier::Opt
             }
             _ => return,
         };
@@ -240,13 +241,13 @@ impl Policy {
     /// An interpreted activation of `def` loops hot at the header at op `header_op`: queue
     /// its on-stack-replacement entry (once per header), in def's tier if it has native
     /// code already, else in the tier it moves to first.
-    fn request_osr(&self, program: &Program, def: FuncId, header_op: u32, now: NativeTier) {
+    fn request_osr(&self, program: &Program, def: FuncId, header_op: u32, now: Tier) {
         let Some(header) = program.definitions()[def as usize].code.label_at(header_op) else {
             return;
         };
         let tier = match now {
-            NativeTier::Interp if self.thresholds.opt == 0 => NativeTier::Opt,
-            NativeTier::Interp => NativeTier::Baseline,
+            Tier::Interp if self.thresholds.opt == 0 => Tier::Opt,
+            Tier::Interp => Tier::Baseline,
             native => native,
         };
         let first_time = self
@@ -265,7 +266,7 @@ impl Policy {
     }
 
     /// The tier `def` runs in now (as far as the policy knows).
-    pub fn tier(&self, def: FuncId) -> NativeTier {
+    pub fn tier(&self, def: FuncId) -> Tier {
         tier_of_bits(self.state[def as usize].load(Ordering::Acquire))
     }
 
@@ -280,7 +281,7 @@ impl Policy {
         }
         for t in &batch.done {
             let f = t.func as usize;
-            if t.to == NativeTier::Baseline {
+            if t.to == Tier::Baseline {
                 self.baseline_since[f].store(program.profile.events(t.func), Ordering::Relaxed);
             }
             log.record(t.func, t.to, t.compile_time);
@@ -388,16 +389,11 @@ fn settle(program: &Weak<Program>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jitvm_jit::install::TierUpBatch;
+    use jitvm_jit::install::{CompileError, TierUpBatch};
 
     fn program() -> Arc<Program> {
         let module = jitvm_vm::parse_module(b"func main()\n  push 0\n  ret\nend\n").unwrap();
-        crate::instantiate(
-            module,
-            &[crate::Tier::Interp],
-            jitvm_vm::RunConfig::default(),
-        )
-        .unwrap()
+        crate::instantiate(module, &[Tier::Interp], jitvm_vm::RunConfig::default()).unwrap()
     }
 
     fn pinned(policy: &Policy, f: FuncId) -> bool {
@@ -410,14 +406,14 @@ mod tests {
         let log = CompileLog::new(1);
         let policy = Policy::new(
             Thresholds::default(),
-            &[NativeTier::Interp],
+            &[Tier::Interp],
             &[false],
             Arc::clone(&log),
         );
         let mut failed = TierUpBatch::default();
         failed
             .failed_osr
-            .push((0, 3, NativeTier::Opt, "code too large".into()));
+            .push((0, 3, Tier::Opt, CompileError::NoOptimizingJit));
         policy.finish(&program, &failed);
         assert!(!pinned(&policy, 0), "only that loop stays where it is");
         assert_eq!(log.lock().unwrap().failures, 1);
@@ -425,7 +421,7 @@ mod tests {
         let mut failed = TierUpBatch::default();
         failed
             .failed
-            .push((0, NativeTier::Baseline, "code too large".into()));
+            .push((0, Tier::Baseline, CompileError::NoOptimizingJit));
         policy.finish(&program, &failed);
         assert!(
             pinned(&policy, 0),

@@ -1,7 +1,8 @@
 //! `--trace`: one line per tier-up and per patch, logged at `info` level under the target
 //! [`TARGET`], so `JITVM_LOG` (or `RUST_LOG`) filters them like any other log line.
 
-use jitvm_jit::install::{blob_owner, BlobKind, NativeTier, TierUpBatch};
+use jitvm_jit::install::{blob_owner, BlobKind, TierUpBatch};
+use jitvm_jit::tier::Tier;
 use jitvm_runtime::CodeEvent;
 use jitvm_vm::program::PatchEvent;
 use jitvm_vm::Program;
@@ -94,7 +95,7 @@ fn tier_at(program: &Program, entry: usize) -> &'static str {
     {
         Some(BlobKind::Code(t)) => t.name(),
         Some(BlobKind::CallStub) => "call stub",
-        None => NativeTier::Interp.name(),
+        None => Tier::Interp.name(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The command line: subcommands, exit statuses and messages.
 
-use jitvm::Tier;
+use jitvm::TierChoice as Tier;
 use jitvm_conformance::{run_command, Outcome};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! `jitvm` binary in every tier this build supports. Tiers it does not support must be
 //! refused with exit status 2, never run in another tier.
 
-use jitvm::Tier;
+use jitvm::TierChoice as Tier;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

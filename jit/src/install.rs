@@ -27,28 +27,67 @@ use crate::stubs::{compile_stub, MAX_STUB_SIZE};
 use jitvm_runtime::{Blob, CommitInfo, Error, Guarantee, Reloc, RelocKind, Transaction};
 use jitvm_vm::program::Program;
 use jitvm_vm::FuncId;
+use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The tier a function is installed in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum NativeTier {
-    /// An interpreter stub.
-    Interp,
-    /// The dynasm baseline.
-    Baseline,
-    /// Cranelift.
-    Opt,
+pub use crate::tier::Tier;
+
+/// The old name of [`Tier`]; transitional, until `jit/tests/tier_up.rs` says `Tier`.
+pub use crate::tier::Tier as NativeTier;
+
+/// Why one function (or one on-stack-replacement entry) was not compiled: it keeps the tier
+/// it has, and this is the warning the log or `--trace` gives.
+#[derive(Debug)]
+pub enum CompileError {
+    Baseline(baseline::CompileError),
+    Opt(crate::opt::OptError),
+    /// The runtime could not take the code (no code memory, say).
+    Runtime(Error),
+    /// The optimizing JIT could not be set up on this machine.
+    NoOptimizingJit,
+    /// Cranelift's code relocates into itself, which installation does not fix up.
+    SelfRelocation,
 }
 
-impl NativeTier {
-    /// Its `--tier` name.
-    pub fn name(self) -> &'static str {
+impl fmt::Display for CompileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NativeTier::Interp => "interp",
-            NativeTier::Baseline => "baseline",
-            NativeTier::Opt => "opt",
+            CompileError::Baseline(e) => write!(f, "{e}"),
+            CompileError::Opt(e) => write!(f, "{e}"),
+            CompileError::Runtime(e) => write!(f, "{e}"),
+            CompileError::NoOptimizingJit => f.write_str("no optimizing JIT on this machine"),
+            CompileError::SelfRelocation => f.write_str("a relocation into the function itself"),
         }
+    }
+}
+
+impl std::error::Error for CompileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CompileError::Baseline(e) => Some(e),
+            CompileError::Opt(e) => Some(e),
+            CompileError::Runtime(e) => Some(e),
+            CompileError::NoOptimizingJit | CompileError::SelfRelocation => None,
+        }
+    }
+}
+
+impl From<baseline::CompileError> for CompileError {
+    fn from(e: baseline::CompileError) -> Self {
+        CompileError::Baseline(e)
+    }
+}
+
+impl From<crate::opt::OptError> for CompileError {
+    fn from(e: crate::opt::OptError) -> Self {
+        CompileError::Opt(e)
+    }
+}
+
+impl From<Error> for CompileError {
+    fn from(e: Error) -> Self {
+        CompileError::Runtime(e)
     }
 }
 
@@ -57,16 +96,16 @@ impl NativeTier {
 /// [`blob_owner`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlobKind {
-    Code(NativeTier),
+    Code(Tier),
     /// An optimized-code call stub of the function.
     CallStub,
 }
 
 fn owner_tag(f: FuncId, kind: BlobKind) -> u64 {
     let k: u64 = match kind {
-        BlobKind::Code(NativeTier::Interp) => 0,
-        BlobKind::Code(NativeTier::Baseline) => 1,
-        BlobKind::Code(NativeTier::Opt) => 2,
+        BlobKind::Code(Tier::Interp) => 0,
+        BlobKind::Code(Tier::Baseline) => 1,
+        BlobKind::Code(Tier::Opt) => 2,
         BlobKind::CallStub => 3,
     };
     (k << 32) | f as u64
@@ -75,9 +114,9 @@ fn owner_tag(f: FuncId, kind: BlobKind) -> u64 {
 /// The function and kind of a blob from its owner tag.
 pub fn blob_owner(owner: u64) -> (FuncId, BlobKind) {
     let kind = match owner >> 32 {
-        0 => BlobKind::Code(NativeTier::Interp),
-        1 => BlobKind::Code(NativeTier::Baseline),
-        2 => BlobKind::Code(NativeTier::Opt),
+        0 => BlobKind::Code(Tier::Interp),
+        1 => BlobKind::Code(Tier::Baseline),
+        2 => BlobKind::Code(Tier::Opt),
         _ => BlobKind::CallStub,
     };
     (owner as u32 as FuncId, kind)
@@ -88,7 +127,7 @@ pub fn blob_owner(owner: u64) -> (FuncId, BlobKind) {
 pub struct Installed {
     pub func: FuncId,
     /// The tier it got (a failed compile falls back to `Interp`).
-    pub tier: NativeTier,
+    pub tier: Tier,
     /// How long compiling it took (zero for stubs).
     pub compile_time: Duration,
     /// Cranelift IR before and after optimization, when asked for.
@@ -103,8 +142,8 @@ pub struct Installed {
 #[derive(Clone, Debug)]
 pub struct TierUp {
     pub func: FuncId,
-    pub from: NativeTier,
-    pub to: NativeTier,
+    pub from: Tier,
+    pub to: Tier,
     pub compile_time: Duration,
     /// Bytes of the new blob.
     pub code_bytes: usize,
@@ -116,14 +155,14 @@ pub struct TierUp {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Job {
     /// Move a definition up to a tier.
-    TierUp(FuncId, NativeTier),
+    TierUp(FuncId, Tier),
     /// Compile a definition's on-stack-replacement entry in a tier, at the loop header that
     /// is op `header_op` of its lowered code and instruction `header` of its bytecode.
     Osr {
         func: FuncId,
         header_op: u32,
         header: u32,
-        tier: NativeTier,
+        tier: Tier,
     },
 }
 
@@ -133,26 +172,26 @@ pub struct OsrCompiled {
     pub func: FuncId,
     /// The loop header's instruction.
     pub header: u32,
-    pub tier: NativeTier,
+    pub tier: Tier,
     pub compile_time: Duration,
     pub code_bytes: usize,
 }
 
 /// What one [`Jit::tier_up`] did: the tier-ups it published together, in one commit.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct TierUpBatch {
     pub done: Vec<TierUp>,
     pub osr: Vec<OsrCompiled>,
     /// Definitions that failed to compile (they keep their tier), with why.
-    pub failed: Vec<(FuncId, NativeTier, String)>,
+    pub failed: Vec<(FuncId, Tier, CompileError)>,
     /// On-stack-replacement entries that failed to compile, by definition and loop header
     /// (op index), with why: that loop keeps running where it runs, the function may
     /// still tier up.
-    pub failed_osr: Vec<(FuncId, u32, NativeTier, String)>,
+    pub failed_osr: Vec<(FuncId, u32, Tier, CompileError)>,
     /// The commit published everything but could not keep its guarantee (a serialization
     /// failed after publishing: `Error::Serialization { published: true }`). What it
     /// published is recorded as usual.
-    pub commit_error: Option<String>,
+    pub commit_error: Option<Error>,
     /// The commit, and how long it took; `None` when nothing compiled.
     pub commit: Option<(CommitInfo, Duration)>,
 }
@@ -162,7 +201,7 @@ pub struct Jit {
     env: CompileEnv,
     opt: Option<OptSetup>,
     /// Per definition (by `FuncId`): the blob its entry is in, and its tier.
-    code: Mutex<Vec<(Blob, NativeTier)>>,
+    code: Mutex<Vec<(Blob, Tier)>>,
 }
 
 impl Jit {
@@ -174,7 +213,7 @@ impl Jit {
     /// be published.
     pub fn install(
         program: &Program,
-        tiers: &[NativeTier],
+        tiers: &[Tier],
         want_ir: bool,
         opt_later: bool,
     ) -> Result<(Jit, Vec<Installed>), Error> {
@@ -190,7 +229,7 @@ impl Jit {
         let mut tx = program.runtime().transaction();
         let mut installed = Vec::with_capacity(module.functions.len());
         let mut blobs = Vec::with_capacity(module.functions.len());
-        let opt = if opt_later || tiers.contains(&NativeTier::Opt) {
+        let opt = if opt_later || tiers.contains(&Tier::Opt) {
             match OptSetup::new(&mut tx, &env) {
                 Ok(o) => Some(o),
                 Err(e) => {
@@ -206,18 +245,18 @@ impl Jit {
             let start = Instant::now();
             let mut ir = None;
             let code = match (tiers[i], &opt) {
-                (NativeTier::Interp, _) | (NativeTier::Opt, None) => None,
-                (NativeTier::Baseline, _) => match stage_native(program, &mut tx, &env, f, None) {
-                    Ok(code) => Some((NativeTier::Baseline, code)),
+                (Tier::Interp, _) | (Tier::Opt, None) => None,
+                (Tier::Baseline, _) => match stage_native(program, &mut tx, &env, f, None) {
+                    Ok(code) => Some((Tier::Baseline, code)),
                     Err(e) => {
                         log::warn!("baseline: `{}` stays in the interpreter: {e}", func.name);
                         None
                     }
                 },
-                (NativeTier::Opt, Some(o)) => match o.stage(program, &mut tx, f, want_ir, None) {
+                (Tier::Opt, Some(o)) => match o.stage(program, &mut tx, f, want_ir, None) {
                     Ok((code, clif)) => {
                         ir = clif;
-                        Some((NativeTier::Opt, code))
+                        Some((Tier::Opt, code))
                     }
                     Err(e) => {
                         log::warn!("opt: `{}` stays in the interpreter: {e}", func.name);
@@ -228,7 +267,7 @@ impl Jit {
             let compile_time = start.elapsed();
             let (tier, blob, native) = match code {
                 Some((tier, (blob, code))) => (tier, blob, Some(code)),
-                None => (NativeTier::Interp, stage_stub(program, &mut tx, f)?, None),
+                None => (Tier::Interp, stage_stub(program, &mut tx, f)?, None),
             };
             blobs.push((blob, tier));
             installed.push(Installed {
@@ -259,13 +298,13 @@ impl Jit {
     }
 
     /// The tier definition `f` runs in now.
-    pub fn tier_of(&self, f: FuncId) -> NativeTier {
+    pub fn tier_of(&self, f: FuncId) -> Tier {
         self.code.lock().unwrap_or_else(|e| e.into_inner())[f as usize].1
     }
 
     /// Whether this `Jit` can compile in `tier`.
-    pub fn has_tier(&self, tier: NativeTier) -> bool {
-        tier != NativeTier::Opt || self.opt.is_some()
+    pub fn has_tier(&self, tier: Tier) -> bool {
+        tier != Tier::Opt || self.opt.is_some()
     }
 
     /// Compiles each job (a tier-up to a tier above the definition's current one, or an
@@ -328,12 +367,10 @@ impl Jit {
             }
             let start = Instant::now();
             let staged = match (to, &self.opt) {
-                (NativeTier::Baseline, _) => stage_native(program, &mut tx, &self.env, f, None),
-                (NativeTier::Opt, Some(o)) => {
-                    o.stage(program, &mut tx, f, false, None).map(|c| c.0)
-                }
-                (NativeTier::Opt, None) => Err("no optimizing JIT on this machine".into()),
-                (NativeTier::Interp, _) => unreachable!("not above any tier"),
+                (Tier::Baseline, _) => stage_native(program, &mut tx, &self.env, f, None),
+                (Tier::Opt, Some(o)) => o.stage(program, &mut tx, f, false, None).map(|c| c.0),
+                (Tier::Opt, None) => Err(CompileError::NoOptimizingJit),
+                (Tier::Interp, _) => unreachable!("not above any tier"),
             };
             match staged {
                 Ok((blob, native)) => {
@@ -373,7 +410,7 @@ impl Jit {
             ) => {
                 // Published, with a weaker guarantee: the code is live and the old code
                 // retired, so record it all.
-                batch.commit_error = Some(e.to_string());
+                batch.commit_error = Some(e);
                 vec![0; entries.len()]
             }
             Err(e) => return Err(e),
@@ -398,41 +435,27 @@ impl Jit {
         tx: &mut Transaction<'a>,
         f: FuncId,
         header: u32,
-        tier: NativeTier,
-    ) -> Result<(Blob, usize), String> {
+        tier: Tier,
+    ) -> Result<(Blob, usize), CompileError> {
         let (blob, code) = match (tier, &self.opt) {
-            (NativeTier::Opt, Some(o)) => o.stage(program, tx, f, false, Some(header))?.0,
-            (NativeTier::Opt, None) => return Err("no optimizing JIT on this machine".into()),
+            (Tier::Opt, Some(o)) => o.stage(program, tx, f, false, Some(header))?.0,
+            (Tier::Opt, None) => return Err(CompileError::NoOptimizingJit),
             _ => stage_native(program, tx, &self.env, f, Some(header))?,
         };
         Ok((blob, code.bytes.len()))
     }
 }
 
-/// Compiles with the baseline JIT every function `native` selects, puts a stub in front of
-/// every other, and publishes it all in one `Strong` commit. Returns what each function got.
-/// Fails only if even the stubs cannot be published; then nothing changed.
+/// [`Jit::install`] with the baseline JIT for every function `native` selects and an
+/// interpreter stub for every other; transitional, until `jit/tests/fallback.rs` calls
+/// [`Jit::install`] itself.
+#[doc(hidden)]
 pub fn install_baseline(program: &Program, native: &[bool]) -> Result<Vec<Installed>, Error> {
-    let tiers: Vec<NativeTier> = native
+    let tiers: Vec<Tier> = native
         .iter()
-        .map(|&n| {
-            if n {
-                NativeTier::Baseline
-            } else {
-                NativeTier::Interp
-            }
-        })
+        .map(|&n| if n { Tier::Baseline } else { Tier::Interp })
         .collect();
-    install(program, &tiers, false)
-}
-
-/// [`Jit::install`] for a program that will not tier up.
-pub fn install(
-    program: &Program,
-    tiers: &[NativeTier],
-    want_ir: bool,
-) -> Result<Vec<Installed>, Error> {
-    Jit::install(program, tiers, want_ir, false).map(|(_, installed)| installed)
+    Jit::install(program, &tiers, false, false).map(|(_, installed)| installed)
 }
 
 /// Compiles `f` with the baseline JIT for an address reserved in `tx` and stages it (with
@@ -444,7 +467,7 @@ fn stage_native<'a>(
     env: &CompileEnv,
     f: FuncId,
     osr: Option<u32>,
-) -> Result<(Blob, CompiledCode), String> {
+) -> Result<(Blob, CompiledCode), CompileError> {
     let func = &program.module.functions[f as usize];
     let env = CompileEnv {
         header: program.header_word(f, true),
@@ -455,18 +478,14 @@ fn stage_native<'a>(
         Some(header) => baseline::max_osr_code_size(func, header),
         None => baseline::max_code_size(func),
     };
-    let mut staging = tx.reserve(bound, 16).map_err(|e| e.to_string())?;
+    let mut staging = tx.reserve(bound, 16)?;
     let code = match osr {
         Some(header) => baseline::compile_osr(func, &program.module, &env, staging.addr(), header),
         None => baseline::compile(func, &program.module, &env, staging.addr()),
-    }
-    .map_err(|e| e.to_string())?;
+    }?;
     staging.buf()[..code.bytes.len()].copy_from_slice(&code.bytes);
-    let blob = staging
-        .finish(code.bytes.len())
-        .map_err(|e| e.to_string())?;
-    tx.set_owner(blob, owner_tag(f, BlobKind::Code(NativeTier::Baseline)))
-        .map_err(|e| e.to_string())?;
+    let blob = staging.finish(code.bytes.len())?;
+    tx.set_owner(blob, owner_tag(f, BlobKind::Code(Tier::Baseline)))?;
     Ok((blob, code))
 }
 
@@ -483,7 +502,7 @@ fn stage_stub<'a>(
         .map_err(|_| Error::InvalidArgument("an interpreter stub"))?;
     staging.buf()[..stub.bytes.len()].copy_from_slice(&stub.bytes);
     let blob = staging.finish(stub.bytes.len())?;
-    tx.set_owner(blob, owner_tag(f, BlobKind::Code(NativeTier::Interp)))?;
+    tx.set_owner(blob, owner_tag(f, BlobKind::Code(Tier::Interp)))?;
     Ok(blob)
 }
 
@@ -497,16 +516,13 @@ struct OptSetup {
 
 impl OptSetup {
     /// Builds the ISA and stages one call stub per function of the program.
-    fn new(tx: &mut Transaction<'_>, env: &CompileEnv) -> Result<OptSetup, String> {
+    fn new(tx: &mut Transaction<'_>, env: &CompileEnv) -> Result<OptSetup, CompileError> {
         let isa = crate::opt::host_isa()?;
         let mut stubs = Vec::with_capacity(env.slot_addr.len());
         for (f, &slot) in env.slot_addr.iter().enumerate() {
             let bytes = crate::opt::call_stubs::call_stub(slot);
-            let blob = tx
-                .stage_relocated(&bytes, 16, &[])
-                .map_err(|e| e.to_string())?;
-            tx.set_owner(blob, owner_tag(f as FuncId, BlobKind::CallStub))
-                .map_err(|e| e.to_string())?;
+            let blob = tx.stage_relocated(&bytes, 16, &[])?;
+            tx.set_owner(blob, owner_tag(f as FuncId, BlobKind::CallStub))?;
             stubs.push(blob.addr());
         }
         Ok(OptSetup {
@@ -527,7 +543,7 @@ impl OptSetup {
         f: FuncId,
         want_ir: bool,
         osr: Option<u32>,
-    ) -> Result<((Blob, CompiledCode), Option<(String, String)>), String> {
+    ) -> Result<((Blob, CompiledCode), Option<(String, String)>), CompileError> {
         let header = program.header_word(f, true);
         let module = &program.module;
         let out = crate::opt::compile(module, f, &self.env, &*self.isa, header, want_ir, osr)?;
@@ -545,13 +561,10 @@ impl OptSetup {
         // need no fix-up, absolute ones would need the blob's address, which Cranelift's
         // x86-64 code for these functions never asks for.
         if out.relocs.iter().any(|r| r.2.is_ok()) {
-            return Err("a relocation into the function itself".to_string());
+            return Err(CompileError::SelfRelocation);
         }
-        let blob = tx
-            .stage_relocated(&out.code.bytes, 16, &relocs)
-            .map_err(|e| e.to_string())?;
-        tx.set_owner(blob, owner_tag(f, BlobKind::Code(NativeTier::Opt)))
-            .map_err(|e| e.to_string())?;
+        let blob = tx.stage_relocated(&out.code.bytes, 16, &relocs)?;
+        tx.set_owner(blob, owner_tag(f, BlobKind::Code(Tier::Opt)))?;
         // The copy kept for the disassembly gets the same fix-ups the runtime applied.
         let mut code = out.code;
         for r in &relocs {

@@ -36,3 +36,4 @@ pub mod native_thread;
 #[cfg(target_arch = "x86_64")]
 pub mod opt;
 pub mod stubs;
+pub mod tier;

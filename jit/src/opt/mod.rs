@@ -14,11 +14,12 @@ use crate::abi::{Callbacks, ENTRY_OFFSET, HEADER_OFFSET, MAX_NATIVE_FRAME};
 use cranelift_codegen::binemit::Reloc as ClifReloc;
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{ExternalName, UserExternalNameRef};
-use cranelift_codegen::isa::{self, OwnedTargetIsa};
-use cranelift_codegen::settings::{self, Configurable};
-use cranelift_codegen::{Context, FinalizedRelocTarget};
+use cranelift_codegen::isa::{self, LookupError, OwnedTargetIsa};
+use cranelift_codegen::settings::{self, Configurable, SetError};
+use cranelift_codegen::{CodegenError, Context, FinalizedRelocTarget};
 use jitvm_runtime::RelocKind;
 use jitvm_vm::{FuncId, Module};
+use std::fmt;
 
 /// What the translator needs from the world the code runs in.
 #[derive(Clone, Debug)]
@@ -38,11 +39,77 @@ pub struct OptCode {
     pub ir: Option<(String, String)>,
 }
 
+/// Why the optimizing JIT could not be set up, or could not compile a function: each
+/// renders as the line the log gives it.
+#[derive(Debug)]
+pub enum OptError {
+    /// Cranelift refused one of our settings.
+    Setting {
+        setting: &'static str,
+        value: &'static str,
+        source: SetError,
+    },
+    /// Cranelift refused a CPU feature this machine has.
+    Feature {
+        feature: &'static str,
+        source: SetError,
+    },
+    /// No x86-64 backend in this Cranelift.
+    Lookup(LookupError),
+    /// The ISA could not be built from its flags.
+    Isa(CodegenError),
+    /// Compiling the function failed.
+    Codegen(CodegenError),
+    /// The native frame would pass [`MAX_NATIVE_FRAME`]: the function stays where it is.
+    FrameTooLarge { bytes: usize },
+    /// A relocation kind installation cannot apply.
+    Relocation(ClifReloc),
+    /// A relocation target installation cannot resolve (its debug form).
+    RelocationTarget(String),
+}
+
+impl fmt::Display for OptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OptError::Setting {
+                setting,
+                value,
+                source,
+            } => write!(f, "{setting}={value}: {source}"),
+            OptError::Feature { feature, source } => write!(f, "{feature}: {source}"),
+            OptError::Lookup(e) => write!(f, "{e}"),
+            OptError::Isa(e) => write!(f, "{e}"),
+            OptError::Codegen(e) => write!(f, "cranelift: {e:?}"),
+            OptError::FrameTooLarge { bytes } => write!(
+                f,
+                "a native frame of {bytes} bytes exceeds the limit of {MAX_NATIVE_FRAME}"
+            ),
+            OptError::Relocation(k) => write!(f, "unsupported relocation {k:?}"),
+            OptError::RelocationTarget(t) => write!(f, "unsupported relocation target {t}"),
+        }
+    }
+}
+
+impl std::error::Error for OptError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OptError::Setting { source, .. } | OptError::Feature { source, .. } => Some(source),
+            OptError::Lookup(e) => Some(e),
+            OptError::Isa(e) | OptError::Codegen(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// The host ISA with `opt_level=speed` and the CPU features this machine has.
-pub fn host_isa() -> Result<OwnedTargetIsa, String> {
+pub fn host_isa() -> Result<OwnedTargetIsa, OptError> {
     let mut flags = settings::builder();
-    let set = |f: &mut settings::Builder, k: &str, v: &str| {
-        f.set(k, v).map_err(|e| format!("{k}={v}: {e}"))
+    let set = |f: &mut settings::Builder, setting: &'static str, value: &'static str| {
+        f.set(setting, value).map_err(|source| OptError::Setting {
+            setting,
+            value,
+            source,
+        })
     };
     set(&mut flags, "opt_level", "speed")?;
     set(
@@ -54,11 +121,13 @@ pub fn host_isa() -> Result<OwnedTargetIsa, String> {
             "false"
         },
     )?;
-    let mut builder = isa::lookup_by_name("x86_64-unknown-linux-gnu").map_err(|e| e.to_string())?;
+    let mut builder = isa::lookup_by_name("x86_64-unknown-linux-gnu").map_err(OptError::Lookup)?;
     macro_rules! feature {
         ($($f:tt => $name:expr),*) => {$(
             if std::arch::is_x86_feature_detected!($f) {
-                builder.enable($name).map_err(|e| format!("{}: {e}", $name))?;
+                builder
+                    .enable($name)
+                    .map_err(|source| OptError::Feature { feature: $name, source })?;
             }
         )*};
     }
@@ -68,7 +137,7 @@ pub fn host_isa() -> Result<OwnedTargetIsa, String> {
         "lzcnt" => "has_lzcnt");
     builder
         .finish(settings::Flags::new(flags))
-        .map_err(|e| e.to_string())
+        .map_err(OptError::Isa)
 }
 
 /// Compiles function `f` of `module` (with `osr`, its on-stack-replacement entry at that loop
@@ -81,21 +150,19 @@ pub fn compile(
     header: usize,
     want_ir: bool,
     osr: Option<u32>,
-) -> Result<OptCode, String> {
+) -> Result<OptCode, OptError> {
     let clif = translate::translate(module, f, env, header & !7, osr);
     let before = want_ir.then(|| clif.display().to_string());
     let mut ctx = Context::for_function(clif);
     ctx.compile(isa, &mut ControlPlane::default())
-        .map_err(|e| format!("cranelift: {:?}", e.inner))?;
+        .map_err(|e| OptError::Codegen(e.inner))?;
     let after = want_ir.then(|| ctx.func.display().to_string());
     let compiled = ctx.compiled_code().expect("just compiled");
     // The frame below the return address: Cranelift's frame, the callee-saved registers and
     // the frame pointer pushed beside it (at most 6 words on SysV x86-64).
     let frame_bytes = compiled.frame_size as usize + 8 * 6;
     if frame_bytes > MAX_NATIVE_FRAME {
-        return Err(format!(
-            "a native frame of {frame_bytes} bytes exceeds the limit of {MAX_NATIVE_FRAME}"
-        ));
+        return Err(OptError::FrameTooLarge { bytes: frame_bytes });
     }
     let body = compiled.code_buffer();
 
@@ -127,12 +194,12 @@ pub fn compile(
             ClifReloc::X86PCRel4 | ClifReloc::X86CallPCRel4 | ClifReloc::X86CallPLTRel4 => {
                 RelocKind::PcRel4
             }
-            k => return Err(format!("unsupported relocation {k:?}")),
+            k => return Err(OptError::Relocation(k)),
         };
         let target = match &r.target {
             FinalizedRelocTarget::ExternalName(ExternalName::User(n)) => Err(user_name(*n)),
             FinalizedRelocTarget::Func(off) => Ok(*off as usize + body_at),
-            t => return Err(format!("unsupported relocation target {t:?}")),
+            t => return Err(OptError::RelocationTarget(format!("{t:?}"))),
         };
         if let (Err(_), ClifReloc::X86CallPCRel4 | ClifReloc::X86CallPLTRel4) = (&target, r.kind) {
             // The `call rel32` starts one byte (E8) before its displacement.

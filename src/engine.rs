@@ -2,64 +2,15 @@
 //! tier, and under `--tier auto` the tiering policy and its compile thread (see
 //! [`crate::tiering`]); then [`Program::run_main`] runs it.
 
+use crate::error::EngineError;
+use crate::interpreted::interpreted;
 use crate::options::{runtime_config, FuncTier, Options, TierChoice};
 use crate::tiering::Thresholds;
 use crate::{native, perf_map, stats, trace};
 use jitvm_jit::tier::Tier;
 use jitvm_runtime::{Config, Runtime};
-use jitvm_vm::interp;
-use jitvm_vm::state::ThreadState;
-use jitvm_vm::{FuncId, Module, Program, RunConfig, Trap};
-use std::fmt;
-use std::path::PathBuf;
+use jitvm_vm::{Module, Program, RunConfig};
 use std::sync::Arc;
-
-/// Why a program could not be built or started; `jitvm` prints `error: cannot start: ` and
-/// this (or, for `--func-tier`, `error: ` and this), then exits 2.
-#[derive(Debug)]
-pub enum EngineError {
-    /// `--func-tier` named no function of the program.
-    NoSuchFunction(String),
-    /// The code runtime could not be made.
-    Runtime(jitvm_runtime::Error),
-    /// `--perf-map` could not create its file.
-    PerfMap {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// Not even the interpreter stubs could be published.
-    Install(jitvm_runtime::Error),
-    /// The tiering policy's compile thread did not start.
-    CompileThread(std::io::Error),
-    /// A native tier in a build without them.
-    NoNativeTiers,
-}
-
-impl fmt::Display for EngineError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EngineError::NoSuchFunction(name) => write!(f, "--func-tier: no function `{name}`"),
-            EngineError::Runtime(e) => write!(f, "{e}"),
-            EngineError::PerfMap { path, source } => {
-                write!(f, "cannot write {}: {source}", path.display())
-            }
-            EngineError::Install(e) => write!(f, "cannot install native code: {e}"),
-            EngineError::CompileThread(e) => write!(f, "cannot start the compile thread: {e}"),
-            EngineError::NoNativeTiers => f.write_str("native tiers need an x86-64 machine"),
-        }
-    }
-}
-
-impl std::error::Error for EngineError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            EngineError::Runtime(e) | EngineError::Install(e) => Some(e),
-            EngineError::PerfMap { source, .. } => Some(source),
-            EngineError::CompileThread(e) => Some(e),
-            EngineError::NoSuchFunction(_) | EngineError::NoNativeTiers => None,
-        }
-    }
-}
 
 /// The tier each function of `module` starts in: `Baseline` or `Opt` for every function
 /// under `--tier baseline` or `--tier opt`, the interpreter under `--tier interp` and
@@ -156,28 +107,4 @@ fn build(
         return Ok(program);
     }
     native::program(module, tiers, tiering, config, runtime)
-}
-
-/// A program whose threads run in the interpreter, with no hot hook (nothing tiers up).
-pub(crate) fn interpreted(
-    module: Module,
-    config: RunConfig,
-    runtime: Arc<Runtime>,
-) -> Arc<Program> {
-    Program::new(
-        Arc::new(module),
-        config,
-        runtime,
-        Box::new(interpreter_thread),
-        None,
-    )
-}
-
-/// A thread that runs `f(args)` in the interpreter: its own [`ThreadState`], counted calls
-/// added to the profile when it ends, trap or not.
-pub fn interpreter_thread(program: &Arc<Program>, f: FuncId, args: &[i64]) -> Result<i64, Trap> {
-    let mut state = ThreadState::new(program);
-    let result = interp::run_function(program, &mut state, f, args, 0);
-    state.flush_profile(program);
-    result
 }

@@ -12,7 +12,8 @@
 //!   and meaning; what `jitvm run` lets a user choose ([`Options`], [`TierChoice`]).
 //! - [`cli`]: the command line's shape (clap); `src/main.rs` carries it out.
 //! - [`engine`]: building and starting a program with its tiers ([`start`],
-//!   [`instantiate`]); [`EngineError`].
+//!   [`instantiate`]); what goes wrong is an [`EngineError`] ([`error`]).
+//! - [`interpreted`]: a program whose threads only interpret ([`interpreter_thread`]).
 //! - `native` (private): the native side of building a program, and the listings of
 //!   `dis --native` and `dis --ir` ([`native_disassembly`], [`ir_listing`]). The one place
 //!   that depends on the architecture: x86-64 only, elsewhere a stand-in refuses.
@@ -23,7 +24,9 @@
 
 pub mod cli;
 pub mod engine;
+pub mod error;
 pub mod input;
+pub mod interpreted;
 pub mod options;
 pub mod perf_map;
 pub mod stats;
@@ -37,7 +40,7 @@ mod native;
 /// No native code off x86-64: each way in refuses.
 #[cfg(not(target_arch = "x86_64"))]
 mod native {
-    use crate::engine::EngineError;
+    use crate::error::EngineError;
     use crate::tiering::Thresholds;
     use jitvm_jit::tier::Tier;
     use jitvm_runtime::Runtime;
@@ -55,7 +58,7 @@ mod native {
     }
 
     pub mod listing {
-        use crate::engine::EngineError;
+        use crate::error::EngineError;
         use jitvm_jit::tier::Tier;
         use jitvm_vm::Module;
 
@@ -69,8 +72,10 @@ mod native {
     }
 }
 
-pub use engine::{function_tiers, instantiate, interpreter_thread, start, EngineError};
+pub use engine::{function_tiers, instantiate, start};
+pub use error::EngineError;
 pub use input::{entry_point, load, Input, LoadError, MAX_INPUT_BYTES};
+pub use interpreted::interpreter_thread;
 pub use jitvm_jit::tier::Tier;
 pub use native::listing::{ir_listing, native_disassembly};
 pub use options::{

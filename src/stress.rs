@@ -21,7 +21,8 @@
 //! violation or W^X breach; a worker that traps or crashes ends the process with status 1
 //! as any trap does.
 
-use crate::engine::{start, EngineError};
+use crate::engine::start;
+use crate::error::EngineError;
 use crate::input::{entry_point, LoadError};
 use crate::options::{self as knob, Options, TierChoice};
 use crate::tiering::Thresholds;

@@ -22,6 +22,7 @@
 
 use crate::abi::{CompiledCode, ENTRY_OFFSET};
 use crate::baseline::{self, CompileEnv};
+use crate::emit_error::EmitError;
 use crate::native_thread::callbacks;
 use crate::stubs::{compile_stub, MAX_STUB_SIZE};
 use jitvm_runtime::{Blob, CommitInfo, Error, Guarantee, Reloc, RelocKind, Transaction};
@@ -40,7 +41,8 @@ pub use crate::tier::Tier as NativeTier;
 /// it has, and this is the warning the log or `--trace` gives.
 #[derive(Debug)]
 pub enum CompileError {
-    Baseline(baseline::CompileError),
+    /// The baseline compiler or a stub could not emit the code.
+    Emit(EmitError),
     Opt(crate::opt::OptError),
     /// The runtime could not take the code (no code memory, say).
     Runtime(Error),
@@ -53,7 +55,7 @@ pub enum CompileError {
 impl fmt::Display for CompileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CompileError::Baseline(e) => write!(f, "{e}"),
+            CompileError::Emit(e) => write!(f, "{e}"),
             CompileError::Opt(e) => write!(f, "{e}"),
             CompileError::Runtime(e) => write!(f, "{e}"),
             CompileError::NoOptimizingJit => f.write_str("no optimizing JIT on this machine"),
@@ -65,7 +67,7 @@ impl fmt::Display for CompileError {
 impl std::error::Error for CompileError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            CompileError::Baseline(e) => Some(e),
+            CompileError::Emit(e) => Some(e),
             CompileError::Opt(e) => Some(e),
             CompileError::Runtime(e) => Some(e),
             CompileError::NoOptimizingJit | CompileError::SelfRelocation => None,
@@ -73,9 +75,9 @@ impl std::error::Error for CompileError {
     }
 }
 
-impl From<baseline::CompileError> for CompileError {
-    fn from(e: baseline::CompileError) -> Self {
-        CompileError::Baseline(e)
+impl From<EmitError> for CompileError {
+    fn from(e: EmitError) -> Self {
+        CompileError::Emit(e)
     }
 }
 

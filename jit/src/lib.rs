@@ -3,6 +3,9 @@
 //! - [`abi`]: THE native ABI (read its docs first): function signature, [`abi::ThreadContext`],
 //!   trap statuses, dispatch-slot calls, entry headers, safepoints, Rust callbacks, and the
 //!   arity bridge [`abi::call_native`] through which Rust enters native code.
+//! - [`tier`]: what a function's dispatch slot runs (interpreter, baseline, opt): the one
+//!   [`tier::Tier`] the installer, the tiering policy and the reports share.
+//! - [`emit_error`]: why the dynasm emitters (baseline, stubs) could not emit code.
 //! - [`baseline`]: the baseline JIT, one pass with dynasm over a function's bytecode, with a
 //!   compile-time model of the operand stack.
 //! - [`opt`]: the optimizing JIT, bytecode to Cranelift IR compiled by `cranelift-codegen`,
@@ -20,13 +23,14 @@
 //!   baseline or opt), and publishing them in one runtime transaction.
 //!
 //! Native code exists for x86-64 only; elsewhere the compilers return
-//! [`baseline::CompileError::UnsupportedTarget`], and `native_thread` and `install` are not
+//! [`emit_error::EmitError::UnsupportedTarget`], and `native_thread` and `install` are not
 //! built (the engine refuses native tiers).
 
 pub mod abi;
 pub mod base_case;
 pub mod baseline;
 pub mod disasm;
+pub mod emit_error;
 #[cfg(target_arch = "x86_64")]
 pub mod install;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]

@@ -17,7 +17,7 @@
 //! ```
 
 use crate::abi::{Callbacks, CompiledCode};
-use crate::baseline::CompileError;
+use crate::emit_error::EmitError;
 
 /// The largest stub: what to reserve before compiling one.
 pub const MAX_STUB_SIZE: usize = 160;
@@ -29,9 +29,9 @@ pub fn compile_stub(
     def_addr: usize,
     callbacks: &Callbacks,
     base_addr: usize,
-) -> Result<CompiledCode, CompileError> {
+) -> Result<CompiledCode, EmitError> {
     if params > jitvm_vm::bytecode::MAX_PARAMS || def_addr % 8 != 0 || base_addr % 16 != 0 {
-        return Err(CompileError::BadEnvironment(format!(
+        return Err(EmitError::BadEnvironment(format!(
             "stub for {params} params, definition {def_addr:#x}, base {base_addr:#x}"
         )));
     }
@@ -45,7 +45,7 @@ fn compile_stub_x86(
     def_addr: usize,
     callbacks: &Callbacks,
     base_addr: usize,
-) -> Result<CompiledCode, CompileError> {
+) -> Result<CompiledCode, EmitError> {
     use crate::abi::{ENTRY_OFFSET, KIND_STUB};
     use dynasmrt::x64::X64Relocation;
     use dynasmrt::{dynasm, DynasmApi, VecAssembler};
@@ -60,7 +60,7 @@ fn compile_stub_x86(
     emit_interpreted_call(&mut ops, params, def_addr, callbacks.call_interp);
     let bytes = ops
         .finalize()
-        .map_err(|e| CompileError::Assembler(e.to_string()))?;
+        .map_err(|e| EmitError::Assembler(e.to_string()))?;
     debug_assert!(bytes.len() <= MAX_STUB_SIZE);
     Ok(CompiledCode {
         cold_offset: bytes.len(),
@@ -121,6 +121,6 @@ fn compile_stub_x86(
     _def_addr: usize,
     _callbacks: &Callbacks,
     _base_addr: usize,
-) -> Result<CompiledCode, CompileError> {
-    Err(CompileError::UnsupportedTarget)
+) -> Result<CompiledCode, EmitError> {
+    Err(EmitError::UnsupportedTarget)
 }

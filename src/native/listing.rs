@@ -1,7 +1,7 @@
 //! What `jitvm dis --ir` and `jitvm dis --native` print.
 
 use super::compile_all;
-use crate::engine::EngineError;
+use crate::error::EngineError;
 use jitvm_jit::tier::Tier;
 use jitvm_vm::Module;
 

@@ -5,7 +5,8 @@
 
 pub mod listing;
 
-use crate::engine::{interpreted, EngineError};
+use crate::error::EngineError;
+use crate::interpreted::interpreted;
 use crate::options::runtime_config;
 use crate::tiering::{self, CompileLog, Policy, Thresholds};
 use crate::{stats, trace};

@@ -32,8 +32,8 @@ mod frame;
 mod stack_model;
 
 pub use crate::abi::{Callbacks, CompiledCode};
+use crate::emit_error::EmitError;
 use jitvm_vm::{Function, Module};
-use std::fmt;
 
 /// What the compiler needs to know about the world the code will run in.
 #[derive(Clone, Debug)]
@@ -47,44 +47,6 @@ pub struct CompileEnv {
     /// "Profiling" in [`crate::abi`]), or not at all.
     pub count_as: Option<jitvm_vm::FuncId>,
 }
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CompileError {
-    /// Native tiers exist only on x86-64.
-    UnsupportedTarget,
-    /// The environment does not fit the module (a slot address missing, say).
-    BadEnvironment(String),
-    /// The assembler refused the code (a bug).
-    Assembler(String),
-    /// The code came out larger than [`max_code_size`] promised (a bug).
-    TooLarge { len: usize, bound: usize },
-    /// The native frame would pass [`crate::abi::MAX_NATIVE_FRAME`]: the function stays in
-    /// the interpreter, whose frames are on the heap.
-    FrameTooLarge { bytes: usize, bound: usize },
-}
-
-impl fmt::Display for CompileError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CompileError::UnsupportedTarget => {
-                f.write_str("native code is only supported on x86-64")
-            }
-            CompileError::BadEnvironment(why) => write!(f, "bad compile environment: {why}"),
-            CompileError::Assembler(why) => write!(f, "assembler error: {why}"),
-            CompileError::TooLarge { len, bound } => {
-                write!(f, "code of {len} bytes exceeds its bound of {bound}")
-            }
-            CompileError::FrameTooLarge { bytes, bound } => {
-                write!(
-                    f,
-                    "a native frame of {bytes} bytes exceeds the limit of {bound}"
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for CompileError {}
 
 /// Bytes per instruction [`max_code_size`] allows. The largest instructions are a call or
 /// `spawn` with eight arguments from memory or wide constants (~175 bytes) and a backward
@@ -112,7 +74,7 @@ pub fn compile(
     module: &Module,
     env: &CompileEnv,
     base_addr: usize,
-) -> Result<CompiledCode, CompileError> {
+) -> Result<CompiledCode, EmitError> {
     check_env(module, env, base_addr)?;
     compile_x86(func, module, env, base_addr, None)
 }
@@ -132,9 +94,9 @@ pub fn compile_osr(
     env: &CompileEnv,
     base_addr: usize,
     header: u32,
-) -> Result<CompiledCode, CompileError> {
+) -> Result<CompiledCode, EmitError> {
     if !func.labels.iter().any(|l| l.target == header) {
-        return Err(CompileError::BadEnvironment(format!(
+        return Err(EmitError::BadEnvironment(format!(
             "instruction {header} of `{}` is not a label",
             func.name
         )));
@@ -145,16 +107,16 @@ pub fn compile_osr(
 
 /// What both entry points require of the environment: a slot address per function of the
 /// module, and a 16-aligned base address (entries are 16-aligned: see [`crate::abi`]).
-fn check_env(module: &Module, env: &CompileEnv, base_addr: usize) -> Result<(), CompileError> {
+fn check_env(module: &Module, env: &CompileEnv, base_addr: usize) -> Result<(), EmitError> {
     if env.slot_addr.len() != module.functions.len() {
-        return Err(CompileError::BadEnvironment(format!(
+        return Err(EmitError::BadEnvironment(format!(
             "{} slot addresses for {} functions",
             env.slot_addr.len(),
             module.functions.len()
         )));
     }
     if base_addr % 16 != 0 {
-        return Err(CompileError::BadEnvironment(format!(
+        return Err(EmitError::BadEnvironment(format!(
             "base address {base_addr:#x} is not 16-aligned"
         )));
     }
@@ -171,7 +133,7 @@ fn compile_x86(
     env: &CompileEnv,
     base_addr: usize,
     osr: Option<u32>,
-) -> Result<CompiledCode, CompileError> {
+) -> Result<CompiledCode, EmitError> {
     let mut emitter = emit::Emitter::new(func, module, env, base_addr);
     if let Some(header) = osr {
         emitter = emitter.at_loop_header(header);
@@ -182,7 +144,7 @@ fn compile_x86(
         None => max_code_size(func),
     };
     if code.bytes.len() > bound {
-        return Err(CompileError::TooLarge {
+        return Err(EmitError::TooLarge {
             len: code.bytes.len(),
             bound,
         });
@@ -197,6 +159,6 @@ fn compile_x86(
     _env: &CompileEnv,
     _base_addr: usize,
     _osr: Option<u32>,
-) -> Result<CompiledCode, CompileError> {
-    Err(CompileError::UnsupportedTarget)
+) -> Result<CompiledCode, EmitError> {
+    Err(EmitError::UnsupportedTarget)
 }

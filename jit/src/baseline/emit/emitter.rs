@@ -6,7 +6,8 @@ use super::cold::Cold;
 use crate::abi::{CompiledCode, ENTRY_OFFSET, MAX_NATIVE_FRAME};
 use crate::baseline::frame::Frame;
 use crate::baseline::stack_model::*;
-use crate::baseline::{CompileEnv, CompileError};
+use crate::baseline::CompileEnv;
+use crate::emit_error::EmitError;
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
 use jitvm_vm::{Function, Instr, Module, Trap};
@@ -98,10 +99,10 @@ impl<'a> Emitter<'a> {
         self
     }
 
-    pub fn compile(mut self) -> Result<CompiledCode, CompileError> {
+    pub fn compile(mut self) -> Result<CompiledCode, EmitError> {
         let bytes = self.frame.total() as usize;
         if bytes > MAX_NATIVE_FRAME {
-            return Err(CompileError::FrameTooLarge {
+            return Err(EmitError::FrameTooLarge {
                 bytes,
                 bound: MAX_NATIVE_FRAME,
             });
@@ -151,7 +152,7 @@ impl<'a> Emitter<'a> {
         self.out.bytes = self
             .ops
             .finalize()
-            .map_err(|e| CompileError::Assembler(e.to_string()))?;
+            .map_err(|e| EmitError::Assembler(e.to_string()))?;
         Ok(self.out)
     }
 

@@ -3,11 +3,12 @@
 //! from the spec must return the same value, leave the same memory, and trap the same way.
 
 use jitvm_conformance::rng::Rng;
-use jitvm_vm::bytecode::{FuncId, Instr, Module};
+use jitvm_vm::bytecode::{FuncId, Module};
 use jitvm_vm::interp;
+use jitvm_vm::reference::{self, Host};
 use jitvm_vm::state::ThreadState;
 use jitvm_vm::{parse_module, Program, RunConfig, Trap};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 const CELLS: usize = 8;
@@ -212,94 +213,20 @@ fn program(seed: u64) -> String {
     )
 }
 
-/// The spec, read literally: an operand stack per call, recursion for calls.
-fn reference(module: &Module, f: FuncId, args: &[i64], memory: &mut [i64]) -> Result<i64, Trap> {
-    let func = &module.functions[f as usize];
-    let mut locals = vec![0i64; func.num_slots() as usize];
-    locals[..args.len()].copy_from_slice(args);
-    let mut stack: Vec<i64> = Vec::new();
-    let mut pc = 0usize;
-    let cells = memory.len() as i64;
-    let cell = |i: i64| {
-        if (0..cells).contains(&i) {
-            Ok(i as usize)
-        } else {
-            Err(Trap::MemoryOutOfBounds)
-        }
-    };
-    loop {
-        let instr = func.code[pc];
-        pc += 1;
-        let mut pop = || stack.pop().expect("verified");
-        match instr {
-            Instr::Push(c) => stack.push(c),
-            Instr::Pop => {
-                pop();
-            }
-            Instr::Dup => stack.push(*stack.last().unwrap()),
-            Instr::Swap => {
-                let n = stack.len();
-                stack.swap(n - 1, n - 2);
-            }
-            Instr::Over => stack.push(stack[stack.len() - 2]),
-            Instr::Load(x) => stack.push(locals[x as usize]),
-            Instr::Store(x) => locals[x as usize] = pop(),
-            Instr::Neg => {
-                let a = pop();
-                stack.push(a.wrapping_neg());
-            }
-            Instr::Not => {
-                let a = pop();
-                stack.push((a == 0) as i64);
-            }
-            Instr::Jmp(t) => pc = t as usize,
-            Instr::Jz(t) => {
-                if pop() == 0 {
-                    pc = t as usize;
-                }
-            }
-            Instr::Jnz(t) => {
-                if pop() != 0 {
-                    pc = t as usize;
-                }
-            }
-            Instr::Call(g) => {
-                let n = module.functions[g as usize].num_params() as usize;
-                let args = stack.split_off(stack.len() - n);
-                stack.push(reference(module, g, &args, memory)?);
-            }
-            Instr::Ret => return Ok(pop()),
-            Instr::Mload => {
-                let i = cell(pop())?;
-                stack.push(memory[i]);
-            }
-            Instr::Mstore => {
-                let v = pop();
-                let i = cell(pop())?;
-                memory[i] = v;
-            }
-            Instr::AtomicAdd => {
-                let d = pop();
-                let i = cell(pop())?;
-                stack.push(memory[i]);
-                memory[i] = memory[i].wrapping_add(d);
-            }
-            Instr::Cas => {
-                let new = pop();
-                let expected = pop();
-                let i = cell(pop())?;
-                stack.push(memory[i]);
-                if memory[i] == expected {
-                    memory[i] = new;
-                }
-            }
-            Instr::Bin(op) => {
-                let b = pop();
-                let a = pop();
-                stack.push(op.eval(a, b).ok_or(Trap::DivisionByZero)?);
-            }
-            other => panic!("the generator does not emit {other:?}"),
-        }
+/// The reference evaluator's host here: a call recurses straight into the evaluator.
+struct Direct<'a> {
+    module: &'a Module,
+    memory: Box<[AtomicI64]>,
+}
+
+impl Host for Direct<'_> {
+    fn memory(&self) -> &[AtomicI64] {
+        &self.memory
+    }
+
+    fn call(&mut self, f: FuncId, args: &[i64]) -> Result<i64, Trap> {
+        let module = self.module;
+        reference::run(self, module, f, args)
     }
 }
 
@@ -313,8 +240,18 @@ fn lowered_interpreter_matches_the_reference_evaluator() {
             panic!("the generator made an invalid program (seed {seed}): {e}\n{src}")
         });
         let main = module.function_index("main").unwrap();
-        let mut memory = vec![0i64; CELLS];
-        let expected = reference(&module, main, &[], &mut memory);
+        let mut host = Direct {
+            module: &module,
+            memory: (0..module.memory_cells)
+                .map(|_| AtomicI64::new(0))
+                .collect(),
+        };
+        let expected = reference::run(&mut host, &module, main, &[]);
+        let memory: Vec<i64> = host
+            .memory
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
 
         let no_threads = Box::new(
             |_: &Arc<Program>, _: FuncId, _: &[i64]| -> Result<i64, Trap> {

@@ -3,7 +3,7 @@
 //! with the arity bridge, so interpreted and native code call each other as in the VM.
 
 use super::Machine;
-use jitvm_jit::abi::{NativeRet, ThreadContext};
+use jitvm_jit::abi::ThreadContext;
 use jitvm_vm::reference::{self, Host};
 use jitvm_vm::{FuncId, Trap};
 use std::sync::atomic::AtomicI64;
@@ -14,19 +14,6 @@ use std::sync::Arc;
 /// # Safety
 /// `ctx` must be the calling VM thread's context.
 pub unsafe fn eval(
-    m: &Arc<Machine>,
-    ctx: *mut ThreadContext,
-    depth: u64,
-    f: FuncId,
-    args: &[i64],
-) -> NativeRet {
-    match run(m, ctx, depth, f, args) {
-        Ok(v) => NativeRet::ok(v),
-        Err(t) => NativeRet::trap(t),
-    }
-}
-
-fn run(
     m: &Arc<Machine>,
     ctx: *mut ThreadContext,
     depth: u64,

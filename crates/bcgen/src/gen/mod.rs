@@ -19,6 +19,11 @@
 //! and a worker touches only its own four cells (by its `slot` parameter) plus an
 //! accumulator it only adds to. `patch F G` pairs functions of the same kind and shape,
 //! G declared after F, so a patched call graph still only calls forward.
+//!
+//! A [`Profile`] turns features off for hosts that cannot run them (the in-process tests'
+//! evaluators). The code is by concept: the module and its choices here, a function and the
+//! emission of instructions in `function`, expressions in `expr`, statements and loops in
+//! `stmt`. Mnemonics and stack effects come from the bytecode table (`op`, `bin`).
 
 mod expr;
 mod function;

@@ -172,7 +172,9 @@
 //! | `profile` | `(ctx, f: u64, counter: u64)` | no result; `counter` 0 = calls, 1 = back-edges |
 //! | `call_interp` | `(ctx, depth: u64, def_addr: usize, args: *const i64) -> NativeRet` | stubs, and calls that find the native stack short |
 //!
-//! `f` and `g` are function indices (`FuncId`).
+//! `f` and `g` are function indices (`FuncId`). Each row is a method of [`CallbackHost`],
+//! whose shims ([`callbacks_for`]) turn the raw arguments into slices and the results into
+//! statuses; the VM's thread and the tests' machine are its two hosts.
 //!
 //! ## Interpreter stubs and the way in
 //!
@@ -368,6 +370,7 @@ mod bridge {
     pub type PatchFn = extern "sysv64" fn(Ctx, u64, u64) -> u64;
     pub type SafepointFn = extern "sysv64" fn(Ctx);
     pub type CallInterpFn = extern "sysv64" fn(Ctx, u64, usize, *const i64) -> NativeRet;
+    pub type ProfileFn = extern "sysv64" fn(Ctx, u64, u64);
 
     /// Calls the native entry point `entry` of a function with `args.len()` parameters.
     ///
@@ -407,6 +410,150 @@ mod bridge {
             8 => call!(a0, a1, a2, a3, a4, a5, a6, a7),
             n => panic!("call_native: {n} arguments, the ABI allows at most 8"),
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use host::*;
+
+#[cfg(target_arch = "x86_64")]
+mod host {
+    use super::bridge::*;
+    use super::{Callbacks, NativeRet, ThreadContext, STATUS_OK};
+    use jitvm_vm::state::Counter;
+    use jitvm_vm::{FuncId, Trap};
+
+    /// The Rust side of the callbacks, one method per [`Callbacks`] field: the VM's thread
+    /// (`crate::native_thread`) and the tests' machine implement it, and [`callbacks_for`]
+    /// makes the `extern "sysv64"` shims native code calls, so both share one table. A new
+    /// callback is a method here, its shim below, its field and its row in the module docs.
+    pub trait CallbackHost {
+        /// What the `def_addr` of a stub compiled for this host points at.
+        type Def;
+        fn print(&mut self, value: i64);
+        fn putc(&mut self, value: i64);
+        /// F's parameter count: how many values `spawn`'s `args` holds.
+        fn params(&self, f: FuncId) -> usize;
+        fn spawn(&mut self, f: FuncId, args: &[i64]) -> Result<i64, Trap>;
+        fn join(&mut self, handle: i64) -> Result<i64, Trap>;
+        fn patch(&mut self, f: FuncId, g: FuncId);
+        fn safepoint(&mut self);
+        fn profile(&mut self, f: FuncId, counter: Counter);
+        /// The parameter count of the function `def` defines: how many `args` its stub passes.
+        fn def_params(&self, def: &Self::Def) -> usize;
+        /// Runs `def(args)` in the interpreter at call depth `depth`, for a stub (or a call
+        /// that found the native stack short) on the thread of `ctx`.
+        fn call_interp(
+            &mut self,
+            ctx: *mut ThreadContext,
+            depth: u64,
+            def: &Self::Def,
+            args: &[i64],
+        ) -> Result<i64, Trap>;
+    }
+
+    /// The callbacks of host `H`, for the compilers.
+    ///
+    /// Their contract: native code compiled with them is entered with a [`ThreadContext`]
+    /// whose `vm` points at an `H` that lives, and is not otherwise in use, while the
+    /// callback runs; a stub compiled with them has the address of an `H::Def` as its
+    /// `def_addr`. The shims rely on both.
+    pub fn callbacks_for<H: CallbackHost>() -> Callbacks {
+        Callbacks {
+            print: print::<H> as PrintFn as usize,
+            putc: putc::<H> as PutcFn as usize,
+            spawn: spawn::<H> as SpawnFn as usize,
+            join: join::<H> as JoinFn as usize,
+            patch: patch::<H> as PatchFn as usize,
+            safepoint: safepoint::<H> as SafepointFn as usize,
+            call_interp: call_interp::<H> as CallInterpFn as usize,
+            profile: profile::<H> as ProfileFn as usize,
+        }
+    }
+
+    /// The host behind `ctx`.
+    ///
+    /// # Safety
+    /// `ctx` is the context native code compiled with [`callbacks_for::<H>`] was entered
+    /// with, and passes to its callbacks.
+    unsafe fn host<'a, H>(ctx: *mut ThreadContext) -> &'a mut H {
+        // SAFETY: by the contract of `callbacks_for`, `vm` points at a live `H` nothing else
+        // uses during the callback.
+        unsafe { &mut *((*ctx).vm as *mut H) }
+    }
+
+    fn ret(result: Result<i64, Trap>) -> NativeRet {
+        match result {
+            Ok(value) => NativeRet::ok(value),
+            Err(trap) => NativeRet::trap(trap),
+        }
+    }
+
+    extern "sysv64" fn print<H: CallbackHost>(ctx: *mut ThreadContext, value: i64) -> u64 {
+        // SAFETY: native code passes the context it was entered with.
+        unsafe { host::<H>(ctx) }.print(value);
+        STATUS_OK
+    }
+
+    extern "sysv64" fn putc<H: CallbackHost>(ctx: *mut ThreadContext, value: i64) -> u64 {
+        // SAFETY: as in `print`.
+        unsafe { host::<H>(ctx) }.putc(value);
+        STATUS_OK
+    }
+
+    extern "sysv64" fn spawn<H: CallbackHost>(
+        ctx: *mut ThreadContext,
+        f: u64,
+        args: *const i64,
+    ) -> NativeRet {
+        // SAFETY: as in `print`.
+        let host = unsafe { host::<H>(ctx) };
+        let n = host.params(f as FuncId);
+        // SAFETY: native code passes F's parameters, in order, in an array of at least `n`.
+        let args = unsafe { std::slice::from_raw_parts(args, n) };
+        ret(host.spawn(f as FuncId, args))
+    }
+
+    extern "sysv64" fn join<H: CallbackHost>(ctx: *mut ThreadContext, handle: i64) -> NativeRet {
+        // SAFETY: as in `print`.
+        ret(unsafe { host::<H>(ctx) }.join(handle))
+    }
+
+    extern "sysv64" fn patch<H: CallbackHost>(ctx: *mut ThreadContext, f: u64, g: u64) -> u64 {
+        // SAFETY: as in `print`.
+        unsafe { host::<H>(ctx) }.patch(f as FuncId, g as FuncId);
+        STATUS_OK
+    }
+
+    extern "sysv64" fn safepoint<H: CallbackHost>(ctx: *mut ThreadContext) {
+        // SAFETY: as in `print`.
+        unsafe { host::<H>(ctx) }.safepoint();
+    }
+
+    extern "sysv64" fn profile<H: CallbackHost>(ctx: *mut ThreadContext, f: u64, counter: u64) {
+        let counter = match counter {
+            0 => Counter::Calls,
+            _ => Counter::BackEdges,
+        };
+        // SAFETY: as in `print`.
+        unsafe { host::<H>(ctx) }.profile(f as FuncId, counter);
+    }
+
+    extern "sysv64" fn call_interp<H: CallbackHost>(
+        ctx: *mut ThreadContext,
+        depth: u64,
+        def_addr: usize,
+        args: *const i64,
+    ) -> NativeRet {
+        // SAFETY: as in `print`.
+        let host = unsafe { host::<H>(ctx) };
+        // SAFETY: a stub compiled with these callbacks passes the address of an `H::Def`
+        // (the contract of `callbacks_for`), which lives as long as the stub.
+        let def = unsafe { &*(def_addr as *const H::Def) };
+        let n = host.def_params(def);
+        // SAFETY: the stub passes its `n` parameters in an array.
+        let args = unsafe { std::slice::from_raw_parts(args, n) };
+        ret(host.call_interp(ctx, depth, def, args))
     }
 }
 

@@ -21,7 +21,8 @@
 //!    nothing else back until it returns.
 
 use crate::abi::{
-    call_native, Callbacks, NativeRet, ThreadContext, NATIVE_ENTRY_ROOM, STACK_HEADROOM, STATUS_OK,
+    call_native, callbacks_for, CallbackHost, Callbacks, ThreadContext, NATIVE_ENTRY_ROOM,
+    STACK_HEADROOM,
 };
 use jitvm_runtime::{with_current_thread, CodePtr, ThreadHandle};
 use jitvm_vm::entry::Entry;
@@ -43,18 +44,11 @@ struct VmThread<'a> {
     state: *mut ThreadState,
 }
 
-/// The addresses of the callbacks, for the compilers.
+/// The addresses of the callbacks, for the compilers: [`VmThread`]'s.
 pub fn callbacks() -> Callbacks {
-    Callbacks {
-        print: print as *const () as usize,
-        putc: putc as *const () as usize,
-        spawn: spawn as *const () as usize,
-        join: join as *const () as usize,
-        patch: patch as *const () as usize,
-        safepoint: safepoint as *const () as usize,
-        call_interp: call_interp as *const () as usize,
-        profile: profile as *const () as usize,
-    }
+    // The lifetime is the thread's, not 'static: a callback only borrows the `VmThread` for
+    // its own run, and `native_thread` keeps the thread's alive longer than that.
+    callbacks_for::<VmThread<'static>>()
 }
 
 /// The thread body of a program with native code: runs `f(args)` on this thread, natively if
@@ -143,88 +137,58 @@ fn stack_limit(handle: &ThreadHandle) -> usize {
     }
 }
 
-/// The thread state behind `ctx`.
-///
-/// # Safety
-/// `ctx` is the context native code was entered with (see [`native_thread`]).
-unsafe fn vm<'a>(ctx: *mut ThreadContext) -> &'a mut VmThread<'a> {
-    // SAFETY: by the caller's contract.
-    unsafe { &mut *((*ctx).vm as *mut VmThread) }
-}
+impl CallbackHost for VmThread<'_> {
+    type Def = Definition;
 
-/// The status that reports `result`.
-fn ret(result: Result<i64, Trap>) -> NativeRet {
-    match result {
-        Ok(value) => NativeRet::ok(value),
-        Err(trap) => NativeRet::trap(trap),
+    fn print(&mut self, value: i64) {
+        self.program.print(value);
     }
-}
 
-extern "sysv64" fn print(ctx: *mut ThreadContext, value: i64) -> u64 {
-    // SAFETY: native code passes the context it was entered with.
-    unsafe { vm(ctx) }.program.print(value);
-    STATUS_OK
-}
+    fn putc(&mut self, value: i64) {
+        self.program.putc(value);
+    }
 
-extern "sysv64" fn putc(ctx: *mut ThreadContext, value: i64) -> u64 {
-    // SAFETY: as in `print`.
-    unsafe { vm(ctx) }.program.putc(value);
-    STATUS_OK
-}
+    fn params(&self, f: FuncId) -> usize {
+        self.program.module.functions[f as usize].params.len()
+    }
 
-extern "sysv64" fn spawn(ctx: *mut ThreadContext, f: u64, args: *const i64) -> NativeRet {
-    // SAFETY: as in `print`.
-    let vm = unsafe { vm(ctx) };
-    let n = vm.program.module.functions[f as usize].params.len();
-    // SAFETY: native code passes F's parameters, in order, in an array of at least `n`.
-    let args = unsafe { std::slice::from_raw_parts(args, n) };
-    ret(vm.program.spawn(f as FuncId, args))
-}
+    fn spawn(&mut self, f: FuncId, args: &[i64]) -> Result<i64, Trap> {
+        self.program.spawn(f, args)
+    }
 
-extern "sysv64" fn join(ctx: *mut ThreadContext, handle: i64) -> NativeRet {
-    // SAFETY: as in `print`.
-    ret(unsafe { vm(ctx) }.program.join(handle))
-}
+    fn join(&mut self, handle: i64) -> Result<i64, Trap> {
+        self.program.join(handle)
+    }
 
-extern "sysv64" fn patch(ctx: *mut ThreadContext, f: u64, g: u64) -> u64 {
-    // SAFETY: as in `print`.
-    unsafe { vm(ctx) }.program.patch(f as FuncId, g as FuncId);
-    STATUS_OK
-}
+    fn patch(&mut self, f: FuncId, g: FuncId) {
+        self.program.patch(f, g);
+    }
 
-extern "sysv64" fn safepoint(ctx: *mut ThreadContext) {
-    // SAFETY: as in `print`.
-    unsafe { vm(ctx) }.handle.safepoint_from_native();
-}
+    fn safepoint(&mut self) {
+        self.handle.safepoint_from_native();
+    }
 
-extern "sysv64" fn profile(ctx: *mut ThreadContext, f: u64, counter: u64) {
-    // SAFETY: as in `print`.
-    let vm = unsafe { vm(ctx) };
-    let counter = match counter {
-        0 => Counter::Calls,
-        _ => Counter::BackEdges,
-    };
-    // SAFETY: as in `call_interp`: the thread's interpreter state, not in use meanwhile.
-    let st = unsafe { &mut *vm.state };
-    st.report_if_due(vm.program, f as FuncId, counter);
-    vm.handle.safepoint_from_native();
-}
+    fn profile(&mut self, f: FuncId, counter: Counter) {
+        // SAFETY: as in `call_interp`: the thread's interpreter state, not in use meanwhile.
+        let st = unsafe { &mut *self.state };
+        st.report_if_due(self.program, f, counter);
+        self.handle.safepoint_from_native();
+    }
 
-extern "sysv64" fn call_interp(
-    ctx: *mut ThreadContext,
-    depth: u64,
-    def: usize,
-    args: *const i64,
-) -> NativeRet {
-    // SAFETY: as in `print`.
-    let vm = unsafe { vm(ctx) };
-    // SAFETY: a stub passes the definition of this program it was made for.
-    let def = unsafe { &*(def as *const Definition) };
-    let n = def.code.params as usize;
-    // SAFETY: the stub passes its `n` parameters in an array.
-    let args = unsafe { std::slice::from_raw_parts(args, n) };
-    // SAFETY: `vm.state` was set from the interpreter state of the run that entered native
-    // code (or the thread's own), which is not used until native code returns.
-    let st = unsafe { &mut *vm.state };
-    ret(interp::run(vm.program, st, def, args, depth as u32 - 1))
+    fn def_params(&self, def: &Definition) -> usize {
+        def.code.params as usize
+    }
+
+    fn call_interp(
+        &mut self,
+        _ctx: *mut ThreadContext,
+        depth: u64,
+        def: &Definition,
+        args: &[i64],
+    ) -> Result<i64, Trap> {
+        // SAFETY: `state` was set from the interpreter state of the run that entered native
+        // code (or the thread's own), which is not used until native code returns.
+        let st = unsafe { &mut *self.state };
+        interp::run(self.program, st, def, args, depth as u32 - 1)
+    }
 }

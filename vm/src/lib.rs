@@ -27,6 +27,8 @@ pub mod output;
 pub mod parse;
 pub mod profile;
 pub mod program;
+#[doc(hidden)]
+pub mod reference;
 pub mod regcode;
 pub mod resolve;
 pub mod state;

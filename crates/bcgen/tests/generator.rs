@@ -1,8 +1,10 @@
 //! The generator's promises that need no `jitvm` binary: every module verifies, the same
-//! bytes give the same module, and the features it exists to exercise all show up.
+//! bytes give the same module, and the features it exists to exercise all show up, in
+//! each profile those its test needs and none its host cannot run.
 
-use jitvm_bcgen::generate;
+use jitvm_bcgen::{generate, generate_seeded, Profile};
 use jitvm_conformance::rng::Rng;
+use jitvm_vm::bytecode::BinOp;
 
 fn random_inputs(count: usize, seed: u64) -> impl Iterator<Item = Vec<u8>> {
     let mut rng = Rng::new(seed);
@@ -79,5 +81,79 @@ fn generated_modules_exercise_every_feature_the_check_is_for() {
     ] {
         let seen = share(needle);
         assert!(seen >= 10, "only {seen} of 1000 modules contain {needle:?}");
+    }
+}
+
+/// Whether some comparison is followed straight by its branch: the pair the lowering fuses.
+fn has_fused_compare_branch(text: &str) -> bool {
+    let instrs: Vec<&str> = text
+        .lines()
+        .map(|l| l.split(';').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    instrs.windows(2).any(|w| {
+        let comparison = BinOp::ALL
+            .iter()
+            .any(|op| op.is_comparison() && w[0] == op.mnemonic());
+        comparison && (w[1].starts_with("jz ") || w[1].starts_with("jnz "))
+    })
+}
+
+#[test]
+fn each_test_profile_makes_the_shapes_its_test_is_for_and_nothing_its_host_cannot_run() {
+    let operators: Vec<String> = BinOp::ALL
+        .iter()
+        .map(|op| format!("  {}\n", op.mnemonic()))
+        .collect();
+    let lowering = [
+        "jz L",
+        "jnz L",
+        "local c",
+        "call f",
+        "mload",
+        "mstore",
+        "atomic_add",
+    ];
+    let native = [
+        "call f", "p7", "print", "assert", "dup", "swap", "over", "cas", "jmp L",
+    ];
+    let cases: [(Profile, &[&str], &[&str]); 2] = [
+        (
+            Profile::LOWERING,
+            &lowering,
+            &["spawn", "join", "patch", "print", "putc", "; jitvm run"],
+        ),
+        (
+            Profile::NATIVE,
+            &native,
+            &["spawn", "join", "patch", "; jitvm run"],
+        ),
+    ];
+    for (profile, wanted, banned) in cases {
+        let texts: Vec<String> = (1..=300)
+            .map(|seed| generate_seeded(seed, 4096, &profile).text)
+            .collect();
+        for text in &texts {
+            verify(text);
+            for needle in banned {
+                assert!(!text.contains(needle), "{needle:?} in {profile:?}:\n{text}");
+            }
+        }
+        let share = |needle: &str| texts.iter().filter(|t| t.contains(needle)).count();
+        for needle in wanted
+            .iter()
+            .copied()
+            .chain(operators.iter().map(|s| s.as_str()))
+        {
+            let seen = share(needle);
+            assert!(
+                seen >= 10,
+                "{profile:?}: only {seen} of 300 contain {needle:?}"
+            );
+        }
+        if profile.compare_branches {
+            let fused = texts.iter().filter(|t| has_fused_compare_branch(t)).count();
+            assert!(fused >= 100, "only {fused} of 300 fuse a compare-branch");
+        }
     }
 }

@@ -10,10 +10,12 @@ pub mod reference;
 
 use code_space::{slot_addr, slot_target, CodeSpace, Slot};
 use jitvm_jit::abi::{
-    status_of, Callbacks, CompiledCode, NativeRet, ThreadContext, KIND_NATIVE, STACK_HEADROOM,
+    callbacks_for, CallbackHost, Callbacks, CompiledCode, ThreadContext, KIND_NATIVE,
+    STACK_HEADROOM,
 };
 use jitvm_jit::baseline::{self, CompileEnv};
 use jitvm_jit::stubs;
+use jitvm_vm::state::Counter;
 use jitvm_vm::threads::Reaper;
 use jitvm_vm::Trap;
 use jitvm_vm::{parse_module, FuncId, Function, Module};
@@ -95,18 +97,9 @@ struct ThreadEnv {
     machine: Arc<Machine>,
 }
 
+/// The machine's callbacks: [`ThreadEnv`]'s.
 pub fn callbacks() -> Callbacks {
-    Callbacks {
-        print: cb_print as *const () as usize,
-        putc: cb_putc as *const () as usize,
-        spawn: cb_spawn as *const () as usize,
-        join: cb_join as *const () as usize,
-        patch: cb_patch as *const () as usize,
-        safepoint: cb_safepoint as *const () as usize,
-        call_interp: cb_call_interp as *const () as usize,
-        // Never called: test machines compile without profile counters.
-        profile: 0,
-    }
+    callbacks_for::<ThreadEnv>()
 }
 
 impl Machine {
@@ -458,83 +451,60 @@ pub fn stack_low() -> usize {
     }
 }
 
-/// The machine a callback's `ctx` belongs to.
-///
-/// # Safety
-/// `ctx` must be the context native code got from [`Machine::run_here`].
-unsafe fn machine<'a>(ctx: *mut ThreadContext) -> &'a Arc<Machine> {
-    // SAFETY: ctx.vm points at the ThreadEnv that run_here keeps alive during the call.
-    unsafe { &(*((*ctx).vm as *const ThreadEnv)).machine }
-}
+impl CallbackHost for ThreadEnv {
+    type Def = TestDef;
 
-fn status(r: Result<(), Trap>) -> u64 {
-    r.map_or_else(status_of, |()| 0)
-}
-
-fn ret(r: Result<i64, Trap>) -> NativeRet {
-    match r {
-        Ok(v) => NativeRet::ok(v),
-        Err(t) => NativeRet::trap(t),
+    fn print(&mut self, value: i64) {
+        self.machine.print(value);
     }
-}
 
-extern "sysv64" fn cb_print(ctx: *mut ThreadContext, v: i64) -> u64 {
-    // SAFETY: called by native code with its own ctx.
-    unsafe { machine(ctx) }.print(v);
-    status(Ok(()))
-}
+    fn putc(&mut self, value: i64) {
+        self.machine.putc(value);
+    }
 
-extern "sysv64" fn cb_putc(ctx: *mut ThreadContext, v: i64) -> u64 {
-    // SAFETY: as in cb_print.
-    unsafe { machine(ctx) }.putc(v);
-    0
-}
+    fn params(&self, f: FuncId) -> usize {
+        self.machine.module.functions[f as usize].params.len()
+    }
 
-extern "sysv64" fn cb_spawn(ctx: *mut ThreadContext, f: u64, args: *const i64) -> NativeRet {
-    // SAFETY: as in cb_print.
-    let m = unsafe { machine(ctx) };
-    let p = m.module.functions[f as usize].params.len();
-    // SAFETY: the ABI passes F's P arguments in an array at `args`.
-    let args = unsafe { std::slice::from_raw_parts(args, p) }.to_vec();
-    ret(m.spawn(f as FuncId, args))
-}
+    fn spawn(&mut self, f: FuncId, args: &[i64]) -> Result<i64, Trap> {
+        self.machine.spawn(f, args.to_vec())
+    }
 
-extern "sysv64" fn cb_join(ctx: *mut ThreadContext, h: i64) -> NativeRet {
-    // SAFETY: as in cb_print.
-    ret(unsafe { machine(ctx) }.join(h))
-}
+    fn join(&mut self, handle: i64) -> Result<i64, Trap> {
+        self.machine.join(handle)
+    }
 
-extern "sysv64" fn cb_patch(ctx: *mut ThreadContext, f: u64, g: u64) -> u64 {
-    // SAFETY: as in cb_print.
-    unsafe { machine(ctx) }.patch(f as FuncId, g as FuncId);
-    0
-}
+    fn patch(&mut self, f: FuncId, g: FuncId) {
+        self.machine.patch(f, g);
+    }
 
-extern "sysv64" fn cb_safepoint(ctx: *mut ThreadContext) {
-    // SAFETY: as in cb_print.
-    let m = unsafe { machine(ctx) };
-    m.safepoints.fetch_add(1, Ordering::Relaxed);
-    m.stop_if_ended();
-    // Clobber every caller-saved register the ABI lets a callback clobber, so a slow path
-    // that forgot to save one fails the tests.
-    clobber_caller_saved();
-}
+    fn safepoint(&mut self) {
+        self.machine.safepoints.fetch_add(1, Ordering::Relaxed);
+        self.machine.stop_if_ended();
+        // Clobber every caller-saved register the ABI lets a callback clobber, so a slow path
+        // that forgot to save one fails the tests.
+        clobber_caller_saved();
+    }
 
-extern "sysv64" fn cb_call_interp(
-    ctx: *mut ThreadContext,
-    depth: u64,
-    def_addr: usize,
-    args: *const i64,
-) -> NativeRet {
-    // SAFETY: as in cb_print; def_addr is the address of a TestDef of this machine.
-    let m = unsafe { machine(ctx) };
-    let def = unsafe { &*(def_addr as *const TestDef) };
-    m.interp_calls.fetch_add(1, Ordering::Relaxed);
-    let p = m.module.functions[def.func as usize].params.len();
-    // SAFETY: the stub passes the P parameters in an array at `args`.
-    let args = unsafe { std::slice::from_raw_parts(args, p) };
-    // SAFETY: ctx is this thread's context (see above).
-    unsafe { reference::eval(m, ctx, depth, def.func, args) }
+    fn profile(&mut self, _: FuncId, _: Counter) {
+        unreachable!("test machines compile without profile counters")
+    }
+
+    fn def_params(&self, def: &TestDef) -> usize {
+        self.params(def.func)
+    }
+
+    fn call_interp(
+        &mut self,
+        ctx: *mut ThreadContext,
+        depth: u64,
+        def: &TestDef,
+        args: &[i64],
+    ) -> Result<i64, Trap> {
+        self.machine.interp_calls.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: ctx is the context of the thread native code runs on, passed to this call.
+        unsafe { reference::eval(&self.machine, ctx, depth, def.func, args) }
+    }
 }
 
 /// Writes junk into every caller-saved general register.

@@ -1,4 +1,4 @@
-//! Differential testing (issue 11): random valid modules from `jitvm-bcgen` run in every
+//! Differential testing: random valid modules from `jitvm-bcgen` run in every
 //! tier, and each must show what the interpreter shows: stdout, exit status, trap reason.
 //!
 //! The cases are a fixed sequence so CI is repeatable: set `PROPTEST_RNG_SEED` for another

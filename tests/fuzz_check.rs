@@ -2,57 +2,18 @@
 //! no panic, no signal and no hang, and whatever verifies must lower and disassemble.
 
 use jitvm_conformance::rng::Rng;
+use jitvm_vm::Instr;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 use std::time::Duration;
 
-const WORDS: &[&str] = &[
+/// Words of the language besides the mnemonics (which come from the instruction table):
+/// keywords, names, literals at and past the limits, punctuation.
+const OTHER_WORDS: &[&str] = &[
     "func",
     "end",
     "memory",
     "local",
-    "push",
-    "pop",
-    "dup",
-    "swap",
-    "over",
-    "load",
-    "store",
-    "add",
-    "sub",
-    "mul",
-    "div",
-    "rem",
-    "neg",
-    "and",
-    "or",
-    "xor",
-    "shl",
-    "shr",
-    "ushr",
-    "not",
-    "eq",
-    "ne",
-    "lt",
-    "le",
-    "gt",
-    "ge",
-    "jmp",
-    "jz",
-    "jnz",
-    "call",
-    "ret",
-    "mload",
-    "mstore",
-    "atomic_add",
-    "cas",
-    "msize",
-    "spawn",
-    "join",
-    "patch",
-    "print",
-    "putc",
-    "assert",
-    "nop",
     "main",
     "main()",
     "f",
@@ -81,6 +42,14 @@ const WORDS: &[&str] = &[
     "\t",
 ];
 
+/// Every mnemonic of the instruction table, then [`OTHER_WORDS`].
+static WORDS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    Instr::all()
+        .map(Instr::mnemonic)
+        .chain(OTHER_WORDS.iter().copied())
+        .collect()
+});
+
 fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance")
 }
@@ -99,7 +68,7 @@ fn random_tokens(rng: &mut Rng) -> Vec<u8> {
     let mut out = String::new();
     for _ in 0..rng.index(40) {
         for _ in 0..rng.index(4) {
-            let word: &str = rng.pick(WORDS);
+            let word: &str = rng.pick(&WORDS);
             out.push_str(word);
             out.push(if rng.index(5) == 0 { '\t' } else { ' ' });
         }
@@ -125,7 +94,7 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
                 lines.insert(rng.index(n + 1), line);
             }
             2 if n > 1 => lines.swap(rng.index(n), rng.index(n)),
-            3 => lines.insert(rng.index(n + 1), rng.pick(WORDS).as_bytes().to_vec()),
+            3 => lines.insert(rng.index(n + 1), rng.pick(&WORDS).as_bytes().to_vec()),
             4 if n > 0 => {
                 let i = rng.index(n);
                 let line = &mut lines[i];
@@ -141,7 +110,7 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
             }
             _ => {
                 let i = rng.index(n + 1);
-                let words = format!("  {} {}", rng.pick(WORDS), rng.pick(WORDS));
+                let words = format!("  {} {}", rng.pick(&WORDS), rng.pick(&WORDS));
                 lines.insert(i, words.into_bytes());
             }
         }

@@ -32,10 +32,7 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub use crate::tier::Tier;
-
-/// The old name of [`Tier`]; transitional, until `jit/tests/tier_up.rs` says `Tier`.
-pub use crate::tier::Tier as NativeTier;
+use crate::tier::Tier;
 
 /// Why one function (or one on-stack-replacement entry) was not compiled: it keeps the tier
 /// it has, and this is the warning the log or `--trace` gives.
@@ -446,18 +443,6 @@ impl Jit {
         };
         Ok((blob, code.bytes.len()))
     }
-}
-
-/// [`Jit::install`] with the baseline JIT for every function `native` selects and an
-/// interpreter stub for every other; transitional, until `jit/tests/fallback.rs` calls
-/// [`Jit::install`] itself.
-#[doc(hidden)]
-pub fn install_baseline(program: &Program, native: &[bool]) -> Result<Vec<Installed>, Error> {
-    let tiers: Vec<Tier> = native
-        .iter()
-        .map(|&n| if n { Tier::Baseline } else { Tier::Interp })
-        .collect();
-    Jit::install(program, &tiers, false, false).map(|(_, installed)| installed)
 }
 
 /// Compiles `f` with the baseline JIT for an address reserved in `tx` and stages it (with

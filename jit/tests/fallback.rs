@@ -2,8 +2,9 @@
 //! a stub, and the program still runs to the same result.
 #![cfg(target_arch = "x86_64")]
 
-use jitvm_jit::install::install_baseline;
+use jitvm_jit::install::Jit;
 use jitvm_jit::native_thread::native_thread;
+use jitvm_jit::tier::Tier;
 use jitvm_runtime::{Config, Runtime};
 use jitvm_vm::{parse_module, Program, RunConfig};
 use std::fmt::Write;
@@ -30,7 +31,8 @@ fn a_function_that_finds_no_code_memory_stays_in_the_interpreter_and_the_run_goe
         Box::new(native_thread),
         None,
     );
-    let installed = install_baseline(&program, &[true, true]).expect("stubs fit");
+    let (_, installed) =
+        Jit::install(&program, &[Tier::Baseline; 2], false, false).expect("stubs fit");
     let mut got = String::new();
     for item in &installed {
         let _ = write!(got, "{}:{} ", item.func, item.native.is_some());

@@ -1,8 +1,9 @@
 //! What a tier-up records when its commit fails part way.
 #![cfg(target_arch = "x86_64")]
 
-use jitvm_jit::install::{Jit, Job, NativeTier};
+use jitvm_jit::install::{Jit, Job};
 use jitvm_jit::native_thread::native_thread;
+use jitvm_jit::tier::Tier;
 use jitvm_runtime::{Config, Guarantee, Runtime};
 use jitvm_vm::{parse_module, Program, RunConfig};
 use std::sync::Arc;
@@ -22,7 +23,7 @@ fn a_tier_up_published_without_its_guarantee_is_recorded_as_published() {
         Box::new(native_thread),
         None,
     );
-    let interp = [NativeTier::Interp, NativeTier::Interp];
+    let interp = [Tier::Interp, Tier::Interp];
     let (jit, _) = Jit::install(&program, &interp, false, false).unwrap();
     let f = program.module.function_index("f").unwrap();
     // `loop`, the first label.
@@ -30,12 +31,12 @@ fn a_tier_up_published_without_its_guarantee_is_recorded_as_published() {
     // A Strong commit serializes twice: the second failing leaves it published.
     program.runtime().fail_serialization_after(2);
     let jobs = [
-        Job::TierUp(f, NativeTier::Baseline),
+        Job::TierUp(f, Tier::Baseline),
         Job::Osr {
             func: f,
             header_op,
             header,
-            tier: NativeTier::Baseline,
+            tier: Tier::Baseline,
         },
     ];
     let batch = jit
@@ -43,7 +44,7 @@ fn a_tier_up_published_without_its_guarantee_is_recorded_as_published() {
         .expect("published, so not an error");
     assert!(batch.commit_error.is_some(), "the guarantee was not kept");
     assert_eq!(batch.done.len(), 1);
-    assert_eq!(jit.tier_of(f), NativeTier::Baseline, "the published tier");
+    assert_eq!(jit.tier_of(f), Tier::Baseline, "the published tier");
     assert!(
         program.resolve(program.entry(f)).1,
         "f's slot runs native code"

@@ -18,6 +18,17 @@ pub type Slot = u32;
 /// An op index within the same function: where a jump goes.
 pub type Target = u32;
 
+/// `Some(field)` if the field is named `t`, the jump target of every op that jumps (a name
+/// a macro can match, unlike a type), else `None`.
+macro_rules! jump_target {
+    (t $t:ident) => {
+        Some($t)
+    };
+    ($other:ident $field:ident) => {
+        None
+    };
+}
+
 macro_rules! register_ops {
     ($(
         $name:ident { $($field:ident: $ty:ty),* }
@@ -71,6 +82,16 @@ macro_rules! register_ops {
                 match cmp {
                     $($(BinOp::$branch_imm => Some(Op::$name { a, imm, t }),)?)*
                     _ => None,
+                }
+            }
+
+            /// The jump target, if this op can jump: its field `t`.
+            #[allow(unused_variables)]
+            pub fn target_mut(&mut self) -> Option<&mut Target> {
+                match self {
+                    $(Op::$name { $($field),* } => {
+                        None $(.or(jump_target!($field $field)))*
+                    })*
                 }
             }
         }
@@ -147,30 +168,6 @@ register_ops! {
     Print     { a: Slot }                                          => "print R[{a}]";
     Putc      { a: Slot }                                          => "putc R[{a}]";
     Assert    { a: Slot }                                          => "assert R[{a}]";
-}
-
-impl Op {
-    /// The jump target, if this op can jump.
-    pub fn target_mut(&mut self) -> Option<&mut Target> {
-        match self {
-            Op::Jmp { t }
-            | Op::Jz { t, .. }
-            | Op::Jnz { t, .. }
-            | Op::BrEq { t, .. }
-            | Op::BrNe { t, .. }
-            | Op::BrLt { t, .. }
-            | Op::BrLe { t, .. }
-            | Op::BrGt { t, .. }
-            | Op::BrGe { t, .. }
-            | Op::BrEqI { t, .. }
-            | Op::BrNeI { t, .. }
-            | Op::BrLtI { t, .. }
-            | Op::BrLeI { t, .. }
-            | Op::BrGtI { t, .. }
-            | Op::BrGeI { t, .. } => Some(t),
-            _ => None,
-        }
-    }
 }
 
 /// A function in interpreter form.

@@ -133,3 +133,17 @@ pub fn find_cycle(graph: &Graph, start: &str) -> Option<Vec<String>> {
     let mut path = vec![start.to_string()];
     walk(graph, start, &mut path, &mut BTreeSet::new()).then_some(path)
 }
+
+/// The graph of the crate whose manifest is in `manifest_dir` (its `src/`), after checking
+/// that it read at least `at_least` modules (so a test cannot pass on an empty graph) and
+/// that no module uses a module that uses it back; panics naming the first cycle.
+pub fn acyclic_graph(manifest_dir: &str, at_least: usize) -> Graph {
+    let graph = module_graph(&Path::new(manifest_dir).join("src"));
+    assert!(graph.len() >= at_least, "read the modules: {graph:?}");
+    for module in graph.keys() {
+        if let Some(cycle) = find_cycle(&graph, module) {
+            panic!("import cycle: {}", cycle.join(" -> "));
+        }
+    }
+    graph
+}

@@ -23,14 +23,17 @@
 //! A [`Profile`] turns features off for hosts that cannot run them (the in-process tests'
 //! evaluators). The code is by concept: the module and its choices here, a function and the
 //! emission of instructions in `function`, expressions in `expr`, statements and loops in
-//! `stmt`. Mnemonics and stack effects come from the bytecode table (`op`, `bin`).
+//! `stmt`; which of those emits each instruction of the table, in `roles`. Mnemonics and
+//! stack effects come from the bytecode table (`op`, `bin`).
 
 mod expr;
 mod function;
 mod profile;
+mod roles;
 mod stmt;
 
 pub use profile::{Profile, Traps};
+pub use roles::{role, Role};
 
 use arbitrary::Unstructured;
 use jitvm_vm::bytecode::{BinOp, Instr};

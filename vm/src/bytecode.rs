@@ -106,7 +106,6 @@ instructions! {
     Store(slot: u32)       = "store",      Local,    [1 => 0],            "[a] -> []: `x := a`";
     Neg                    = "neg",        None,     [1 => 1],            "[a] -> [-a], wrapping";
     Not                    = "not",        None,     [1 => 1],            "[a] -> [a == 0]";
-    Abs                    = "abs",        None,     [1 => 1],            "[a] -> [|a|], wrapping (`abs MIN == MIN`)";
     Jmp(t: u32)            = "jmp",        Label,    [0 => 0],            "[] -> []: go to label `t`";
     Jz(t: u32)             = "jz",         Label,    [1 => 0],            "[a] -> []: go to `t` if `a == 0`";
     Jnz(t: u32)            = "jnz",        Label,    [1 => 0],            "[a] -> []: go to `t` if `a != 0`";

@@ -280,7 +280,6 @@ fn execute<'p>(
                 Op::GtI { dst, a, imm } => binary!(dst, a, imm, |a, b| (a > b) as i64),
                 Op::GeI { dst, a, imm } => binary!(dst, a, imm, |a, b| (a >= b) as i64),
                 Op::Neg { dst, a } => reg!(dst) = reg!(a).wrapping_neg(),
-                Op::Abs { dst, a } => reg!(dst) = reg!(a).wrapping_abs(),
                 Op::Not { dst, a } => reg!(dst) = (reg!(a) == 0) as i64,
                 Op::Jmp { t } => branch!(true, t),
                 Op::Jz { a, t } => branch!(reg!(a) == 0, t),

@@ -111,7 +111,6 @@ impl<'a> Lowerer<'a> {
             Instr::Load(x) => self.gen_load(x),
             Instr::Store(x) => self.gen_store(x),
             Instr::Neg => self.gen_neg(),
-            Instr::Abs => self.gen_abs(),
             Instr::Not => self.gen_not(),
             Instr::Jmp(t) => self.gen_jmp(t),
             Instr::Jz(t) => self.gen_jz(t),
@@ -206,17 +205,6 @@ impl<'a> Lowerer<'a> {
                 let a = self.pop_slot();
                 let dst = self.push_result();
                 self.emit(Op::Neg { dst, a });
-            }
-        }
-    }
-
-    fn gen_abs(&mut self) {
-        match self.stack.last_mut() {
-            Some(Val::Imm(c)) => *c = c.wrapping_abs(),
-            _ => {
-                let a = self.pop_slot();
-                let dst = self.push_result();
-                self.emit(Op::Abs { dst, a });
             }
         }
     }

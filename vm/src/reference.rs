@@ -105,10 +105,6 @@ pub fn run<H: Host>(host: &mut H, module: &Module, f: FuncId, args: &[i64]) -> R
                 let a = pop(&mut stack);
                 stack.push(a.wrapping_neg());
             }
-            Instr::Abs => {
-                let a = pop(&mut stack);
-                stack.push(a.wrapping_abs());
-            }
             Instr::Not => {
                 let a = pop(&mut stack);
                 stack.push((a == 0) as i64);

@@ -139,7 +139,6 @@ register_ops! {
     GeI       { dst: Slot, a: Slot, imm: i64 }    bin_imm Ge       => "R[{dst}] := R[{a}] >= {imm}";
     Neg       { dst: Slot, a: Slot }                               => "R[{dst}] := -R[{a}]";
     Not       { dst: Slot, a: Slot }                               => "R[{dst}] := not R[{a}]";
-    Abs       { dst: Slot, a: Slot }                               => "R[{dst}] := abs R[{a}]";
     Jmp       { t: Target }                                        => "goto {t}";
     Jz        { a: Slot, t: Target }                               => "if R[{a}] == 0 goto {t}";
     Jnz       { a: Slot, t: Target }                               => "if R[{a}] != 0 goto {t}";

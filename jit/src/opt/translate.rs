@@ -610,11 +610,6 @@ impl<'a> Translator<'a> {
                 let v = self.b.ins().ineg(a);
                 self.push(v);
             }
-            Instr::Abs => {
-                let a = self.pop();
-                let v = self.b.ins().iabs(a);
-                self.push(v);
-            }
             Instr::Not => {
                 let a = self.pop();
                 let t = self.b.ins().icmp_imm(IntCC::Equal, a, 0);

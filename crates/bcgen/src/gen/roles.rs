@@ -30,7 +30,7 @@ pub enum Role {
 
 pub fn role(instr: Instr) -> Role {
     match instr {
-        Instr::Neg | Instr::Not | Instr::Abs => Role::Unary,
+        Instr::Neg | Instr::Not => Role::Unary,
         Instr::Bin(_) => Role::Binary,
         Instr::Push(_) | Instr::Load(_) | Instr::Store(_) => Role::Value,
         Instr::Pop | Instr::Dup | Instr::Swap | Instr::Over => Role::Shuffle,

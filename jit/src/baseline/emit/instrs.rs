@@ -42,7 +42,6 @@ impl Emitter<'_> {
                 }
             },
             Instr::Neg => self.emit_neg(),
-            Instr::Abs => self.emit_abs(),
             Instr::Not => return self.emit_not(i),
             Instr::Jmp(t) => self.emit_jmp(i, t),
             Instr::Jz(t) => self.branch_on_top(i, t, false),
@@ -137,17 +136,6 @@ impl Emitter<'_> {
         }
         let dst = self.owned_reg(v, a);
         asm!(self; neg Rq(dst));
-        self.stack.push(Val::Reg(dst));
-    }
-
-    fn emit_abs(&mut self) {
-        let (v, a) = self.pop();
-        if let Val::Const(c) = v {
-            return self.stack.push(Val::Const(c.wrapping_abs()));
-        }
-        let dst = self.owned_reg(v, a);
-        // rax := -x; x := rax unless that came out negative (x > 0, or x == MIN).
-        asm!(self; mov rax, Rq(dst); neg rax; cmovns Rq(dst), rax);
         self.stack.push(Val::Reg(dst));
     }
 

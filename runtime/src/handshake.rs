@@ -37,8 +37,7 @@ use std::time::Duration;
 
 use crate::code_memory::Blob;
 use crate::reclaim::pins_any;
-use crate::threads::Registry;
-use crate::Runtime;
+use crate::registry::Registry;
 
 /// The first interval at which pinning threads are asked to look again.
 const FIRST_LOOK: Duration = Duration::from_millis(1);
@@ -87,6 +86,15 @@ pub(crate) fn ask_pinning_threads(registry: &Registry) {
     });
 }
 
+/// What the helper asks of the runtime it serves (the runtime implements it; named here so
+/// that this module needs nothing above it).
+pub(crate) trait Pinned: Send + Sync + 'static {
+    /// Some retirement waits only for pins on a thread's stack.
+    fn pins_pending(&self) -> bool;
+    /// The threads to ask.
+    fn registry(&self) -> &Registry;
+}
+
 /// The helper thread of rule 3: runs while pins hold retirements, asking the
 /// pinning threads to look again at growing intervals, and ends when nothing
 /// is pinned. Started on demand ([`Reasker::start`]); its handle is kept and
@@ -109,7 +117,7 @@ struct Shared {
 impl Reasker {
     /// Makes sure a helper runs for `rt` (called when pins begin to hold a
     /// retirement). Cheap when one already does.
-    pub(crate) fn start(&self, rt: Weak<Runtime>) {
+    pub(crate) fn start<R: Pinned>(&self, rt: Weak<R>) {
         if self.shared.running.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -156,7 +164,7 @@ impl Drop for Reasker {
 
 /// The helper's loop: sleep, ask the pinning threads, double the interval;
 /// end when no pins hold anything (or the runtime is gone).
-fn look_again(shared: &Shared, rt: &Weak<Runtime>) {
+fn look_again<R: Pinned>(shared: &Shared, rt: &Weak<R>) {
     let mut interval = FIRST_LOOK;
     loop {
         {

@@ -9,10 +9,11 @@
 //!    to run; never both), an allocator, and checked handles ([`Blob`]).
 //! 2. [`icache`] (cache maintenance) and [`sync`] (core serialization of the
 //!    calling core and of all the others: one [`Strategy`] per file).
-//! 3. [`threads`], [`native`], [`safepoint`], `handshake`: registered threads
-//!    ([`ThreadHandle`]), the one way into JIT code ([`ThreadHandle::enter`]),
-//!    safepoints for native code that runs long, and how the runtime asks one
-//!    thread at a time to report (per-thread poll words).
+//! 3. `registry`, [`threads`], [`native`], [`safepoint`], `handshake`: what
+//!    each registered thread publishes, its handle ([`ThreadHandle`]), the one
+//!    way into JIT code ([`ThreadHandle::enter`]), safepoints for native code
+//!    that runs long, and how the runtime asks one thread at a time to report
+//!    (per-thread poll words).
 //! 4. [`patch`]: [`DispatchSlot`]s (and x86-64 `Rel32Site`s), and exactly
 //!    which call sequences `Guarantee::Strong` covers.
 //! 5. [`publish`], [`staging`], [`reloc`], `tx_buffers`: a [`Transaction`] stages code
@@ -20,9 +21,13 @@
 //!    and [`Transaction::commit`] publishes them with one or two
 //!    serializations in all.
 //! 6. [`reclaim`]: replaced code is freed (or, in poison mode, filled with
-//!    the trap instruction) once no thread can be running it.
+//!    the trap instruction) once no thread can be running it;
+//!    `synchronize` waits for it ([`Runtime::synchronize`]).
 //! 7. [`code_map`]: address to blob lookup and a publish/reclaim hook.
-//! 8. [`error`], [`config`], [`runtime`], [`fork`]: the rest.
+//! 8. [`error`], [`config`], [`runtime`], [`fork`]: the rest. No module uses
+//!    one that uses it back (`tests/module_graph.rs`): [`Runtime`] owns the
+//!    parts below it, and what keeps or borrows a runtime (a handle, a
+//!    transaction, `synchronize`) sits above it and adds its methods there.
 //!
 //! ## One page of use
 //!
@@ -90,12 +95,14 @@ mod offline;
 pub mod patch;
 pub mod publish;
 pub mod reclaim;
+mod registry;
 pub mod reloc;
 pub mod runtime;
 pub mod safepoint;
 mod sleep;
 pub mod staging;
 pub mod sync;
+mod synchronize;
 pub mod threads;
 mod tx_buffers;
 

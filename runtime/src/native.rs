@@ -11,7 +11,8 @@
 use std::sync::atomic::Ordering;
 
 use crate::code_memory::CodePtr;
-use crate::threads::{Inner, ThreadHandle, NOT_ENTERED};
+use crate::registry::NOT_ENTERED;
+use crate::threads::{Inner, ThreadHandle};
 
 /// Proof that the current thread is registered and inside
 /// [`ThreadHandle::enter`]; lent to the closure passed to `enter`.

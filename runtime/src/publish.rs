@@ -447,3 +447,10 @@ impl Drop for Transaction<'_> {
         self.rt.recycle_tx_buffers(std::mem::take(&mut self.buf));
     }
 }
+
+impl Runtime {
+    /// Starts a transaction.
+    pub fn transaction(&self) -> Transaction<'_> {
+        Transaction::new(self)
+    }
+}

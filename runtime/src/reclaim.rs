@@ -40,7 +40,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use crate::code_memory::{Blob, CodeMemory, State, GRANULE};
-use crate::threads::Registry;
+use crate::registry::Registry;
 
 /// How many epoch start times are kept for diagnostics.
 const EPOCH_TIMES: usize = 4096;

@@ -9,12 +9,11 @@ use crate::code_map::{BlobInfo, CodeEvent, Hooks};
 use crate::code_memory::{CodeMemory, CodeStats, State};
 use crate::config::Strategy;
 use crate::error::HeldBack;
-use crate::handshake::{self, Reasker};
+use crate::handshake::{self, Pinned, Reasker};
 use crate::patch::DispatchSlot;
-use crate::publish::{Guarantee, Transaction};
 use crate::reclaim::{pins_any, Reclaimer};
+use crate::registry::{Registry, NOT_ENTERED, OFFLINE};
 use crate::sync::{select_strategy, Serializer, SYNC_ENV};
-use crate::threads::{current_inner, Registry, ThreadHandle, NOT_ENTERED, OFFLINE};
 use crate::tx_buffers::TxBuffers;
 #[cfg(target_arch = "x86_64")]
 use crate::{
@@ -152,22 +151,9 @@ impl Runtime {
         self.mem.rx_base()..self.mem.rx_base() + self.mem.capacity()
     }
 
-    /// Registers the calling thread as one that may run JIT code, and makes
-    /// the handle its current one ([`crate::with_current_thread`]).
-    /// [`Error::AlreadyRegistered`] if the thread holds a live registration
-    /// (with any runtime).
-    pub fn register_thread(self: &Arc<Self>) -> Result<ThreadHandle, Error> {
-        ThreadHandle::register(self, crate::sync::this_thread_ack())
-    }
-
     /// Number of registered threads.
     pub fn registered_threads(&self) -> usize {
         self.registry.len()
-    }
-
-    /// Starts a transaction.
-    pub fn transaction(&self) -> Transaction<'_> {
-        Transaction::new(self)
     }
 
     /// How many times native code answered a request on its thread's poll
@@ -252,67 +238,6 @@ impl Runtime {
         };
         self.hooks.fire(&events);
         n
-    }
-
-    /// Waits until everything retired before the call is reclaimed, or
-    /// `timeout` passes: then [`Error::Timeout`] names the threads holding it
-    /// back and since when. Retirements of `Eventual` commits get the
-    /// serialization they wait for (an empty commit); the poll word asks
-    /// native code to report. If the calling thread is registered with this
-    /// runtime it is not waited for: it reports at each step (as a native
-    /// safepoint if it is inside native code) and waits offline.
-    pub fn synchronize(&self, timeout: Duration) -> Result<(), Error> {
-        self.check_process()?;
-        let start = Instant::now();
-        let target = self.commit_lock().next_serial();
-        let me = current_inner()
-            .filter(|i| std::ptr::eq(Arc::as_ptr(&i.rt), self))
-            .map(ThreadHandle::lend);
-        loop {
-            let needs_serialization = {
-                let rec = self.commit_lock();
-                if rec.oldest_serial().map_or(true, |s| s >= target) {
-                    return Ok(());
-                }
-                rec.awaits_serialization()
-            };
-            if needs_serialization {
-                self.transaction().commit(Guarantee::Eventual)?;
-            }
-            // A thread whose pins hold the retirement answered once; ask it to
-            // look again (its frame may have returned out of the code since).
-            handshake::ask_pinning_threads(&self.registry);
-            if let Some(h) = &me {
-                if h.is_entered() {
-                    h.safepoint_from_native();
-                } else {
-                    h.quiescent();
-                }
-            }
-            let mut events = Vec::new();
-            let done = {
-                let mut rec = self.commit_lock();
-                self.reclaim_locked(&mut rec, &mut events);
-                rec.oldest_serial().map_or(true, |s| s >= target)
-            };
-            self.hooks.fire(&events);
-            if done {
-                return Ok(());
-            }
-            if start.elapsed() >= timeout {
-                let (pending_retirements, held_back_by) = self.held_back();
-                return Err(Error::Timeout {
-                    waited: start.elapsed(),
-                    pending_retirements,
-                    held_back_by,
-                });
-            }
-            let nap = || crate::sleep::sleep(Duration::from_micros(500));
-            match &me {
-                Some(h) => h.blocking(nap),
-                None => nap(),
-            }
-        }
     }
 
     /// A rel32 site at `offset` in `blob` (staged or live), which must hold
@@ -592,5 +517,15 @@ impl Drop for CommitGuard<'_> {
         if self.rt.reclaim_wanted.load(Ordering::SeqCst) {
             self.rt.serve_reclaim_requests();
         }
+    }
+}
+
+impl Pinned for Runtime {
+    fn pins_pending(&self) -> bool {
+        Runtime::pins_pending(self)
+    }
+
+    fn registry(&self) -> &Registry {
+        Runtime::registry(self)
     }
 }

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub(crate) use signal::this_thread_ack;
 
 use crate::config::Strategy;
-use crate::threads::Registry;
+use crate::registry::Registry;
 use crate::Error;
 
 impl Strategy {

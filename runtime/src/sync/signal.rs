@@ -26,7 +26,7 @@ use crate::offline;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::threads::Registry;
+use crate::registry::Registry;
 
 /// How long a commit waits for one thread's acknowledgement before it fails
 /// (a thread that blocks the signal, or is stopped by a debugger).

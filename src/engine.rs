@@ -49,16 +49,13 @@ pub fn start(module: Module, options: &Options) -> Result<Arc<Program>, EngineEr
         runtime.fail_serialization_after(n);
     }
     let perf = match options.perf_map {
-        true => Some(
-            perf_map::PerfMap::create(
-                &perf_map::path(),
-                module.functions.iter().map(|f| f.name.clone()).collect(),
-            )
-            .map_err(|source| EngineError::PerfMap {
-                path: perf_map::path(),
-                source,
-            })?,
-        ),
+        true => {
+            let path = perf_map::path();
+            let names = module.functions.iter().map(|f| f.name.clone()).collect();
+            let map = perf_map::PerfMap::create(&path, names)
+                .map_err(|source| EngineError::PerfMap { path, source })?;
+            Some(map)
+        }
         false => None,
     };
     if perf.is_some() || trace::enabled() {

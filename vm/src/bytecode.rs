@@ -53,6 +53,15 @@ macro_rules! instructions {
             /// Every instruction but the binary operators, operands zero.
             const TEMPLATES: &'static [Instr] = &[$(Instr::$name $(($(0 as $ty),+))?),*];
 
+            /// The instruction `mnemonic` names, operands zero until the parser resolves
+            /// them.
+            pub fn lookup(mnemonic: &str) -> Option<Instr> {
+                match mnemonic {
+                    $($mnemonic => Some(Instr::$name $(($(0 as $ty),+))?),)*
+                    _ => BinOp::lookup(mnemonic).map(Instr::Bin),
+                }
+            }
+
             pub fn mnemonic(self) -> &'static str {
                 match self {
                     Instr::Bin(op) => op.mnemonic(),
@@ -169,6 +178,14 @@ macro_rules! binary_operators {
                     $(BinOp::$name => $mnemonic,)*
                 }
             }
+
+            /// The operator `mnemonic` names.
+            pub fn lookup(mnemonic: &str) -> Option<BinOp> {
+                match mnemonic {
+                    $($mnemonic => Some(BinOp::$name),)*
+                    _ => None,
+                }
+            }
         }
     };
 }
@@ -267,11 +284,6 @@ impl Instr {
             .into_iter()
             .map(Instr::Bin)
             .chain(Self::TEMPLATES.iter().copied())
-    }
-
-    /// The instruction `mnemonic` names, operands zero until the parser resolves them.
-    pub fn lookup(mnemonic: &str) -> Option<Instr> {
-        Self::all().find(|instr| instr.mnemonic() == mnemonic)
     }
 
     /// Whether control can continue to the next instruction.

@@ -65,7 +65,7 @@ impl Gen<'_> {
             }
             3 => {
                 self.expr(depth);
-                let op = self.pick(&super::roles::unary());
+                let op = self.pick(&super::roles::UNARY);
                 self.op(op);
             }
             4 => self.shuffle(depth),

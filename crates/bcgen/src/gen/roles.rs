@@ -4,11 +4,12 @@
 //! no other change; one of a new shape needs its own code in `expr` or `stmt`.
 
 use jitvm_vm::bytecode::Instr;
+use std::sync::LazyLock;
 
 /// The part of the generator that emits an instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
-    /// `[a] -> [b]`, never traps: picked from [`unary`] inside expressions.
+    /// `[a] -> [b]`, never traps: picked from [`UNARY`] inside expressions.
     Unary,
     /// A binary operator, with operands and constants chosen for its traps and shifts.
     Binary,
@@ -43,6 +44,5 @@ pub fn role(instr: Instr) -> Role {
 }
 
 /// Every unary operator of the table, in its order.
-pub fn unary() -> Vec<Instr> {
-    Instr::all().filter(|&i| role(i) == Role::Unary).collect()
-}
+pub static UNARY: LazyLock<Vec<Instr>> =
+    LazyLock::new(|| Instr::all().filter(|&i| role(i) == Role::Unary).collect());

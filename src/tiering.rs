@@ -152,6 +152,10 @@ pub struct Policy {
     log: Arc<Mutex<CompileLog>>,
     /// The compile thread, kept rather than detached (see `jitvm_vm::threads::Reaper`).
     compiler: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held by the compile thread from a batch's commit until its trace lines and compile
+    /// log are written; `true` once the program ends ([`Policy::close`]), when no further
+    /// batch starts. So `--stats` and `--trace` at exit never see a tier-up half recorded.
+    closed: Mutex<bool>,
 }
 
 impl Drop for Policy {
@@ -189,7 +193,14 @@ impl Policy {
             osr_requested: Mutex::new(HashSet::new()),
             log,
             compiler: Mutex::new(None),
+            closed: Mutex::new(false),
         })
+    }
+
+    /// For the program's exit: waits for the batch in flight to be recorded, and starts no
+    /// other.
+    pub fn close(&self) {
+        *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
     }
 
     /// The hot hook: called with each batch of counts reported for `def` (with the loop
@@ -356,6 +367,10 @@ fn compile_loop(program: Weak<Program>, policy: Arc<Policy>, jit: Arc<Jit>, jobs
         let Some(program) = program.upgrade() else {
             return;
         };
+        let closed = policy.closed.lock().unwrap_or_else(|e| e.into_inner());
+        if *closed {
+            return;
+        }
         match jit.tier_up(&program, &batch) {
             Ok(done) => {
                 if let Some(e) = &done.commit_error {

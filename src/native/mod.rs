@@ -68,6 +68,12 @@ pub(crate) fn program(
     let jit = Arc::new(jit);
     if let Some(policy) = &policy {
         tiering::start_compiler(&program, policy, &jit).map_err(EngineError::CompileThread)?;
+        let policy = Arc::downgrade(policy);
+        program.add_exit_hook(Box::new(move || {
+            if let Some(policy) = policy.upgrade() {
+                policy.close();
+            }
+        }));
     }
     program.add_patch_observer(Box::new(trace::patch));
     let sources = stats::StatsSources {

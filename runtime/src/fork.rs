@@ -1,6 +1,6 @@
 //! `fork` policy: a child process cannot change code.
 //!
-//! The code region is a shared `memfd` mapping, so after `fork` parent and
+//! The code region is a shared anonymous mapping, so after `fork` parent and
 //! child write the *same* physical bytes while each has its own copy of the
 //! allocator: the child's next allocation would be the parent's next, and
 //! its reclamation would poison or free the parent's code. So every runtime

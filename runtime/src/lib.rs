@@ -5,7 +5,7 @@
 //! run on every core, how calls are redirected to it, and when the code it
 //! replaced may be freed. The modules, in reading order:
 //!
-//! 1. [`code_memory`]: one region mapped twice from a memfd (RW to write, RX
+//! 1. [`code_memory`]: one region of shared memory mapped twice (RW to write, RX
 //!    to run; never both), an allocator, and checked handles ([`Blob`]).
 //! 2. [`icache`] (cache maintenance) and [`sync`] (core serialization of the
 //!    calling core and of all the others: one [`Strategy`] per file).

@@ -45,7 +45,7 @@ fn the_none_strategy_reports_zero_serializations() {
 
 fn views(maps: &str) -> Vec<(usize, usize, String)> {
     maps.lines()
-        .filter(|l| l.contains("jitvm-code"))
+        .filter(|l| l.contains("/dev/zero"))
         .map(|l| {
             let mut f = l.split_whitespace();
             let (a, b) = f.next().unwrap().split_once('-').unwrap();
@@ -70,8 +70,8 @@ fn the_writable_view_is_not_next_to_the_executable_view() {
         .find(|v| v.0 == rx.start)
         .expect("the RX view is mapped");
     assert_eq!(exec.2, "r-xs");
-    // Among all writable views of memfds named jitvm-code (other tests'
-    // runtimes may be alive too), none touches our RX view.
+    // Among all writable views (other tests' runtimes may be alive too),
+    // none touches our RX view.
     for (start, end, perms) in &all {
         if perms.contains('w') {
             assert!(
@@ -87,7 +87,7 @@ fn the_writable_view_is_not_next_to_the_executable_view() {
     let rw_lines: Vec<usize> = lines
         .iter()
         .enumerate()
-        .filter(|(_, l)| l.contains("jitvm-code") && l.contains(" rw-s "))
+        .filter(|(_, l)| l.contains("/dev/zero") && l.contains(" rw-s "))
         .map(|(i, _)| i)
         .collect();
     assert!(!rw_lines.is_empty());
@@ -107,4 +107,20 @@ fn poisoned_code_is_the_architectures_trap_instruction() {
     assert_eq!(jitvm_runtime::TRAP_INSTRUCTION, &[0x00, 0x00, 0x20, 0xD4]);
     #[cfg(target_arch = "riscv64")]
     assert_eq!(jitvm_runtime::TRAP_INSTRUCTION, &[0x73, 0x00, 0x10, 0x00]);
+}
+
+#[test]
+fn the_executable_view_is_anonymous_memory_so_perf_reads_the_perf_map() {
+    // perf's `is_anon_memory` (tools/perf/util/map.c) takes `//anon`, `/dev/zero...` and
+    // `/anon_hugepage...` as anonymous, and names samples there from /tmp/perf-PID.map;
+    // samples in a file mapping (a `memfd:` view) would stay unnamed addresses.
+    let rt = runtime(false);
+    let rx = rt.code_range();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let line = maps
+        .lines()
+        .find(|l| l.starts_with(&format!("{:x}-", rx.start)))
+        .expect("the RX view is in /proc/self/maps");
+    let name = line.split_whitespace().nth(5).unwrap_or("");
+    assert!(name.starts_with("/dev/zero"), "named {name:?}: {line}");
 }

@@ -1,4 +1,11 @@
-//! The double mapping: one `memfd`, mapped read+write and read+execute.
+//! The double mapping: one region of shared anonymous memory, mapped
+//! read+write and read+execute.
+//!
+//! Shared anonymous memory rather than a `memfd`: both are the same shmem
+//! pages underneath, but `perf` treats only anonymous mappings (`//anon`,
+//! `/dev/zero`, which is how the kernel names this one) as JIT code whose
+//! names are in `/tmp/perf-PID.map`; a `memfd` view is a file to it, and a
+//! perf map would never be read.
 //!
 //! No page is ever writable and executable at once, and publishing code never
 //! needs `mprotect`. The RW view is **not placed next to** the RX view: it
@@ -11,7 +18,7 @@ use std::io;
 
 use crate::Error;
 
-/// The two views of one region. Unmapped (and the memfd closed) on drop.
+/// The two views of one region. Unmapped on drop.
 pub(crate) struct DoubleMapping {
     pub(crate) rw: usize,
     pub(crate) rx: usize,
@@ -55,35 +62,21 @@ fn random_hint(page: usize) -> usize {
 impl DoubleMapping {
     pub(crate) fn new(len: usize) -> Result<DoubleMapping, Error> {
         let page = page_size();
-        // SAFETY: memfd_create takes a NUL-terminated name and flags; it
-        // returns a fresh descriptor or -1.
-        let fd = unsafe { libc::memfd_create(c"jitvm-code".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(Error::Io(io::Error::last_os_error()));
-        }
-        let close = |e: Error| {
-            // SAFETY: `fd` is ours and closed exactly once, here or below.
-            unsafe { libc::close(fd) };
-            e
-        };
-        // SAFETY: ftruncate on our own fresh descriptor.
-        if unsafe { libc::ftruncate(fd, len as libc::off_t) } != 0 {
-            return Err(close(Error::Io(io::Error::last_os_error())));
-        }
-        // 1. The RX view, wherever the kernel likes. Never writable.
-        // SAFETY: a new shared mapping of our memfd; it replaces nothing.
+        // 1. The RX view, wherever the kernel likes: shared anonymous memory,
+        //    read-only until step 4, never writable.
+        // SAFETY: a new shared anonymous mapping; it replaces nothing.
         let rx = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_EXEC,
-                libc::MAP_SHARED,
-                fd,
+                libc::PROT_READ,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
                 0,
             )
         };
         if rx == libc::MAP_FAILED {
-            return Err(close(Error::Io(io::Error::last_os_error())));
+            return Err(Error::Io(io::Error::last_os_error()));
         }
         // 2. A PROT_NONE reservation of guard + view + guard at a random hint.
         let reservation_len = len + 2 * page;
@@ -99,36 +92,40 @@ impl DoubleMapping {
                 0,
             )
         };
-        if res == libc::MAP_FAILED {
-            let e = Error::Io(io::Error::last_os_error());
-            // SAFETY: unmaps exactly the RX view mapped above.
-            unsafe { libc::munmap(rx, len) };
-            return Err(close(e));
-        }
-        // 3. The RW view inside it, between the guards. Never executable.
-        // SAFETY: MAP_FIXED replaces only pages of our own reservation `res`
-        // (offset one page, `len` bytes, which leaves a page on each side).
-        let rw = unsafe {
-            libc::mmap(
-                (res as usize + page) as *mut libc::c_void,
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_FIXED,
-                fd,
-                0,
-            )
-        };
-        let rw_err = (rw == libc::MAP_FAILED).then(io::Error::last_os_error);
-        // The mappings keep the memfd alive; the descriptor is not needed.
-        // SAFETY: `fd` is ours; closed once.
-        unsafe { libc::close(fd) };
-        if let Some(e) = rw_err {
-            // SAFETY: unmaps exactly the two mappings created above.
+        let undo = |e: io::Error, unmap_reservation: bool| {
+            // SAFETY: unmaps exactly the mappings created above.
             unsafe {
                 libc::munmap(rx, len);
-                libc::munmap(res, reservation_len);
+                if unmap_reservation {
+                    libc::munmap(res, reservation_len);
+                }
             }
-            return Err(Error::Io(e));
+            Error::Io(e)
+        };
+        if res == libc::MAP_FAILED {
+            return Err(undo(io::Error::last_os_error(), false));
+        }
+        // 3. The same pages again, inside the reservation between the guards:
+        //    mremap(2): "If the value of old_size is zero, and old_address
+        //    refers to a shareable mapping, then mremap() will create a new
+        //    mapping of the same pages."
+        let view = (res as usize + page) as *mut libc::c_void;
+        // SAFETY: MREMAP_FIXED replaces only pages of our own reservation
+        // `res` (offset one page, `len` bytes, a page left on each side).
+        let rw =
+            unsafe { libc::mremap(rx, 0, len, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, view) };
+        if rw == libc::MAP_FAILED {
+            return Err(undo(io::Error::last_os_error(), true));
+        }
+        // 4. The second view becomes the writable one, the first the
+        //    executable one: neither is ever both.
+        // SAFETY: changes protection of our own two views only.
+        let protected = unsafe {
+            libc::mprotect(rw, len, libc::PROT_READ | libc::PROT_WRITE) == 0
+                && libc::mprotect(rx, len, libc::PROT_READ | libc::PROT_EXEC) == 0
+        };
+        if !protected {
+            return Err(undo(io::Error::last_os_error(), true));
         }
         Ok(DoubleMapping {
             rw: rw as usize,

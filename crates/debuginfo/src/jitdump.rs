@@ -116,12 +116,21 @@ impl JitDump {
         }
         let now = timestamp();
         if let (Some(file), false) = (&f.file, f.lines.is_empty()) {
+            // perf inject ends its line sequence at the last entry's address
+            // (tools/perf/util/genelf_debug.c), so an extra entry at the end
+            // of the code keeps the last row from covering nothing.
+            let last = f.lines[f.lines.len() - 1].line;
+            let entries = f
+                .lines
+                .iter()
+                .map(|row| (f.addr + u64::from(row.offset), row.line))
+                .chain([(f.end(), last)]);
             let mut body = Vec::new();
             body.extend_from_slice(&f.addr.to_le_bytes());
-            body.extend_from_slice(&(f.lines.len() as u64).to_le_bytes());
-            for row in &f.lines {
-                body.extend_from_slice(&(f.addr + u64::from(row.offset)).to_le_bytes());
-                body.extend_from_slice(&row.line.to_le_bytes());
+            body.extend_from_slice(&(f.lines.len() as u64 + 1).to_le_bytes());
+            for (addr, line) in entries {
+                body.extend_from_slice(&addr.to_le_bytes());
+                body.extend_from_slice(&line.to_le_bytes());
                 body.extend_from_slice(&0u32.to_le_bytes()); // discriminator
                 body.extend_from_slice(file.as_bytes());
                 body.push(0);

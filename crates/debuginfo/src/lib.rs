@@ -73,7 +73,7 @@ pub struct FrameRow {
 
 impl FunctionInfo {
     /// One past the last byte of code.
-    fn end(&self) -> u64 {
+    pub(crate) fn end(&self) -> u64 {
         self.addr + self.len
     }
 

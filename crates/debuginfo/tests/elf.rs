@@ -265,7 +265,7 @@ fn an_invalid_description_is_refused_with_the_rule_it_breaks() {
             saved: vec![(regs::RBP, -16)],
         }],
     };
-    elf::image(&[good.clone()]).expect("the good one is fine");
+    elf::image(std::slice::from_ref(&good)).expect("the good one is fine");
 
     let zero = FunctionInfo {
         len: 0,

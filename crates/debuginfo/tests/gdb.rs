@@ -6,6 +6,15 @@ use jitvm_debuginfo::{elf, gdb, FunctionInfo};
 use std::path::PathBuf;
 use std::process::Command;
 
+/// Says why the test did nothing, on stderr itself: libtest would swallow a
+/// `println!` from a passing test.
+macro_rules! skip {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "skipped: {}", format!($($arg)*));
+    }};
+}
+
 /// `cargo test` builds the package's examples into target/<profile>/examples,
 /// beside the deps/ folder that holds this test.
 fn demo() -> PathBuf {
@@ -42,7 +51,7 @@ fn gdb_backtraces_through_registered_jit_frames_to_main() {
     {
         Ok(output) => output,
         Err(e) => {
-            println!("skipped: gdb cannot be run ({e})");
+            skip!("gdb cannot be run ({e})");
             return;
         }
     };
@@ -52,7 +61,7 @@ fn gdb_backtraces_through_registered_jit_frames_to_main() {
         String::from_utf8_lossy(&output.stderr)
     );
     if text.contains("ptrace: Operation not permitted") || text.contains("Couldn't get registers") {
-        println!("skipped: gdb may not trace here:\n{text}");
+        skip!("gdb may not trace here:\n{text}");
         return;
     }
     let frames: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();

@@ -1,7 +1,7 @@
 //! The command line's shape (clap): subcommands and their flags. Each flag's help is its
 //! line in the knob table ([`crate::options::KNOBS`]); `src/main.rs` does what they ask.
 
-use crate::options::{self as knob, FuncTier, TierChoice};
+use crate::options::{self as knob, FuncTier, PerfOutput, TierChoice};
 use crate::tiering::Thresholds;
 use clap::{Parser, Subcommand};
 use jitvm_runtime::Strategy;
@@ -51,8 +51,12 @@ pub enum Command {
         trace: bool,
         #[arg(long, help = knob::RUN_STATS.meaning)]
         stats: bool,
-        #[arg(long, help = knob::RUN_PERF_MAP.meaning)]
+        #[arg(long, help = knob::RUN_PERF.meaning, value_enum, value_name = "OUTPUT")]
+        perf: Option<PerfOutput>,
+        #[arg(long, help = knob::RUN_PERF_MAP.meaning, hide = true, conflicts_with = "perf")]
         perf_map: bool,
+        #[arg(long, help = knob::RUN_GDB.meaning)]
+        gdb: bool,
         #[arg(long = "func-tier", help = knob::RUN_FUNC_TIER.meaning, value_name = "NAME=TIER")]
         func_tier: Vec<FuncTier>,
         #[arg(long, help = knob::RUN_FAIL_SERIALIZATION_AFTER.meaning, value_name = "N",

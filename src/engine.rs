@@ -2,11 +2,13 @@
 //! tier, and under `--tier auto` the tiering policy and its compile thread (see
 //! [`crate::tiering`]); then [`Program::run_main`] runs it.
 
+use crate::code_events::CodeEvents;
 use crate::error::EngineError;
 use crate::interpreted::interpreted;
 use crate::options::{runtime_config, FuncTier, Options, TierChoice};
 use crate::tiering::Thresholds;
-use crate::{native, perf_map, stats, trace};
+use crate::{native, stats, trace};
+use jitvm_jit::code_info::Descriptions;
 use jitvm_jit::tier::Tier;
 use jitvm_runtime::{Config, Runtime};
 use jitvm_vm::{Module, Program, RunConfig};
@@ -48,31 +50,18 @@ pub fn start(module: Module, options: &Options) -> Result<Arc<Program>, EngineEr
     if let Some(n) = options.fail_serialization_after {
         runtime.fail_serialization_after(n);
     }
-    let perf = match options.perf_map {
-        true => {
-            let path = perf_map::path();
-            let names = module.functions.iter().map(|f| f.name.clone()).collect();
-            let map = perf_map::PerfMap::create(&path, names)
-                .map_err(|source| EngineError::PerfMap { path, source })?;
-            Some(map)
-        }
-        false => None,
-    };
-    if perf.is_some() || trace::enabled() {
-        let perf = perf.clone();
-        runtime.set_code_hook(Box::new(move |event| {
-            if let Some(perf) = &perf {
-                perf.on_event(event);
-            }
-            trace::code_event(event);
-        }));
+    let events = CodeEvents::new(&module, options)?;
+    if let Some(events) = &events {
+        let events = Arc::clone(events);
+        runtime.set_code_hook(Box::new(move |batch| events.on_events(batch)));
     }
     // Auto tiers up with the tiers this build has: none, it only interprets.
     let tiering = (options.tier == TierChoice::Auto && Tier::Baseline.is_available())
         .then_some(options.thresholds);
-    let program = build(module, &tiers, tiering, options.run, runtime)?;
-    if let Some(perf) = perf {
-        program.add_exit_hook(Box::new(move || perf.flush()));
+    let descriptions = events.as_ref().and_then(|e| e.descriptions());
+    let program = build(module, &tiers, tiering, options.run, runtime, descriptions)?;
+    if let Some(events) = events {
+        program.add_exit_hook(Box::new(move || events.at_exit()));
     }
     Ok(program)
 }
@@ -85,7 +74,7 @@ pub fn instantiate(
     config: RunConfig,
 ) -> Result<Arc<Program>, EngineError> {
     let runtime = Runtime::new(runtime_config()).map_err(EngineError::Runtime)?;
-    build(module, tiers, None, config, runtime)
+    build(module, tiers, None, config, runtime, None)
 }
 
 /// The program of [`start`] and [`instantiate`], its runtime made: interpreted if every
@@ -96,6 +85,7 @@ fn build(
     tiering: Option<Thresholds>,
     config: RunConfig,
     runtime: Arc<Runtime>,
+    descriptions: Option<Arc<Descriptions>>,
 ) -> Result<Arc<Program>, EngineError> {
     if tiering.is_none() && tiers.iter().all(|&t| t == Tier::Interp) {
         let program = interpreted(module, config, runtime);
@@ -103,5 +93,5 @@ fn build(
         program.set_stats_report(Box::new(|p| stats::report(p, None)));
         return Ok(program);
     }
-    native::program(module, tiers, tiering, config, runtime)
+    native::program(module, tiers, tiering, config, runtime, descriptions)
 }

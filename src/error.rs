@@ -16,6 +16,8 @@ pub enum EngineError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// `--perf jitdump` could not create its file.
+    Jitdump(jitvm_debuginfo::Error),
     /// Not even the interpreter stubs could be published.
     Install(jitvm_runtime::Error),
     /// The tiering policy's compile thread did not start.
@@ -32,6 +34,7 @@ impl fmt::Display for EngineError {
             EngineError::PerfMap { path, source } => {
                 write!(f, "cannot write {}: {source}", path.display())
             }
+            EngineError::Jitdump(e) => write!(f, "--perf jitdump: {e}"),
             EngineError::Install(e) => write!(f, "cannot install native code: {e}"),
             EngineError::CompileThread(e) => write!(f, "cannot start the compile thread: {e}"),
             EngineError::NoNativeTiers => f.write_str("native tiers need an x86-64 machine"),
@@ -45,6 +48,7 @@ impl std::error::Error for EngineError {
             EngineError::Runtime(e) | EngineError::Install(e) => Some(e),
             EngineError::PerfMap { source, .. } => Some(source),
             EngineError::CompileThread(e) => Some(e),
+            EngineError::Jitdump(e) => Some(e),
             EngineError::NoSuchFunction(_) | EngineError::NoNativeTiers => None,
         }
     }

@@ -19,12 +19,16 @@
 //!   that depends on the architecture: x86-64 only, elsewhere a stand-in refuses.
 //! - [`tiering`]: `--tier auto`, the policy that moves hot functions up and its compile
 //!   thread.
-//! - [`stats`], [`trace`], [`perf_map`]: `--stats`, `--trace` and `--perf-map`.
+//! - [`stats`], [`trace`]: `--stats` and `--trace`.
+//! - [`code_events`]: what a run does as code is published and reclaimed: `--perf map`
+//!   ([`perf_map`]), `--perf jitdump`, `--gdb` ([`gdb_jit`]) and `--trace`'s lines.
 //! - [`stress`]: `jitvm stress`, hot patching under load, checked as it runs.
 
 pub mod cli;
+pub mod code_events;
 pub mod engine;
 pub mod error;
+pub mod gdb_jit;
 pub mod input;
 pub mod interpreted;
 pub mod options;
@@ -53,6 +57,7 @@ mod native {
         _tiering: Option<Thresholds>,
         _config: RunConfig,
         _runtime: Arc<Runtime>,
+        _descriptions: Option<Arc<jitvm_jit::code_info::Descriptions>>,
     ) -> Result<Arc<Program>, EngineError> {
         Err(EngineError::NoNativeTiers)
     }

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use jitvm::cli::{Cli, Command};
-use jitvm::options::{ENV_LOG, ENV_RUST_LOG};
+use jitvm::options::{gdb_from_env, PerfOutput, ENV_LOG, ENV_RUST_LOG};
 use jitvm::{
     entry_point, function_tiers, ir_listing, load, native_disassembly, start, Input, Options,
     Thresholds, TierChoice,
@@ -11,6 +11,7 @@ use jitvm_vm::lower::lower_module;
 use jitvm_vm::output::report_write_error;
 use jitvm_vm::RunConfig;
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// A usage or static error.
@@ -43,7 +44,9 @@ fn main() -> ExitCode {
             sync,
             trace: _,
             stats,
+            perf,
             perf_map,
+            gdb,
             func_tier,
             fail_serialization_after,
             file,
@@ -56,7 +59,11 @@ fn main() -> ExitCode {
                     opt: opt_threshold,
                 },
                 sync,
-                perf_map,
+                perf: perf.or(perf_map.then_some(PerfOutput::Map)),
+                gdb: gdb || gdb_from_env(),
+                // Absolute, so that gdb finds the source wherever it runs.
+                script: (file != Path::new("-"))
+                    .then(|| std::path::absolute(&file).unwrap_or_else(|_| file.clone())),
                 poison: false,
                 fail_serialization_after,
                 run: RunConfig {

@@ -15,6 +15,7 @@ use jitvm_jit::tier::Tier;
 use jitvm_runtime::{Config, Strategy};
 use jitvm_vm::RunConfig;
 use std::fmt;
+use std::path::PathBuf;
 
 /// Where a knob is set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +90,9 @@ knobs! {
     RUN_SYNC: Run "--sync" = Absent("$JITVM_SYNC, else membarrier where the kernel has it, else signal"), sets "runtime Config::strategy", "How code changes reach the other cores: membarrier, mprotect, signal or none (default: $JITVM_SYNC, else membarrier where the kernel has it, else signal)";
     RUN_TRACE: Run "--trace" = Absent("off"), sets "the log filter", "Log a line per tier-up and per patch to stderr (the log target `jitvm::trace`: the same as JITVM_LOG=jitvm::trace=info)";
     RUN_STATS: Run "--stats" = Absent("off"), sets "RunConfig::stats", "When the run ends (trap included), print to stderr per function its counted calls and loop back-edges, its tier and its compile times, and the code runtime's totals: commits, serializations, code bytes live, retired and freed";
-    RUN_PERF_MAP: Run "--perf-map" = Absent("off"), sets "Options::perf_map", "Write /tmp/perf-PID.map as code is published, so `perf report` names JIT frames";
+    RUN_PERF: Run "--perf" = Absent("off"), sets "Options::perf", "Tell perf about JIT code as it is published: `map` writes /tmp/perf-PID.map (perf report names JIT functions; no lines, no annotate), `jitdump` writes jit-PID.dump (after `perf record -k 1` and `perf inject --jit`: names, .bc lines and perf annotate, a reused address attributed to the code loaded there last)";
+    RUN_PERF_MAP: Run "--perf-map" = Absent("off"), sets "Options::perf", "The same as --perf map (its older spelling)", hidden;
+    RUN_GDB: Run "--gdb" = Absent("$JITVM_GDB, else off"), sets "Options::gdb", "Register JIT code with gdb as it is published (the GDB JIT interface: each function's name, .bc lines and frame), so that gdb's backtraces name JIT frames; off by default, it costs time per commit (the same as JITVM_GDB=1)";
     RUN_FUNC_TIER: Run "--func-tier" = Absent("none"), sets "Options::func_tiers", "Testing aid: run function NAME in TIER (interp, baseline or opt) whatever --tier says, and keep it there; repeat for several functions";
     RUN_FAIL_SERIALIZATION_AFTER: Run "--fail-serialization-after" = Absent("never"), sets "Options::fail_serialization_after", "Testing aid: the N-th serialization of the run fails (1: the first)", hidden;
     STRESS_THREADS: Stress "--threads" = Value("4"), sets "StressArgs::threads", "Worker threads (1 to 250); a patcher thread runs besides them";
@@ -105,10 +108,13 @@ knobs! {
     DIS_TIER: Dis "--tier" = Value("baseline"), sets "dis --native", "The native tier `--native` shows: baseline or opt";
     ENV_SYNC: Env "JITVM_SYNC" = Absent("membarrier where the kernel has it, else signal"), sets "runtime Config::strategy", "The core-serialization strategy when --sync is not given: membarrier, mprotect, signal or none (read by the runtime)";
     ENV_POISON: Env "JITVM_POISON" = Absent("off"), sets "runtime Config::poison", "1: poison mode, reclaimed code filled with trap instructions and quarantined (a testing aid; stress --poison does the same)";
+    ENV_GDB: Env "JITVM_GDB" = Absent("off"), sets "Options::gdb", "1: register JIT code with gdb, as --gdb does";
+    ENV_JITDUMPDIR: Env "JITDUMPDIR" = Absent("the current directory"), sets "--perf jitdump", "The directory --perf jitdump writes jit-PID.dump in (the variable perf's other JIT agents read)";
     ENV_LOG: Env "JITVM_LOG" = Absent("RUST_LOG"), sets "the log filter", "Logging to stderr, an env_logger filter (`debug`, `jitvm::trace=info`)";
     ENV_RUST_LOG: Env "RUST_LOG" = Absent("no logging"), sets "the log filter", "The log filter when JITVM_LOG is not set";
     TEST_BIN: TestEnv "JITVM_BIN" = Absent("target/release/jitvm"), sets "differential tests, fuzzing, benches", "The jitvm binary the differential checks and the benchmarks run";
     TEST_STRESS_SECS: TestEnv "JITVM_STRESS_SECS" = Absent("3"), sets "runtime/tests/stress.rs", "Seconds each serialization strategy runs in the runtime's stress test";
+    TEST_REQUIRE_TOOLS: TestEnv "JITVM_REQUIRE_TOOLS" = Absent("unset: a missing tool skips its test"), sets "tests/perf_gdb.rs", "Set (by .ci/run, which installs them): perf and gdb must be installed, their tests never skip for want of them";
     TEST_BENCH_N: TestEnv "JITVM_BENCH_N" = Absent("2000"), sets "runtime/benches/commit.rs", "Samples per row of the runtime's commit benchmark";
 }
 
@@ -242,8 +248,12 @@ pub struct Options {
     pub thresholds: Thresholds,
     /// The core-serialization strategy; `None`: `JITVM_SYNC`, else the runtime's choice.
     pub sync: Option<Strategy>,
-    /// Write `/tmp/perf-PID.map` as code is published.
-    pub perf_map: bool,
+    /// What `perf` is told about JIT code (`--perf`).
+    pub perf: Option<PerfOutput>,
+    /// Register JIT code with gdb (`--gdb`, `JITVM_GDB=1`).
+    pub gdb: bool,
+    /// The script's path as debug information names it (absolute, so that gdb finds it).
+    pub script: Option<PathBuf>,
     /// Poison reclaimed code (as `JITVM_POISON=1` does).
     pub poison: bool,
     /// Testing aid: make the N-th serialization of the run fail (1: the first), to drive
@@ -259,12 +269,33 @@ impl Default for Options {
             func_tiers: Vec::new(),
             thresholds: Thresholds::default(),
             sync: None,
-            perf_map: false,
+            perf: None,
+            gdb: false,
+            script: None,
             poison: false,
             fail_serialization_after: None,
             run: RunConfig::default(),
         }
     }
+}
+
+/// What `--perf` writes for the profiler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PerfOutput {
+    /// `/tmp/perf-PID.map`: a line per published blob, `START SIZE NAME`.
+    Map,
+    /// `jit-PID.dump` in `$JITDUMPDIR` or the current directory: perf's jitdump format.
+    Jitdump,
+}
+
+/// `JITVM_GDB=1`: register JIT code with gdb ([`ENV_GDB`]).
+pub fn gdb_from_env() -> bool {
+    std::env::var(ENV_GDB.name).is_ok_and(|v| v == "1")
+}
+
+/// Where `--perf jitdump` writes its file ([`ENV_JITDUMPDIR`]).
+pub fn jitdump_dir() -> PathBuf {
+    std::env::var_os(ENV_JITDUMPDIR.name).map_or_else(|| PathBuf::from("."), PathBuf::from)
 }
 
 /// A `--sync` value: membarrier, mprotect, signal or none.

@@ -22,8 +22,8 @@ pub fn path() -> PathBuf {
     PathBuf::from(format!("/tmp/perf-{}.map", std::process::id()))
 }
 
-/// The name perf shows for a blob of function `name`.
-fn symbol(name: &str, kind: BlobKind) -> String {
+/// The name perf (and gdb) show for a blob of function `name`.
+pub fn symbol(name: &str, kind: BlobKind) -> String {
     match kind {
         BlobKind::Code(tier) => format!("jitvm:{name} [{}]", tier.name()),
         BlobKind::CallStub => format!("jitvm:{name} [call stub]"),

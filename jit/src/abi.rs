@@ -352,6 +352,10 @@ pub struct CompiledCode {
     pub notes: Vec<(usize, String)>,
     /// Where the out-of-line code (slow paths, trap exits) starts; `bytes.len()` if none.
     pub cold_offset: usize,
+    /// The frame from each offset on, for a debugger's unwinder ([`crate::code_info`]).
+    pub frame: Vec<crate::code_info::FrameRow>,
+    /// The bytecode instruction from each offset on, for line tables.
+    pub source: Vec<crate::code_info::SourceRow>,
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -22,6 +22,7 @@
 
 use crate::abi::{CompiledCode, ENTRY_OFFSET};
 use crate::baseline::{self, CompileEnv};
+use crate::code_info::{Description, Descriptions};
 use crate::emit_error::EmitError;
 use crate::native_thread::callbacks;
 use crate::stubs::{compile_stub, MAX_STUB_SIZE};
@@ -29,7 +30,7 @@ use jitvm_runtime::{Blob, CommitInfo, Error, Guarantee, Reloc, RelocKind, Transa
 use jitvm_vm::program::Program;
 use jitvm_vm::FuncId;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::tier::Tier;
@@ -199,6 +200,8 @@ pub struct TierUpBatch {
 pub struct Jit {
     env: CompileEnv,
     opt: Option<OptSetup>,
+    /// Where each staged blob's description goes, for a debugger or profiler.
+    descriptions: Option<Arc<Descriptions>>,
     /// Per definition (by `FuncId`): the blob its entry is in, and its tier.
     code: Mutex<Vec<(Blob, Tier)>>,
 }
@@ -207,7 +210,9 @@ impl Jit {
     /// Installs every function in its tier (`tiers`, by `FuncId`), all in one `Strong`
     /// commit, and returns the program's `Jit` with what each function got. `want_ir` keeps
     /// Cranelift's IR for `dis --ir`; `opt_later` stages the optimizing JIT's call stubs even
-    /// if no function is optimized yet, for [`Jit::tier_up`]. A function that fails to
+    /// if no function is optimized yet, for [`Jit::tier_up`]. With `descriptions`, every
+    /// blob it stages (here and in later tier-ups) leaves its frame and source rows there,
+    /// by address, for the code hook to take at publication. A function that fails to
     /// compile gets an interpreter stub and a warning. Fails only if even the stubs cannot
     /// be published.
     pub fn install(
@@ -215,6 +220,7 @@ impl Jit {
         tiers: &[Tier],
         want_ir: bool,
         opt_later: bool,
+        descriptions: Option<Arc<Descriptions>>,
     ) -> Result<(Jit, Vec<Installed>), Error> {
         let module = &program.module;
         let env = CompileEnv {
@@ -229,7 +235,7 @@ impl Jit {
         let mut installed = Vec::with_capacity(module.functions.len());
         let mut blobs = Vec::with_capacity(module.functions.len());
         let opt = if opt_later || tiers.contains(&Tier::Opt) {
-            match OptSetup::new(&mut tx, &env) {
+            match OptSetup::new(&mut tx, &env, descriptions.as_deref()) {
                 Ok(o) => Some(o),
                 Err(e) => {
                     log::warn!("opt: no optimizing JIT: {e}");
@@ -265,8 +271,15 @@ impl Jit {
             };
             let compile_time = start.elapsed();
             let (tier, blob, native) = match code {
-                Some((tier, (blob, code))) => (tier, blob, Some(code)),
-                None => (Tier::Interp, stage_stub(program, &mut tx, f)?, None),
+                Some((tier, (blob, code))) => {
+                    describe(descriptions.as_deref(), blob, &code);
+                    (tier, blob, Some(code))
+                }
+                None => {
+                    let (blob, stub) = stage_stub(program, &mut tx, f)?;
+                    describe(descriptions.as_deref(), blob, &stub);
+                    (Tier::Interp, blob, None)
+                }
             };
             blobs.push((blob, tier));
             installed.push(Installed {
@@ -291,6 +304,7 @@ impl Jit {
         let jit = Jit {
             env,
             opt,
+            descriptions,
             code: Mutex::new(blobs),
         };
         Ok((jit, installed))
@@ -373,6 +387,7 @@ impl Jit {
             };
             match staged {
                 Ok((blob, native)) => {
+                    describe(self.descriptions.as_deref(), blob, &native);
                     entries.push((f, blob.addr() + ENTRY_OFFSET));
                     blobs.push((blob, to));
                     batch.done.push(TierUp {
@@ -441,7 +456,15 @@ impl Jit {
             (Tier::Opt, None) => return Err(CompileError::NoOptimizingJit),
             _ => stage_native(program, tx, &self.env, f, Some(header))?,
         };
+        describe(self.descriptions.as_deref(), blob, &code);
         Ok((blob, code.bytes.len()))
+    }
+}
+
+/// Leaves `code`'s description in `table` under `blob`'s address.
+fn describe(table: Option<&Descriptions>, blob: Blob, code: &CompiledCode) {
+    if let Some(table) = table {
+        table.record(blob.addr(), Description::of(code));
     }
 }
 
@@ -481,7 +504,7 @@ fn stage_stub<'a>(
     program: &'a Program,
     tx: &mut Transaction<'a>,
     f: FuncId,
-) -> Result<Blob, Error> {
+) -> Result<(Blob, CompiledCode), Error> {
     let params = program.module.functions[f as usize].params.len();
     let def_addr = program.header_word(f, false);
     let mut staging = tx.reserve(MAX_STUB_SIZE, 16)?;
@@ -490,7 +513,7 @@ fn stage_stub<'a>(
     staging.buf()[..stub.bytes.len()].copy_from_slice(&stub.bytes);
     let blob = staging.finish(stub.bytes.len())?;
     tx.set_owner(blob, owner_tag(f, BlobKind::Code(Tier::Interp)))?;
-    Ok(blob)
+    Ok((blob, stub))
 }
 
 /// The optimizing JIT's per-install state: the host ISA and the call stubs.
@@ -503,13 +526,20 @@ struct OptSetup {
 
 impl OptSetup {
     /// Builds the ISA and stages one call stub per function of the program.
-    fn new(tx: &mut Transaction<'_>, env: &CompileEnv) -> Result<OptSetup, CompileError> {
+    fn new(
+        tx: &mut Transaction<'_>,
+        env: &CompileEnv,
+        descriptions: Option<&Descriptions>,
+    ) -> Result<OptSetup, CompileError> {
         let isa = crate::opt::host_isa()?;
         let mut stubs = Vec::with_capacity(env.slot_addr.len());
         for (f, &slot) in env.slot_addr.iter().enumerate() {
             let bytes = crate::opt::call_stubs::call_stub(slot);
             let blob = tx.stage_relocated(&bytes, 16, &[])?;
             tx.set_owner(blob, owner_tag(f as FuncId, BlobKind::CallStub))?;
+            if let Some(table) = descriptions {
+                table.record(blob.addr(), Description::frameless(&bytes));
+            }
             stubs.push(blob.addr());
         }
         Ok(OptSetup {

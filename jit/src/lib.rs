@@ -15,6 +15,8 @@
 //! - `magic`: the plans for division by a constant without `idiv`, which both tiers follow.
 //! - [`stubs`]: interpreter stubs, native entry points that run a definition in the
 //!   interpreter (`call_interp`).
+//! - [`code_info`]: what a debugger and a profiler need to map a blob's machine code back:
+//!   its frame at each offset (for unwinding) and its bytecode instruction at each offset.
 //! - [`disasm`]: bytecode interleaved with machine code, for `jitvm dis --native`.
 //! - [`native_thread`]: the Rust half of the ABI: a VM thread's context, the bridge through
 //!   which the interpreter enters native code (inside the runtime's `enter`), and the
@@ -29,6 +31,7 @@
 pub mod abi;
 pub mod base_case;
 pub mod baseline;
+pub mod code_info;
 pub mod disasm;
 pub mod emit_error;
 #[cfg(target_arch = "x86_64")]

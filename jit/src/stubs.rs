@@ -57,37 +57,52 @@ fn compile_stub_x86(
         ; .u64 0
         ; .u64 header
     );
-    emit_interpreted_call(&mut ops, params, def_addr, callbacks.call_interp);
+    let mut frame = Vec::new();
+    emit_interpreted_call(
+        &mut ops,
+        &mut frame,
+        params,
+        def_addr,
+        callbacks.call_interp,
+    );
     let bytes = ops
         .finalize()
         .map_err(|e| EmitError::Assembler(e.to_string()))?;
     debug_assert!(bytes.len() <= MAX_STUB_SIZE);
-    Ok(CompiledCode {
+    let mut stub = CompiledCode {
         cold_offset: bytes.len(),
         bytes,
         entry_offset: ENTRY_OFFSET,
         notes: vec![(ENTRY_OFFSET, format!("interpreter stub, {params} params"))],
+        frame,
         ..CompiledCode::default()
-    })
+    };
+    crate::code_info::finish(&mut stub);
+    Ok(stub)
 }
 
 /// The body of a stub: at a function's entry (nothing pushed yet, the call's arguments where
 /// the ABI puts them), runs the definition at `def_addr` in the interpreter and returns what
 /// `call_interp` returns. Also the baseline's way into the interpreter when the native stack
-/// runs short (see "Depth and the native stack" in [`crate::abi`]).
+/// runs short (see "Depth and the native stack" in [`crate::abi`]). Adds to `rows` the
+/// frame at each of its offsets.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::useless_conversion)] // dynasm expands `Rq(r)` to `r.into()`
 pub(crate) fn emit_interpreted_call(
     ops: &mut dynasmrt::VecAssembler<dynasmrt::x64::X64Relocation>,
+    rows: &mut Vec<crate::code_info::FrameRow>,
     params: usize,
     def_addr: usize,
     call_interp: usize,
 ) {
+    use crate::code_info::pushed_frame;
     use dynasmrt::{dynasm, DynasmApi};
 
     // At entry rsp = 8 (mod 16); an odd number of words realigns it and holds P params.
     let frame = 8 * (params as i32 | 1);
+    rows.push(pushed_frame(ops.offset().0, 8, &[]));
     dynasm!(ops ; .arch x64 ; sub rsp, frame);
+    rows.push(pushed_frame(ops.offset().0, 8 + frame, &[]));
     const ARG_REGS: [u8; 4] = [2, 1, 8, 9]; // rdx, rcx, r8, r9
     for k in 0..params {
         let slot = 8 * k as i32;
@@ -111,8 +126,9 @@ pub(crate) fn emit_interpreted_call(
         ; mov rax, QWORD interp
         ; call rax
         ; add rsp, frame
-        ; ret
     );
+    rows.push(pushed_frame(ops.offset().0, 8, &[]));
+    dynasm!(ops ; .arch x64 ; ret);
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -32,7 +32,7 @@ fn a_function_that_finds_no_code_memory_stays_in_the_interpreter_and_the_run_goe
         None,
     );
     let (_, installed) =
-        Jit::install(&program, &[Tier::Baseline; 2], false, false).expect("stubs fit");
+        Jit::install(&program, &[Tier::Baseline; 2], false, false, None).expect("stubs fit");
     let mut got = String::new();
     for item in &installed {
         let _ = write!(got, "{}:{} ", item.func, item.native.is_some());

@@ -24,7 +24,7 @@ fn a_tier_up_published_without_its_guarantee_is_recorded_as_published() {
         None,
     );
     let interp = [Tier::Interp, Tier::Interp];
-    let (jit, _) = Jit::install(&program, &interp, false, false).unwrap();
+    let (jit, _) = Jit::install(&program, &interp, false, false, None).unwrap();
     let f = program.module.function_index("f").unwrap();
     // `loop`, the first label.
     let (header_op, header) = program.definitions()[f as usize].code.labels[0];

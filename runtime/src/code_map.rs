@@ -51,7 +51,10 @@ pub enum CodeEvent {
     },
 }
 
-pub(crate) type Hook = Arc<dyn Fn(CodeEvent) + Send + Sync>;
+/// A code hook: called with each batch of events (see [`crate::Runtime::set_code_hook`]).
+pub type CodeHook = Box<dyn Fn(&[CodeEvent]) + Send + Sync>;
+
+pub(crate) type Hook = Arc<dyn Fn(&[CodeEvent]) + Send + Sync>;
 
 /// The installed hook, if any.
 #[derive(Default)]
@@ -71,18 +74,18 @@ impl Hooks {
         self.set.load(Ordering::Acquire)
     }
 
-    /// Calls the hook for each event; a panicking hook is contained (logged)
-    /// so it cannot leave the runtime half-way through anything.
+    /// Calls the hook once with the events of one commit or reclamation (a
+    /// batch: a debugger registration costs per call, not per blob); a
+    /// panicking hook is contained (logged) so it cannot leave the runtime
+    /// half-way through anything.
     pub(crate) fn fire(&self, events: &[CodeEvent]) {
         if events.is_empty() {
             return;
         }
         let hook = self.hook.read().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(h) = hook {
-            for e in events {
-                if catch_unwind(AssertUnwindSafe(|| h(*e))).is_err() {
-                    log::error!("jitvm-runtime: code hook panicked on {e:?}");
-                }
+            if catch_unwind(AssertUnwindSafe(|| h(events))).is_err() {
+                log::error!("jitvm-runtime: code hook panicked on {events:?}");
             }
         }
     }

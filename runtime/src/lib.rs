@@ -106,7 +106,7 @@ mod synchronize;
 pub mod threads;
 mod tx_buffers;
 
-pub use code_map::{BlobInfo, CodeEvent};
+pub use code_map::{BlobInfo, CodeEvent, CodeHook};
 pub use code_memory::{Blob, CodePtr, CodeStats, TRAP_INSTRUCTION};
 pub use config::{Config, Strategy};
 pub use error::{Error, HeldBack};

@@ -5,7 +5,7 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
-use crate::code_map::{BlobInfo, CodeEvent, Hooks};
+use crate::code_map::{BlobInfo, CodeEvent, CodeHook, Hooks};
 use crate::code_memory::{CodeMemory, CodeStats, State};
 use crate::config::Strategy;
 use crate::error::HeldBack;
@@ -189,13 +189,15 @@ impl Runtime {
         }
     }
 
-    /// Installs the hook called with a [`CodeEvent`] when a commit publishes
-    /// a blob and when a retired blob is reclaimed (for a `perf` map). It is
-    /// called on the committing or reclaiming thread (possibly a thread at a
+    /// Installs the hook called with the [`CodeEvent`]s of a commit (the
+    /// blobs it published) and of a reclamation (the blobs it freed, the
+    /// threads that pin retired code): one call per batch, for a `perf` map,
+    /// jitdump or a debugger's registry. It is called on the committing or
+    /// reclaiming thread (possibly a thread at a
     /// native safepoint), after the runtime's locks are released; it may
     /// call [`lookup`](Self::lookup) and even commit. A panic in it is
     /// caught and logged. Replaces any previous hook.
-    pub fn set_code_hook(&self, hook: Box<dyn Fn(CodeEvent) + Send + Sync>) {
+    pub fn set_code_hook(&self, hook: CodeHook) {
         self.hooks.set(Some(Arc::from(hook)));
     }
 

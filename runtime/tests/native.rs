@@ -258,7 +258,9 @@ fn the_code_map_finds_blobs_and_the_hook_sees_publication_and_reclamation() {
     let rt = runtime(false);
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
-    rt.set_code_hook(Box::new(move |e| sink.lock().unwrap().push(e)));
+    rt.set_code_hook(Box::new(move |events| {
+        sink.lock().unwrap().extend_from_slice(events)
+    }));
     let slot = rt.dispatch_slot(0);
     let mut tx = rt.transaction();
     let a = tx.stage(&version(1), 16).unwrap();

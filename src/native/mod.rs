@@ -10,6 +10,7 @@ use crate::interpreted::interpreted;
 use crate::options::runtime_config;
 use crate::tiering::{self, CompileLog, Policy, Thresholds};
 use crate::{stats, trace};
+use jitvm_jit::code_info::Descriptions;
 use jitvm_jit::install::{Installed, Jit};
 use jitvm_jit::tier::Tier;
 use jitvm_runtime::Runtime;
@@ -25,6 +26,7 @@ pub(crate) fn program(
     tiering: Option<Thresholds>,
     mut config: RunConfig,
     runtime: Arc<Runtime>,
+    descriptions: Option<Arc<Descriptions>>,
 ) -> Result<Arc<Program>, EngineError> {
     let n = module.functions.len();
     // Under auto, a function is pinned by --func-tier (its tier is not Interp here); the
@@ -57,8 +59,8 @@ pub(crate) fn program(
         Box::new(jitvm_jit::native_thread::native_thread),
         hook,
     );
-    let (jit, installed) =
-        Jit::install(&program, &first, false, policy.is_some()).map_err(EngineError::Install)?;
+    let (jit, installed) = Jit::install(&program, &first, false, policy.is_some(), descriptions)
+        .map_err(EngineError::Install)?;
     {
         let mut log = compiles.lock().unwrap_or_else(|e| e.into_inner());
         for item in &installed {
@@ -95,6 +97,6 @@ fn compile_all(
     let tiers = vec![tier; module.functions.len()];
     let program = interpreted(module, RunConfig::default(), runtime);
     let (_, installed) =
-        Jit::install(&program, &tiers, want_ir, false).map_err(EngineError::Install)?;
+        Jit::install(&program, &tiers, want_ir, false, None).map_err(EngineError::Install)?;
     Ok((program, installed))
 }

@@ -14,9 +14,10 @@ use crate::abi::{Callbacks, ENTRY_OFFSET, HEADER_OFFSET, MAX_NATIVE_FRAME};
 use cranelift_codegen::binemit::Reloc as ClifReloc;
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{ExternalName, UserExternalNameRef};
+use cranelift_codegen::isa::unwind::UnwindInst;
 use cranelift_codegen::isa::{self, LookupError, OwnedTargetIsa};
 use cranelift_codegen::settings::{self, Configurable, SetError};
-use cranelift_codegen::{CodegenError, Context, FinalizedRelocTarget};
+use cranelift_codegen::{CodegenError, Context, Final, FinalizedRelocTarget, MachSrcLoc};
 use jitvm_runtime::RelocKind;
 use jitvm_vm::{FuncId, Module};
 use std::fmt;
@@ -66,6 +67,8 @@ pub enum OptError {
     Relocation(ClifReloc),
     /// A relocation target installation cannot resolve (its debug form).
     RelocationTarget(String),
+    /// Cranelift's record of the prologue says what a debugger's unwinder cannot follow.
+    Unwind(&'static str),
 }
 
 impl fmt::Display for OptError {
@@ -86,6 +89,7 @@ impl fmt::Display for OptError {
             ),
             OptError::Relocation(k) => write!(f, "unsupported relocation {k:?}"),
             OptError::RelocationTarget(t) => write!(f, "unsupported relocation target {t}"),
+            OptError::Unwind(what) => write!(f, "unwind information: {what}"),
         }
     }
 }
@@ -220,26 +224,123 @@ pub fn compile(
         }
     }
     let len = bytes.len();
-    Ok(OptCode {
-        code: crate::abi::CompiledCode {
-            bytes,
-            entry_offset: ENTRY_OFFSET,
-            instr_offsets,
-            call_sites,
-            notes: if prefix.is_empty() {
-                Vec::new()
-            } else {
-                vec![
-                    (ENTRY_OFFSET, "base case, before any frame".to_string()),
-                    (
-                        body_at,
-                        "the function: its frame, then the body".to_string(),
-                    ),
-                ]
-            },
-            cold_offset: len,
+    let frame = frame_rows(&compiled.buffer.unwind_info, body_at)?;
+    let source = source_rows(srclocs, body_at, !prefix.is_empty());
+    let mut code = crate::abi::CompiledCode {
+        bytes,
+        entry_offset: ENTRY_OFFSET,
+        instr_offsets,
+        call_sites,
+        notes: if prefix.is_empty() {
+            Vec::new()
+        } else {
+            vec![
+                (ENTRY_OFFSET, "base case, before any frame".to_string()),
+                (
+                    body_at,
+                    "the function: its frame, then the body".to_string(),
+                ),
+            ]
         },
+        cold_offset: len,
+        frame,
+        source,
+    };
+    crate::code_info::finish(&mut code);
+    Ok(OptCode {
+        code,
         relocs,
         ir: before.zip(after),
     })
+}
+
+/// The frame at each offset, from Cranelift's record of its prologue (the rules of its own
+/// System V unwinder, `isa::unwind::systemv`): frameless until the body's prologue pushes
+/// `rbp` (the leading base case runs on the caller's frame); then the CFA follows `rsp`
+/// until `rbp` is set, and `rbp` after, with each callee-saved register where the prologue
+/// stored it. Epilogues are not described (Cranelift records none): in the few bytes
+/// between an epilogue's `pop rbp` and its `ret` an unwinder sees a wrong frame.
+fn frame_rows(
+    unwind: &[(u32, UnwindInst)],
+    body_at: usize,
+) -> Result<Vec<crate::code_info::FrameRow>, OptError> {
+    use crate::code_info::{pushed_frame, Cfa, FrameRow};
+    use jitvm_debuginfo::regs;
+    let mut rows = vec![pushed_frame(ENTRY_OFFSET, 8, &[])];
+    let mut cfa = Cfa::Rsp(8);
+    let mut saved: Vec<(u16, i32)> = Vec::new();
+    let mut clobbers_below_cfa = 0i32;
+    for &(at, ref inst) in unwind {
+        match *inst {
+            UnwindInst::PushFrameRegs {
+                offset_upward_to_caller_sp,
+            } => {
+                let up = offset_upward_to_caller_sp as i32;
+                cfa = Cfa::Rsp(up);
+                saved.push((regs::RBP, -up));
+            }
+            UnwindInst::DefineNewFrame {
+                offset_upward_to_caller_sp,
+                offset_downward_to_clobbers,
+            } => {
+                cfa = Cfa::Rbp(offset_upward_to_caller_sp as i32);
+                clobbers_below_cfa =
+                    (offset_upward_to_caller_sp + offset_downward_to_clobbers) as i32;
+            }
+            // With a frame pointer the CFA does not move when `rsp` does.
+            UnwindInst::StackAlloc { .. } => continue,
+            UnwindInst::SaveReg {
+                clobber_offset,
+                reg,
+            } => {
+                let dwarf = regs::from_hw(reg.hw_enc()).ok_or(OptError::Unwind(
+                    "a saved register that is not general-purpose",
+                ))?;
+                saved.push((dwarf, clobber_offset as i32 - clobbers_below_cfa));
+            }
+            UnwindInst::Aarch64SetPointerAuth { .. } => {
+                return Err(OptError::Unwind("an AArch64 unwind record on x86-64"))
+            }
+        }
+        rows.push(FrameRow {
+            offset: (at as usize + body_at) as u32,
+            cfa,
+            saved: saved.clone(),
+        });
+    }
+    Ok(rows)
+}
+
+/// The bytecode instruction at each offset, from the source locations the translation
+/// gave each instruction (an instruction's index; the default location is the function's
+/// own code: prologue, epilogue, traps). A leading base case tests instruction 0's operands.
+fn source_rows(
+    srclocs: &[MachSrcLoc<Final>],
+    body_at: usize,
+    base_case: bool,
+) -> Vec<crate::code_info::SourceRow> {
+    use crate::code_info::SourceRow;
+    let mut rows = vec![SourceRow {
+        offset: ENTRY_OFFSET,
+        instr: base_case.then_some(0),
+    }];
+    let mut end = 0;
+    for s in srclocs {
+        if s.start > end {
+            rows.push(SourceRow {
+                offset: end as usize + body_at,
+                instr: None,
+            });
+        }
+        rows.push(SourceRow {
+            offset: s.start as usize + body_at,
+            instr: (!s.loc.is_default()).then(|| s.loc.bits()),
+        });
+        end = s.end;
+    }
+    rows.push(SourceRow {
+        offset: end as usize + body_at,
+        instr: None,
+    });
+    rows
 }

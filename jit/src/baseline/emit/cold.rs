@@ -86,6 +86,8 @@ impl Emitter<'_> {
     }
 
     pub(super) fn emit_cold(&mut self) {
+        // Slow paths and trap exits run with the whole frame.
+        self.frame_row(self.frame.saved.len(), true);
         for cold in std::mem::take(&mut self.cold) {
             match cold {
                 Cold::Poll {
@@ -139,6 +141,7 @@ impl Emitter<'_> {
     /// Where the entry checks go, before any frame exists.
     fn emit_entry_exits(&mut self) {
         let (too_deep, short) = (self.too_deep, self.stack_short);
+        self.frame_row(0, false);
         let at = self.offset();
         self.out
             .notes
@@ -163,6 +166,7 @@ impl Emitter<'_> {
             let params = self.func.params.len();
             crate::stubs::emit_interpreted_call(
                 &mut self.ops,
+                &mut self.out.frame,
                 params,
                 def_addr,
                 self.env.callbacks.call_interp,

@@ -7,6 +7,7 @@ use crate::abi::{CompiledCode, ENTRY_OFFSET, MAX_NATIVE_FRAME};
 use crate::baseline::frame::Frame;
 use crate::baseline::stack_model::*;
 use crate::baseline::CompileEnv;
+use crate::code_info::SourceRow;
 use crate::emit_error::EmitError;
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
@@ -110,6 +111,7 @@ impl<'a> Emitter<'a> {
         let header = self.env.header as u64;
         asm!(self; .u64 0 ; .u64 header);
         debug_assert_eq!(self.offset(), ENTRY_OFFSET);
+        self.frame_row(0, false);
         self.emit_entry_checks();
         let (mut i, mut falls_through) = match (self.osr, self.base_case_guard()) {
             (Some(header), _) => {
@@ -149,11 +151,30 @@ impl<'a> Emitter<'a> {
 
         self.out.cold_offset = self.offset();
         self.emit_cold();
+        self.out.source = self.source_rows();
         self.out.bytes = self
             .ops
             .finalize()
             .map_err(|e| EmitError::Assembler(e.to_string()))?;
+        crate::code_info::finish(&mut self.out);
         Ok(self.out)
+    }
+
+    /// The bytecode instruction at each offset: the entry checks and the out-of-line code
+    /// are the function's own; each instruction's code starts at its recorded offset.
+    fn source_rows(&self) -> Vec<SourceRow> {
+        let own = |offset| SourceRow {
+            offset,
+            instr: None,
+        };
+        let instrs = self.out.instr_offsets.iter().enumerate();
+        std::iter::once(own(ENTRY_OFFSET))
+            .chain(instrs.map(|(i, &offset)| SourceRow {
+                offset,
+                instr: Some(i as u32),
+            }))
+            .chain(std::iter::once(own(self.out.cold_offset)))
+            .collect()
     }
 
     /// The next instruction, if it may be fused into instruction `i` (no jump lands on it).

@@ -7,6 +7,7 @@ use super::regs::ARG_REGS;
 use crate::abi::{CTX_MAX_DEPTH, CTX_STACK_LIMIT, SMALL_FRAME};
 use crate::base_case::Operand;
 use crate::baseline::stack_model::*;
+use crate::code_info::pushed_frame;
 use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi};
 
 /// A base case at the very start of a function (see `emit_base_case_guard`): return `ret`
@@ -64,13 +65,16 @@ impl Emitter<'_> {
     /// The frame itself: callee-saved registers pushed, the frame allocated, ctx into `rbx`,
     /// `depth + 1` into its slot. Touches only `rax` besides.
     fn emit_frame(&mut self) {
-        for r in self.frame.saved.clone() {
+        let saved = self.frame.saved.clone();
+        for (k, &r) in saved.iter().enumerate() {
             asm!(self; push Rq(r));
+            self.frame_row(k + 1, false);
         }
         let size = self.frame.size;
         if size > 0 {
             asm!(self; sub rsp, size);
         }
+        self.frame_row(saved.len(), true);
         asm!(self; mov rbx, rdi);
         if self.frame.has_calls {
             let slot = self.frame.depth_slot;
@@ -159,12 +163,26 @@ impl Emitter<'_> {
 
     pub(super) fn emit_epilogue(&mut self) {
         let size = self.frame.size;
+        let saved = self.frame.saved.clone();
         if size > 0 {
             asm!(self; add rsp, size);
+            self.frame_row(saved.len(), false);
         }
-        for r in self.frame.saved.clone().into_iter().rev() {
+        for (k, &r) in saved.iter().enumerate().rev() {
             asm!(self; pop Rq(r));
+            self.frame_row(k, false);
         }
         asm!(self; ret);
+        // What follows a `ret` in the body runs with the whole frame.
+        self.frame_row(saved.len(), true);
+    }
+
+    /// Records for the unwinder the frame from here on: the first `pushed` callee-saved
+    /// registers pushed, and the frame below them `allocated` or not.
+    pub(super) fn frame_row(&mut self, pushed: usize, allocated: bool) {
+        let below = if allocated { self.frame.size } else { 0 };
+        let cfa = 8 + 8 * pushed as i32 + below;
+        let row = pushed_frame(self.offset(), cfa, &self.frame.saved[..pushed]);
+        self.out.frame.push(row);
     }
 }

@@ -11,7 +11,7 @@ pub enum EngineError {
     NoSuchFunction(String),
     /// The code runtime could not be made.
     Runtime(jitvm_runtime::Error),
-    /// `--perf-map` could not create its file.
+    /// `--perf map` could not create its file.
     PerfMap {
         path: PathBuf,
         source: std::io::Error,

@@ -1,4 +1,4 @@
-//! `--perf-map`: `/tmp/perf-PID.map`, the file `perf report` reads to name frames in JIT code
+//! `--perf map`: `/tmp/perf-PID.map`, the file `perf report` reads to name frames in JIT code
 //! (the format of the Linux kernel's `tools/perf/Documentation/jit-interface.txt`): one line
 //! per code blob, `START SIZE NAME` with START and SIZE in hexadecimal, written as each blob
 //! is published. A reclaimed blob's line stays: perf has no way to remove one, and a later

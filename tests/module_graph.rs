@@ -1,6 +1,6 @@
 //! The shape of the engine's `src/`: which module uses which, read from the source. No
 //! module may use a module that uses it back (directly or around a longer loop), and the
-//! parts a run can do without (`--stats`, `--trace`, `--perf-map`, `jitvm stress`) sit on top
+//! parts a run can do without (`--stats`, `--trace`, `--perf`, `--gdb`, `jitvm stress`) sit on top
 //! of the engine, never under it. A module's files are `src/NAME.rs` or everything under
 //! `src/NAME/`; unit tests (`#[cfg(test)]`, at the end of a file) are left out.
 

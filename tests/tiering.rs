@@ -141,9 +141,23 @@ fn perf_map_names_every_published_blob() {
     if !NATIVE {
         return;
     }
+    perf_map_run(&["--perf", "map"]);
+}
+
+#[test]
+fn the_older_spelling_perf_map_still_writes_the_map() {
+    if !NATIVE {
+        return;
+    }
+    perf_map_run(&["--perf-map"]);
+}
+
+fn perf_map_run(flags: &[&str]) {
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_jitvm"));
     let child = std::process::Command::new(binary)
-        .args(["run", "--perf-map", &example("fib.bc")])
+        .arg("run")
+        .args(flags)
+        .arg(example("fib.bc"))
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -358,6 +358,24 @@ pub struct CompiledCode {
     pub source: Vec<crate::code_info::SourceRow>,
 }
 
+impl CompiledCode {
+    /// Puts the frame and source rows in final form ([`crate::code_info::finish`]); each
+    /// compiler calls it last.
+    pub fn finish_rows(&mut self) {
+        crate::code_info::finish(&mut self.frame, &mut self.source, self.bytes.len());
+    }
+
+    /// What a debugger or a profiler needs to know about this code.
+    pub fn description(&self) -> crate::code_info::Description {
+        crate::code_info::Description {
+            frame: self.frame.clone(),
+            source: self.source.clone(),
+            bytes: self.bytes.clone(),
+            entry: self.entry_offset,
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub use bridge::*;
 

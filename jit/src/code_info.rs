@@ -3,11 +3,11 @@
 //! interpreter and `main`) and the bytecode instruction at each code offset (so that a
 //! sample or a frame names a `.bc` line).
 //!
-//! The compilers fill both in [`CompiledCode`]; a [`Descriptions`] table, when the embedder
+//! The compilers fill both in the code they return (`abi::CompiledCode`, whose
+//! `finish_rows` and `description` use the functions here); a [`Descriptions`] table, when the embedder
 //! asks for one, keeps them by blob address from staging until the code hook takes them as
 //! the blob is published (`jitvm --gdb`, `--perf jitdump`).
 
-use crate::abi::CompiledCode;
 pub use jitvm_debuginfo::{Cfa, FrameRow};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,7 +22,8 @@ pub struct SourceRow {
 
 /// The frame at `offset` of code that keeps its return address at `[rsp + cfa - 8]`, with
 /// the callee-saved registers `pushed` (hardware numbers, in push order) right below it:
-/// the shape of both tiers' prologues, their epilogues and the stubs.
+/// every frame of the baseline's prologue and epilogue, of the stubs, and the entry of
+/// optimized code.
 pub fn pushed_frame(offset: usize, cfa: i32, pushed: &[u8]) -> FrameRow {
     let saved = pushed
         .iter()
@@ -39,24 +40,19 @@ pub fn pushed_frame(offset: usize, cfa: i32, pushed: &[u8]) -> FrameRow {
     }
 }
 
-/// Puts `code`'s rows in the form a consumer expects: one row per offset (the last recorded
+/// Puts a blob's rows in the form a consumer expects: one row per offset (the last recorded
 /// there: an instruction that emits no code shares its offset with the next, whose row
 /// wins, and a frame restated at the same offset replaces the earlier one), no row that
-/// repeats the one before, none at or past the end of the code. Each compiler calls it last.
-pub fn finish(code: &mut CompiledCode) {
-    let len = code.bytes.len();
+/// repeats the one before, none at or past `len`, the end of the code. Each compiler calls
+/// it last.
+pub fn finish(frame: &mut Vec<FrameRow>, source: &mut Vec<SourceRow>, len: usize) {
     dedup_rows(
-        &mut code.frame,
+        frame,
         len,
         |r| r.offset as usize,
         |a, b| a.cfa == b.cfa && a.saved == b.saved,
     );
-    dedup_rows(
-        &mut code.source,
-        len,
-        |r| r.offset,
-        |a, b| a.instr == b.instr,
-    );
+    dedup_rows(source, len, |r| r.offset, |a, b| a.instr == b.instr);
 }
 
 fn dedup_rows<T>(
@@ -92,20 +88,11 @@ pub struct Description {
     /// The bytes staged (for a profiler's copy of the code: perf annotate reads it).
     pub bytes: Vec<u8>,
     /// Where the instructions begin: the entry point, past the header of a function's blob
-    /// ([`crate::abi::ENTRY_OFFSET`]); 0 for a call stub, which has none.
+    /// (`abi::ENTRY_OFFSET`); 0 for a call stub, which has none.
     pub entry: usize,
 }
 
 impl Description {
-    pub fn of(code: &CompiledCode) -> Description {
-        Description {
-            frame: code.frame.clone(),
-            source: code.source.clone(),
-            bytes: code.bytes.clone(),
-            entry: code.entry_offset,
-        }
-    }
-
     /// `bytes`, frameless code from its first byte on (a call stub).
     pub fn frameless(bytes: &[u8]) -> Description {
         Description {

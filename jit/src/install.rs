@@ -464,7 +464,7 @@ impl Jit {
 /// Leaves `code`'s description in `table` under `blob`'s address.
 fn describe(table: Option<&Descriptions>, blob: Blob, code: &CompiledCode) {
     if let Some(table) = table {
-        table.record(blob.addr(), Description::of(code));
+        table.record(blob.addr(), code.description());
     }
 }
 

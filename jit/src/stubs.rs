@@ -77,7 +77,7 @@ fn compile_stub_x86(
         frame,
         ..CompiledCode::default()
     };
-    crate::code_info::finish(&mut stub);
+    stub.finish_rows();
     Ok(stub)
 }
 

@@ -246,7 +246,7 @@ pub fn compile(
         frame,
         source,
     };
-    crate::code_info::finish(&mut code);
+    code.finish_rows();
     Ok(OptCode {
         code,
         relocs,

@@ -156,7 +156,7 @@ impl<'a> Emitter<'a> {
             .ops
             .finalize()
             .map_err(|e| EmitError::Assembler(e.to_string()))?;
-        crate::code_info::finish(&mut self.out);
+        self.out.finish_rows();
         Ok(self.out)
     }
 

@@ -60,7 +60,7 @@ pub fn report(program: &Program, sources: Option<&StatsSources>) -> String {
                 let Some(took) = took else { continue };
                 let n = f.code.len().max(1);
                 let us = took.as_secs_f64() * 1e6;
-                let _ = writeln!(
+                let _ = write!(
                     out,
                     "  {:<24} {:>8}  {:>10.1} us  {:>8.2} us/instr  ({} instrs)",
                     f.name,
@@ -69,6 +69,17 @@ pub fn report(program: &Program, sources: Option<&StatsSources>) -> String {
                     us / n as f64,
                     f.code.len()
                 );
+                let inlined = c.inlined[i];
+                if tier == "opt" && inlined.sites > 0 {
+                    let _ = write!(
+                        out,
+                        "; inlined {} sites ({} instrs), {:.1} us of it",
+                        inlined.sites,
+                        inlined.instrs,
+                        inlined.took.as_secs_f64() * 1e6
+                    );
+                }
+                out.push('\n');
             }
         }
         let _ = writeln!(

@@ -31,7 +31,7 @@
 //!    tier it moves to first), and the interpreter moves the frame into it at its next batch
 //!    (see `docs/tiering.md`).
 
-use jitvm_jit::install::{Jit, Job, TierUpBatch};
+use jitvm_jit::install::{InlineReport, Jit, Job, TierUpBatch};
 use jitvm_jit::tier::Tier;
 use jitvm_vm::{FuncId, Program};
 use std::collections::HashSet;
@@ -112,6 +112,8 @@ pub struct CompileLog {
     /// Per definition: total compile time in each native tier (`None`: never compiled).
     pub baseline: Vec<Option<Duration>>,
     pub opt: Vec<Option<Duration>>,
+    /// Per definition: what inlining did in its optimized compiles, summed.
+    pub inlined: Vec<InlineReport>,
     /// Definitions moved up while the program ran, on-stack-replacement entries compiled,
     /// in how many commits, and how many compiles failed.
     pub tier_ups: u64,
@@ -125,12 +127,18 @@ impl CompileLog {
         Arc::new(Mutex::new(CompileLog {
             baseline: vec![None; definitions],
             opt: vec![None; definitions],
+            inlined: vec![InlineReport::default(); definitions],
             ..CompileLog::default()
         }))
     }
 
-    /// Adds a compile of `f` in `tier` that took `took`.
-    pub fn record(&mut self, f: FuncId, tier: Tier, took: Duration) {
+    /// Adds a compile of `f` in `tier` that took `took` (inlining included, as `inlining`
+    /// says).
+    pub fn record(&mut self, f: FuncId, tier: Tier, took: Duration, inlining: InlineReport) {
+        let sum = &mut self.inlined[f as usize];
+        sum.sites += inlining.sites;
+        sum.instrs += inlining.instrs;
+        sum.took += inlining.took;
         let total = match tier {
             Tier::Baseline => &mut self.baseline[f as usize],
             Tier::Opt => &mut self.opt[f as usize],
@@ -287,7 +295,7 @@ impl Policy {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         log.batches += 1;
         for o in &batch.osr {
-            log.record(o.func, o.tier, o.compile_time);
+            log.record(o.func, o.tier, o.compile_time, o.inlining);
             log.osr_entries += 1;
         }
         for t in &batch.done {
@@ -295,7 +303,7 @@ impl Policy {
             if t.to == Tier::Baseline {
                 self.baseline_since[f].store(program.profile.events(t.func), Ordering::Relaxed);
             }
-            log.record(t.func, t.to, t.compile_time);
+            log.record(t.func, t.to, t.compile_time, t.inlining);
             log.tier_ups += 1;
             self.state[f].store(tier_bits(t.to), Ordering::Release);
         }

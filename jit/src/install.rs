@@ -25,6 +25,7 @@ use crate::baseline::{self, CompileEnv};
 use crate::code_info::{Description, Descriptions};
 use crate::emit_error::EmitError;
 use crate::native_thread::callbacks;
+pub use crate::opt::inline::InlineReport;
 use crate::stubs::{compile_stub, MAX_STUB_SIZE};
 use jitvm_runtime::{Blob, CommitInfo, Error, Guarantee, Reloc, RelocKind, Transaction};
 use jitvm_vm::program::Program;
@@ -136,6 +137,8 @@ pub struct Installed {
     pub addr: usize,
     /// Native code, or `None` for an interpreter stub.
     pub native: Option<CompiledCode>,
+    /// What inlining did (optimized code only).
+    pub inlining: InlineReport,
 }
 
 /// One definition moved up by [`Jit::tier_up`].
@@ -149,6 +152,8 @@ pub struct TierUp {
     pub code_bytes: usize,
     /// Dispatch slots now running it (0 if every function that ran it was patched away).
     pub slots: usize,
+    /// What inlining did (optimized code only).
+    pub inlining: InlineReport,
 }
 
 /// A compile job for [`Jit::tier_up`].
@@ -175,6 +180,8 @@ pub struct OsrCompiled {
     pub tier: Tier,
     pub compile_time: Duration,
     pub code_bytes: usize,
+    /// What inlining did (optimized code only).
+    pub inlining: InlineReport,
 }
 
 /// What one [`Jit::tier_up`] did: the tier-ups it published together, in one commit.
@@ -235,7 +242,7 @@ impl Jit {
         let mut installed = Vec::with_capacity(module.functions.len());
         let mut blobs = Vec::with_capacity(module.functions.len());
         let opt = if opt_later || tiers.contains(&Tier::Opt) {
-            match OptSetup::new(&mut tx, &env, descriptions.as_deref()) {
+            match OptSetup::new(program, &mut tx, &env, descriptions.as_deref()) {
                 Ok(o) => Some(o),
                 Err(e) => {
                     log::warn!("opt: no optimizing JIT: {e}");
@@ -248,7 +255,7 @@ impl Jit {
         for (i, func) in module.functions.iter().enumerate() {
             let f = i as FuncId;
             let start = Instant::now();
-            let mut ir = None;
+            let mut notes = OptNotes::default();
             let code = match (tiers[i], &opt) {
                 (Tier::Interp, _) | (Tier::Opt, None) => None,
                 (Tier::Baseline, _) => match stage_native(program, &mut tx, &env, f, None) {
@@ -259,8 +266,8 @@ impl Jit {
                     }
                 },
                 (Tier::Opt, Some(o)) => match o.stage(program, &mut tx, f, want_ir, None) {
-                    Ok((code, clif)) => {
-                        ir = clif;
+                    Ok((code, opt_notes)) => {
+                        notes = opt_notes;
                         Some((Tier::Opt, code))
                     }
                     Err(e) => {
@@ -286,9 +293,10 @@ impl Jit {
                 func: f,
                 tier,
                 compile_time,
-                ir,
+                ir: notes.ir,
                 addr: blob.addr(),
                 native,
+                inlining: notes.inlining,
             });
         }
         for item in &installed {
@@ -359,7 +367,7 @@ impl Jit {
                 } => {
                     let start = Instant::now();
                     match self.stage_osr(program, &mut tx, func, header, tier) {
-                        Ok((blob, bytes)) => {
+                        Ok((blob, bytes, inlining)) => {
                             osr_entries.push((func, header_op, blob.addr() + ENTRY_OFFSET));
                             batch.osr.push(OsrCompiled {
                                 func,
@@ -367,6 +375,7 @@ impl Jit {
                                 tier,
                                 compile_time: start.elapsed(),
                                 code_bytes: bytes,
+                                inlining,
                             });
                         }
                         Err(e) => batch.failed_osr.push((func, header_op, tier, e)),
@@ -379,9 +388,13 @@ impl Jit {
                 continue;
             }
             let start = Instant::now();
+            let mut inlining = InlineReport::default();
             let staged = match (to, &self.opt) {
                 (Tier::Baseline, _) => stage_native(program, &mut tx, &self.env, f, None),
-                (Tier::Opt, Some(o)) => o.stage(program, &mut tx, f, false, None).map(|c| c.0),
+                (Tier::Opt, Some(o)) => o.stage(program, &mut tx, f, false, None).map(|c| {
+                    inlining = c.1.inlining;
+                    c.0
+                }),
                 (Tier::Opt, None) => Err(CompileError::NoOptimizingJit),
                 (Tier::Interp, _) => unreachable!("not above any tier"),
             };
@@ -397,6 +410,7 @@ impl Jit {
                         compile_time: start.elapsed(),
                         code_bytes: native.bytes.len(),
                         slots: 0,
+                        inlining,
                     });
                 }
                 Err(e) => batch.failed.push((f, to, e)),
@@ -450,14 +464,20 @@ impl Jit {
         f: FuncId,
         header: u32,
         tier: Tier,
-    ) -> Result<(Blob, usize), CompileError> {
-        let (blob, code) = match (tier, &self.opt) {
-            (Tier::Opt, Some(o)) => o.stage(program, tx, f, false, Some(header))?.0,
+    ) -> Result<(Blob, usize, InlineReport), CompileError> {
+        let ((blob, code), inlining) = match (tier, &self.opt) {
+            (Tier::Opt, Some(o)) => {
+                let (code, notes) = o.stage(program, tx, f, false, Some(header))?;
+                (code, notes.inlining)
+            }
             (Tier::Opt, None) => return Err(CompileError::NoOptimizingJit),
-            _ => stage_native(program, tx, &self.env, f, Some(header))?,
+            _ => (
+                stage_native(program, tx, &self.env, f, Some(header))?,
+                InlineReport::default(),
+            ),
         };
         describe(self.descriptions.as_deref(), blob, &code);
-        Ok((blob, code.bytes.len()))
+        Ok((blob, code.bytes.len(), inlining))
     }
 }
 
@@ -516,6 +536,14 @@ fn stage_stub<'a>(
     Ok((blob, stub))
 }
 
+/// What an optimizing compile leaves besides its code.
+#[derive(Default)]
+struct OptNotes {
+    /// Cranelift IR before and after optimization, when asked for.
+    ir: Option<(String, String)>,
+    inlining: InlineReport,
+}
+
 /// The optimizing JIT's per-install state: the host ISA and the call stubs.
 struct OptSetup {
     isa: cranelift_codegen::isa::OwnedTargetIsa,
@@ -527,6 +555,7 @@ struct OptSetup {
 impl OptSetup {
     /// Builds the ISA and stages one call stub per function of the program.
     fn new(
+        program: &Program,
         tx: &mut Transaction<'_>,
         env: &CompileEnv,
         descriptions: Option<&Descriptions>,
@@ -546,13 +575,17 @@ impl OptSetup {
             isa,
             env: crate::opt::OptEnv {
                 callbacks: env.callbacks,
+                slots: env.slot_addr.clone(),
+                defs: (0..env.slot_addr.len() as FuncId)
+                    .map(|g| program.header_word(g, false))
+                    .collect(),
+                inline: true,
             },
             stubs,
         })
     }
 
     /// Compiles `f` with Cranelift and stages it with its relocations resolved.
-    #[allow(clippy::type_complexity)]
     fn stage<'a>(
         &self,
         program: &'a Program,
@@ -560,7 +593,7 @@ impl OptSetup {
         f: FuncId,
         want_ir: bool,
         osr: Option<u32>,
-    ) -> Result<((Blob, CompiledCode), Option<(String, String)>), CompileError> {
+    ) -> Result<((Blob, CompiledCode), OptNotes), CompileError> {
         let header = program.header_word(f, true);
         let module = &program.module;
         let out = crate::opt::compile(module, f, &self.env, &*self.isa, header, want_ir, osr)?;
@@ -596,6 +629,10 @@ impl OptSetup {
                 }
             }
         }
-        Ok(((blob, code), out.ir))
+        let notes = OptNotes {
+            ir: out.ir,
+            inlining: out.inlining,
+        };
+        Ok(((blob, code), notes))
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Both tiers follow these plans: the baseline emitter mirrors [`DivPlan::quotient`]
 //! instruction by instruction, and the optimizing tier builds the same arithmetic in
-//! Cranelift IR (Cranelift 0.114 would use `idiv`), so the tests of this file (against
+//! Cranelift IR (rather than Cranelift's own rules, which lack the unsigned path), so the tests of this file (against
 //! `wrapping_div` on corner values) also pin down the machine code's arithmetic.
 
 /// How to divide by one constant divisor `d`.

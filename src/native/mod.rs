@@ -64,7 +64,7 @@ pub(crate) fn program(
     {
         let mut log = compiles.lock().unwrap_or_else(|e| e.into_inner());
         for item in &installed {
-            log.record(item.func, item.tier, item.compile_time);
+            log.record(item.func, item.tier, item.compile_time, item.inlining);
         }
     }
     let jit = Arc::new(jit);

@@ -8,6 +8,7 @@
 //! Calls between functions go through per-callee [`call_stubs`].
 
 pub mod call_stubs;
+pub mod inline;
 pub mod translate;
 
 use crate::abi::{Callbacks, ENTRY_OFFSET, HEADER_OFFSET, MAX_NATIVE_FRAME};
@@ -26,6 +27,12 @@ use std::fmt;
 #[derive(Clone, Debug)]
 pub struct OptEnv {
     pub callbacks: Callbacks,
+    /// Each function's dispatch slot, by `FuncId`, for the guards of inlined calls.
+    pub slots: Vec<usize>,
+    /// Each function's definition as entry headers name it (`def_addr`, kind bit clear).
+    pub defs: Vec<usize>,
+    /// Whether small callees are inlined (see [`inline`]).
+    pub inline: bool,
 }
 
 /// Code Cranelift produced, laid out as a blob (header first), with what installation must
@@ -36,8 +43,11 @@ pub struct OptCode {
     pub code: crate::abi::CompiledCode,
     /// Relocations with blob offsets, targets still symbolic: `Err(F)` is F's call stub.
     pub relocs: Vec<(usize, RelocKind, Result<usize, FuncId>, i64)>,
-    /// The CLIF before and after optimization (filled when asked for).
+    /// The CLIF before and after optimization (filled when asked for); "before" is after
+    /// inlining.
     pub ir: Option<(String, String)>,
+    /// What inlining did.
+    pub inlining: inline::InlineReport,
 }
 
 /// Why the optimizing JIT could not be set up, or could not compile a function: each
@@ -69,6 +79,8 @@ pub enum OptError {
     RelocationTarget(String),
     /// Cranelift's record of the prologue says what a debugger's unwinder cannot follow.
     Unwind(&'static str),
+    /// Inlining a guarded site went wrong (a bug: the site was ours).
+    Inline(&'static str),
 }
 
 impl fmt::Display for OptError {
@@ -90,6 +102,7 @@ impl fmt::Display for OptError {
             OptError::Relocation(k) => write!(f, "unsupported relocation {k:?}"),
             OptError::RelocationTarget(t) => write!(f, "unsupported relocation target {t}"),
             OptError::Unwind(what) => write!(f, "unwind information: {what}"),
+            OptError::Inline(what) => write!(f, "inlining: {what}"),
         }
     }
 }
@@ -155,16 +168,25 @@ pub fn compile(
     want_ir: bool,
     osr: Option<u32>,
 ) -> Result<OptCode, OptError> {
-    let clif = translate::translate(module, f, env, header & !7, osr);
-    let before = want_ir.then(|| clif.display().to_string());
+    let config = isa.frontend_config();
+    let inliner = inline::Inliner::new(module, env);
+    let clif = translate::translate(module, f, env, config, header & !7, osr, &inliner);
     let mut ctx = Context::for_function(clif);
+    let inlining = inline::inline_sites(&mut ctx, &inliner, |g, chain| {
+        translate::translate_inlined(module, g, env, config, chain, &inliner)
+    })?;
+    let before = want_ir.then(|| ctx.func.display().to_string());
     ctx.compile(isa, &mut ControlPlane::default())
         .map_err(|e| OptError::Codegen(e.inner))?;
     let after = want_ir.then(|| ctx.func.display().to_string());
     let compiled = ctx.compiled_code().expect("just compiled");
-    // The frame below the return address: Cranelift's frame, the callee-saved registers and
-    // the frame pointer pushed beside it (at most 6 words on SysV x86-64).
-    let frame_bytes = compiled.frame_size as usize + 8 * 6;
+    // The frame below the return address: the saved frame pointer and everything below it
+    // (callee-saved registers, slots, spills, outgoing arguments).
+    let below_fp = compiled
+        .buffer
+        .frame_layout()
+        .map_or(0, |l| l.frame_to_fp_offset as usize);
+    let frame_bytes = below_fp + 8;
     if frame_bytes > MAX_NATIVE_FRAME {
         return Err(OptError::FrameTooLarge { bytes: frame_bytes });
     }
@@ -182,7 +204,12 @@ pub fn compile(
     bytes.extend_from_slice(&prefix);
     bytes.extend_from_slice(body);
 
-    let user_name = |r: UserExternalNameRef| ctx.func.params.user_named_funcs()[r].index;
+    let user_name = |r: UserExternalNameRef| {
+        let name = &ctx.func.params.user_named_funcs()[r];
+        (name.namespace == inline::CALL_STUB)
+            .then_some(name.index)
+            .ok_or(OptError::Inline("a guarded site left uninlined"))
+    };
     let mut relocs = Vec::new();
     let mut call_sites = Vec::new();
     let srclocs = compiled.buffer.get_srclocs_sorted();
@@ -201,7 +228,7 @@ pub fn compile(
             k => return Err(OptError::Relocation(k)),
         };
         let target = match &r.target {
-            FinalizedRelocTarget::ExternalName(ExternalName::User(n)) => Err(user_name(*n)),
+            FinalizedRelocTarget::ExternalName(ExternalName::User(n)) => Err(user_name(*n)?),
             FinalizedRelocTarget::Func(off) => Ok(*off as usize + body_at),
             t => return Err(OptError::RelocationTarget(format!("{t:?}"))),
         };
@@ -251,6 +278,7 @@ pub fn compile(
         code,
         relocs,
         ir: before.zip(after),
+        inlining,
     })
 }
 
@@ -297,6 +325,11 @@ fn frame_rows(
                     "a saved register that is not general-purpose",
                 ))?;
                 saved.push((dwarf, clobber_offset as i32 - clobbers_below_cfa));
+            }
+            UnwindInst::RegStackOffset { .. } => {
+                return Err(OptError::Unwind(
+                    "a register recovered from a stack offset, which x86-64 frames never need",
+                ))
             }
             UnwindInst::Aarch64SetPointerAuth { .. } => {
                 return Err(OptError::Unwind("an AArch64 unwind record on x86-64"))

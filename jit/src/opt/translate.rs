@@ -4,15 +4,16 @@
 //! stack checks at entry, safepoint polls at entry and on backward jumps, traps as cold
 //! blocks returning `(0, status)`, the status of every call tested.
 
+use super::inline::{Inliner, CALL_STUB, INLINE_SITE};
 use super::OptEnv;
 use crate::abi::{self, status_of};
 use crate::magic::{unsigned_magic, DivPlan};
 use cranelift_codegen::ir::{
-    condcodes::IntCC, types::I64, types::I8, AbiParam, AtomicRmwOp, Block, ExtFuncData,
-    ExternalName, FuncRef, Function, InstBuilder, InstructionData, MemFlags, Opcode, SigRef,
+    condcodes::IntCC, types::I64, types::I8, AbiParam, AtomicRmwOp, Block, BlockArg, ExtFuncData,
+    ExternalName, FuncRef, Function, InstBuilder, InstructionData, MemFlagsData, Opcode, SigRef,
     Signature, SourceLoc, StackSlotData, StackSlotKind, UserExternalName, UserFuncName, Value,
 };
-use cranelift_codegen::isa::CallConv;
+use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use jitvm_vm::bytecode::{BinOp, Instr};
 use jitvm_vm::{FuncId, Module, Trap};
@@ -36,9 +37,14 @@ fn sig_of(params: usize, returns: usize) -> Signature {
     sig
 }
 
+/// A block's arguments: the values of the operand stack.
+fn block_args(values: &[Value]) -> Vec<BlockArg> {
+    values.iter().map(|&v| BlockArg::from(v)).collect()
+}
+
 /// `ctx`'s fields and the memory base never change while native code runs.
-fn readonly() -> MemFlags {
-    MemFlags::trusted().with_readonly()
+fn readonly() -> MemFlagsData {
+    MemFlagsData::trusted().with_readonly()
 }
 
 /// Translates function `f` of `module` into CLIF. Calls to other functions are calls to
@@ -52,20 +58,59 @@ fn readonly() -> MemFlags {
 ///
 /// `def_addr` is the definition the code is compiled from: a call that finds the native stack
 /// short runs it in the interpreter (see "Depth and the native stack" in [`crate::abi`]).
+///
+/// Calls the `inliner` picks become guarded sites (see [`crate::opt::inline`]).
 pub fn translate(
     module: &Module,
     f: FuncId,
     env: &OptEnv,
+    config: TargetFrontendConfig,
     def_addr: usize,
     osr: Option<u32>,
+    inliner: &Inliner,
 ) -> Function {
     let func = &module.functions[f as usize];
     let params = if osr.is_some() { 1 } else { func.params.len() };
     let mut clif = Function::with_name_signature(UserFuncName::user(0, f), signature(params));
     let mut fctx = FunctionBuilderContext::new();
     let b = FunctionBuilder::new(&mut clif, &mut fctx);
-    Translator::new(module, f, env, b).run(def_addr, osr.map(|h| h as usize));
+    let entry = match osr {
+        Some(h) => Entry::Osr(h as usize),
+        None => Entry::Call(def_addr),
+    };
+    Translator::new(module, f, env, b, vec![f], inliner).run(config, entry);
     clif
+}
+
+/// Function `g`'s body as a copy for a guarded site in the chain of copies `chain` (outermost
+/// function first, ending with `g`): the function the inliner splices in. It has g's
+/// signature and makes no stack check and no entry poll (the frame it lands in is its
+/// caller's, whose entry made both); its depth check stays, the interpreter's rule.
+pub fn translate_inlined(
+    module: &Module,
+    g: FuncId,
+    env: &OptEnv,
+    config: TargetFrontendConfig,
+    chain: &[FuncId],
+    inliner: &Inliner,
+) -> Function {
+    let params = module.functions[g as usize].params.len();
+    let mut clif = Function::with_name_signature(UserFuncName::user(0, g), signature(params));
+    let mut fctx = FunctionBuilderContext::new();
+    let b = FunctionBuilder::new(&mut clif, &mut fctx);
+    Translator::new(module, g, env, b, chain.to_vec(), inliner).run(config, Entry::Inlined);
+    clif
+}
+
+/// How control enters the function being translated.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// An ordinary call of the definition at this address.
+    Call(usize),
+    /// On-stack replacement at this loop header.
+    Osr(usize),
+    /// A copy at a guarded site.
+    Inlined,
 }
 
 struct Translator<'a> {
@@ -81,13 +126,23 @@ struct Translator<'a> {
     traps: HashMap<u64, Block>,
     /// Returns `(0, status)` for the status in its parameter: a failed call.
     fail: Block,
-    callees: HashMap<FuncId, FuncRef>,
+    callees: HashMap<(u32, u32), FuncRef>,
     sigs: HashMap<(usize, usize), SigRef>,
     stack: Vec<Value>,
+    /// The chain of functions this body is a copy in, ending with its own.
+    chain: Vec<FuncId>,
+    inliner: &'a Inliner<'a>,
 }
 
 impl<'a> Translator<'a> {
-    fn new(module: &'a Module, f: FuncId, env: &'a OptEnv, mut b: FunctionBuilder<'a>) -> Self {
+    fn new(
+        module: &'a Module,
+        f: FuncId,
+        env: &'a OptEnv,
+        mut b: FunctionBuilder<'a>,
+        chain: Vec<FuncId>,
+        inliner: &'a Inliner<'a>,
+    ) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
@@ -110,6 +165,8 @@ impl<'a> Translator<'a> {
             callees: HashMap::new(),
             sigs: HashMap::new(),
             stack: Vec::new(),
+            chain,
+            inliner,
         }
     }
 
@@ -117,7 +174,11 @@ impl<'a> Translator<'a> {
         &self.module.functions[self.f as usize]
     }
 
-    fn run(mut self, def_addr: usize, osr: Option<usize>) {
+    fn run(mut self, config: TargetFrontendConfig, entry_kind: Entry) {
+        let osr = match entry_kind {
+            Entry::Osr(h) => Some(h),
+            _ => None,
+        };
         let func = self.func();
         let entry = self.b.current_block().expect("entry block");
         let params: Vec<Value> = self.b.block_params(entry).to_vec();
@@ -132,34 +193,45 @@ impl<'a> Translator<'a> {
             .ins()
             .icmp(IntCC::UnsignedGreaterThan, depth, max_depth);
         self.trap_if(too_deep, Trap::StackOverflow);
-        let limit = self
-            .b
-            .ins()
-            .load(I64, readonly(), ctx, abi::CTX_STACK_LIMIT);
-        let sp = self.b.ins().get_stack_pointer(I64);
-        let low = self.b.ins().icmp(IntCC::UnsignedLessThan, sp, limit);
-        if osr.is_some() {
-            // The interpreter enters a loop natively only with room for any native frame
-            // (`abi::NATIVE_ENTRY_ROOM`): a guard, not a path programs take.
-            self.trap_if(low, Trap::StackOverflow);
-        } else {
-            self.interpret_if(low, depth, def_addr, &params[2..]);
+        if entry_kind != Entry::Inlined {
+            let limit = self
+                .b
+                .ins()
+                .load(I64, readonly(), ctx, abi::CTX_STACK_LIMIT);
+            let sp = self.b.ins().get_stack_pointer(I64);
+            let low = self.b.ins().icmp(IntCC::UnsignedLessThan, sp, limit);
+            match entry_kind {
+                // The interpreter enters a loop natively only with room for any native frame
+                // (`abi::NATIVE_ENTRY_ROOM`): a guard, not a path programs take.
+                Entry::Osr(_) => self.trap_if(low, Trap::StackOverflow),
+                Entry::Call(def_addr) => self.interpret_if(low, depth, def_addr, &params[2..]),
+                Entry::Inlined => unreachable!(),
+            }
+            self.poll();
         }
-        self.poll();
-        self.depth1 = self.b.ins().iadd_imm(depth, 1);
-        self.mem_base = self
-            .b
-            .ins()
-            .load(I64, readonly(), ctx, abi::CTX_MEMORY_BASE);
+        self.depth1 = self.b.ins().iadd_imm_s(depth, 1);
+        // Only where memory is used: Cranelift keeps a load whose value is never used.
+        let touches_memory = func.code.iter().any(|i| {
+            matches!(
+                i,
+                Instr::Mload | Instr::Mstore | Instr::AtomicAdd | Instr::Cas
+            )
+        });
+        if touches_memory {
+            self.mem_base = self
+                .b
+                .ins()
+                .load(I64, readonly(), ctx, abi::CTX_MEMORY_BASE);
+        }
 
         // The interpreter's frame, for an on-stack-replacement entry: slots, then the stack.
         let frame_value = |t: &mut Self, k: usize| {
             t.b.ins()
-                .load(I64, MemFlags::trusted(), params[2], 8 * k as i32)
+                .load(I64, MemFlagsData::trusted(), params[2], 8 * k as i32)
         };
         for k in 0..func.num_slots() as usize {
-            let var = Variable::from_u32(k as u32);
-            self.b.declare_var(var, I64);
+            let var = self.b.declare_var(I64);
+            debug_assert_eq!(var, Variable::from_u32(k as u32));
             let init = if osr.is_some() {
                 frame_value(&mut self, k)
             } else if k < func.params.len() {
@@ -191,14 +263,14 @@ impl<'a> Translator<'a> {
                 .map(|h| frame_value(&mut self, slots + h))
                 .collect();
             let blk = self.block_at(header);
-            self.b.ins().jump(blk, &stack);
+            self.b.ins().jump(blk, &block_args(&stack));
             live = false;
         }
         for i in 0..func.code.len() {
             if let Some(&blk) = self.blocks.get(&i) {
                 if live {
                     let args = self.stack.clone();
-                    self.b.ins().jump(blk, &args);
+                    self.b.ins().jump(blk, &block_args(&args));
                 }
                 self.b.switch_to_block(blk);
                 self.stack = self.b.block_params(blk).to_vec();
@@ -222,7 +294,7 @@ impl<'a> Translator<'a> {
         let zero = self.iconst(0);
         self.b.ins().return_(&[zero, status]);
         self.b.seal_all_blocks();
-        self.b.finalize();
+        self.b.finalize(config);
     }
 
     fn block_at(&mut self, i: usize) -> Block {
@@ -311,7 +383,7 @@ impl<'a> Translator<'a> {
             3,
         ));
         for (k, &arg) in args.iter().enumerate() {
-            self.b.ins().stack_store(arg, array, 8 * k as i32);
+            self.b.ins().stack_store(I64, arg, array, 8 * k as i32);
         }
         let array = self.b.ins().stack_addr(I64, array, 0);
         let ctx = self.ctx;
@@ -325,18 +397,19 @@ impl<'a> Translator<'a> {
     fn check_status(&mut self, status: Value) {
         let cont = self.b.create_block();
         let fail = self.fail;
-        self.b.ins().brif(status, fail, &[status], cont, &[]);
+        self.b.ins().brif(status, fail, &[status.into()], cont, &[]);
         self.b.switch_to_block(cont);
     }
 
     /// `if ctx.poll != 0 { safepoint(ctx) }`, the slow path cold. An atomic load (a plain
     /// `mov` on x86-64), so Cranelift never merges one poll's load with an earlier one.
     fn poll(&mut self) {
-        let word = self.b.ins().iadd_imm(self.ctx, abi::CTX_POLL as i64);
-        let flag =
-            self.b
-                .ins()
-                .atomic_load(cranelift_codegen::ir::types::I32, MemFlags::trusted(), word);
+        let word = self.b.ins().iadd_imm_s(self.ctx, abi::CTX_POLL as i64);
+        let flag = self.b.ins().atomic_load(
+            cranelift_codegen::ir::types::I32,
+            MemFlagsData::trusted(),
+            word,
+        );
         let slow = self.b.create_block();
         self.b.set_cold_block(slow);
         let cont = self.b.create_block();
@@ -365,8 +438,10 @@ impl<'a> Translator<'a> {
         self.b.inst_results(call).to_vec()
     }
 
-    fn callee(&mut self, g: FuncId) -> FuncRef {
-        if let Some(&r) = self.callees.get(&g) {
+    /// The function `namespace:index` (see [`crate::opt::inline`]), with the signature of
+    /// function `g`.
+    fn callee(&mut self, namespace: u32, index: u32, g: FuncId) -> FuncRef {
+        if let Some(&r) = self.callees.get(&(namespace, index)) {
             return r;
         }
         let params = self.module.functions[g as usize].params.len();
@@ -374,14 +449,55 @@ impl<'a> Translator<'a> {
         let name = self
             .b
             .func
-            .declare_imported_user_function(UserExternalName::new(0, g));
+            .declare_imported_user_function(UserExternalName::new(namespace, index));
         let r = self.b.import_function(ExtFuncData {
             name: ExternalName::user(name),
             signature,
             colocated: true,
+            patchable: false,
         });
-        self.callees.insert(g, r);
+        self.callees.insert((namespace, index), r);
         r
+    }
+
+    /// A call of `callee` with `args`; its `(value, status)`.
+    fn call_pair(&mut self, callee: FuncRef, args: &[Value]) -> (Value, Value) {
+        let call = self.b.ins().call(callee, args);
+        let r = self.b.inst_results(call);
+        (r[0], r[1])
+    }
+
+    /// The guarded site `site` calling `g` (see [`crate::opt::inline`]): the copy if g's
+    /// dispatch slot runs g's definition, else the ordinary call through g's call stub.
+    fn guarded_call(&mut self, g: FuncId, site: u32, args: &[Value]) -> (Value, Value) {
+        let (slot, def) = self.inliner.guard_of(g);
+        let slot = self.iconst(slot as i64);
+        // An atomic load (a plain `mov` on x86-64) so that Cranelift never reuses an earlier
+        // load of the slot: every call reads what the slot holds when it starts.
+        let entry = self.b.ins().atomic_load(I64, MemFlagsData::trusted(), slot);
+        // Published code is never written while a thread may reach it through a slot.
+        let header = self.b.ins().load(I64, readonly(), entry, -8);
+        let kindless = self.b.ins().bor_imm_s(header, 1);
+        let same = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::Equal, kindless, (def | 1) as i64);
+        let inlined = self.b.create_block();
+        let out_of_line = self.b.create_block();
+        self.b.set_cold_block(out_of_line);
+        let join = self.b.create_block();
+        self.b.append_block_param(join, I64);
+        self.b.append_block_param(join, I64);
+        self.b.ins().brif(same, inlined, &[], out_of_line, &[]);
+        for (blk, namespace, index) in [(inlined, INLINE_SITE, site), (out_of_line, CALL_STUB, g)] {
+            self.b.switch_to_block(blk);
+            let callee = self.callee(namespace, index, g);
+            let (v, st) = self.call_pair(callee, args);
+            self.b.ins().jump(join, &[v.into(), st.into()]);
+        }
+        self.b.switch_to_block(join);
+        let r = self.b.block_params(join);
+        (r[0], r[1])
     }
 
     /// Jumps to the block of `t` with the current stack, polling first when backward.
@@ -391,7 +507,7 @@ impl<'a> Translator<'a> {
         }
         let blk = self.blocks[&t];
         let args = self.stack.clone();
-        self.b.ins().jump(blk, &args);
+        self.b.ins().jump(blk, &block_args(&args));
     }
 
     /// `brif cond` to `t` (taken) or the next instruction's block.
@@ -401,7 +517,8 @@ impl<'a> Translator<'a> {
         let back = (t <= i).then(|| self.b.create_block());
         let target = back.unwrap_or(self.blocks[&t]);
         let args = self.stack.clone();
-        let target_args: &[Value] = if back.is_some() { &[] } else { &args };
+        let args = block_args(&args);
+        let target_args: &[BlockArg] = if back.is_some() { &[] } else { &args };
         if jump_if_nonzero {
             self.b.ins().brif(cond, target, target_args, next, &args);
         } else {
@@ -419,9 +536,9 @@ impl<'a> Translator<'a> {
         let out = self
             .b
             .ins()
-            .icmp_imm(IntCC::UnsignedGreaterThanOrEqual, i, cells);
+            .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, i, cells);
         self.trap_if(out, Trap::MemoryOutOfBounds);
-        let off = self.b.ins().ishl_imm(i, 3);
+        let off = self.b.ins().ishl_imm_s(i, 3);
         self.b.ins().iadd(self.mem_base, off)
     }
 
@@ -438,11 +555,12 @@ impl<'a> Translator<'a> {
                 };
             }
             Some(c) => {
-                // Cranelift 0.114 divides by constants with `idiv`: use the shared
-                // multiply-by-magic plans instead, and `n - q * d` for the remainder.
+                // The shared multiply-by-magic plans, as the baseline divides (with an
+                // unsigned path for a non-negative dividend, which Cranelift's own rules for
+                // constant divisors lack), and `n - q * d` for the remainder.
                 let q = self.div_const(a, c);
                 return if rem {
-                    let qd = self.b.ins().imul_imm(q, c);
+                    let qd = self.b.ins().imul_imm_s(q, c);
                     self.b.ins().isub(a, qd)
                 } else {
                     q
@@ -450,7 +568,7 @@ impl<'a> Translator<'a> {
             }
         }
         // MIN / -1 would fault in `idiv`: divide by 1 instead and fix the result.
-        let minus1 = self.b.ins().icmp_imm(IntCC::Equal, d, -1);
+        let minus1 = self.b.ins().icmp_imm_s(IntCC::Equal, d, -1);
         let one = self.iconst(1);
         let safe = self.b.ins().select(minus1, one, d);
         if rem {
@@ -471,14 +589,14 @@ impl<'a> Translator<'a> {
             DivPlan::One => n,
             DivPlan::MinusOne => self.b.ins().ineg(n),
             DivPlan::Min => {
-                let t = self.b.ins().icmp_imm(IntCC::Equal, n, i64::MIN);
+                let t = self.b.ins().icmp_imm_s(IntCC::Equal, n, i64::MIN);
                 self.b.ins().uextend(I64, t)
             }
             DivPlan::Pow2 { k, negative } => {
-                let sign = self.b.ins().sshr_imm(n, 63);
-                let bias = self.b.ins().ushr_imm(sign, 64 - k as i64);
+                let sign = self.b.ins().sshr_imm_s(n, 63);
+                let bias = self.b.ins().ushr_imm_s(sign, 64 - k as i64);
                 let biased = self.b.ins().iadd(n, bias);
-                let q = self.b.ins().sshr_imm(biased, k as i64);
+                let q = self.b.ins().sshr_imm_s(biased, k as i64);
                 if negative {
                     self.b.ins().ineg(q)
                 } else {
@@ -493,14 +611,17 @@ impl<'a> Translator<'a> {
                     let slow = self.b.create_block();
                     let join = self.b.create_block();
                     self.b.append_block_param(join, I64);
-                    let non_negative = self.b.ins().icmp_imm(IntCC::SignedGreaterThanOrEqual, n, 0);
+                    let non_negative =
+                        self.b
+                            .ins()
+                            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, n, 0);
                     self.b.ins().brif(non_negative, fast, &[], slow, &[]);
                     self.b.switch_to_block(fast);
                     let (um, us) = unsigned_magic(d as u64);
                     let umv = self.iconst(um as i64);
                     let q = self.b.ins().umulhi(n, umv);
-                    let q = self.b.ins().ushr_imm(q, us as i64);
-                    self.b.ins().jump(join, &[q]);
+                    let q = self.b.ins().ushr_imm_s(q, us as i64);
+                    self.b.ins().jump(join, &[q.into()]);
                     self.b.switch_to_block(slow);
                     (Some(fast), Some(slow), Some(join))
                 } else {
@@ -514,12 +635,12 @@ impl<'a> Translator<'a> {
                 if sub_n {
                     q = self.b.ins().isub(q, n);
                 }
-                let q = self.b.ins().sshr_imm(q, s as i64);
-                let sign = self.b.ins().ushr_imm(q, 63);
+                let q = self.b.ins().sshr_imm_s(q, s as i64);
+                let sign = self.b.ins().ushr_imm_s(q, 63);
                 let q = self.b.ins().iadd(q, sign);
                 match (fast, slow, join) {
                     (Some(_), Some(_), Some(join)) => {
-                        self.b.ins().jump(join, &[q]);
+                        self.b.ins().jump(join, &[q.into()]);
                         self.b.switch_to_block(join);
                         self.b.block_params(join)[0]
                     }
@@ -612,7 +733,7 @@ impl<'a> Translator<'a> {
             }
             Instr::Not => {
                 let a = self.pop();
-                let t = self.b.ins().icmp_imm(IntCC::Equal, a, 0);
+                let t = self.b.ins().icmp_imm_s(IntCC::Equal, a, 0);
                 let v = self.b.ins().uextend(I64, t);
                 self.push(v);
             }
@@ -630,11 +751,12 @@ impl<'a> Translator<'a> {
                 let p = self.module.functions[g as usize].params.len();
                 let mut args = vec![self.ctx, self.depth1];
                 args.extend(self.stack.drain(self.stack.len() - p..));
-                let callee = self.callee(g);
-                let call = self.b.ins().call(callee, &args);
-                let (v, st) = {
-                    let r = self.b.inst_results(call);
-                    (r[0], r[1])
+                let (v, st) = match self.inliner.site(&self.chain, g) {
+                    Some(site) => self.guarded_call(g, site, &args),
+                    None => {
+                        let callee = self.callee(CALL_STUB, g, g);
+                        self.call_pair(callee, &args)
+                    }
                 };
                 self.check_status(st);
                 self.push(v);
@@ -648,23 +770,26 @@ impl<'a> Translator<'a> {
             Instr::Mload => {
                 let idx = self.pop();
                 let addr = self.cell(idx);
-                let v = self.b.ins().load(I64, MemFlags::trusted(), addr, 0);
+                let v = self.b.ins().load(I64, MemFlagsData::trusted(), addr, 0);
                 self.push(v);
             }
             Instr::Mstore => {
                 let v = self.pop();
                 let idx = self.pop();
                 let addr = self.cell(idx);
-                self.b.ins().store(MemFlags::trusted(), v, addr, 0);
+                self.b.ins().store(MemFlagsData::trusted(), v, addr, 0);
             }
             Instr::AtomicAdd => {
                 let d = self.pop();
                 let idx = self.pop();
                 let addr = self.cell(idx);
-                let old =
-                    self.b
-                        .ins()
-                        .atomic_rmw(I64, MemFlags::trusted(), AtomicRmwOp::Add, addr, d);
+                let old = self.b.ins().atomic_rmw(
+                    I64,
+                    MemFlagsData::trusted(),
+                    AtomicRmwOp::Add,
+                    addr,
+                    d,
+                );
                 self.push(old);
             }
             Instr::Cas => {
@@ -675,7 +800,7 @@ impl<'a> Translator<'a> {
                 let old = self
                     .b
                     .ins()
-                    .atomic_cas(MemFlags::trusted(), addr, expected, new);
+                    .atomic_cas(MemFlagsData::trusted(), addr, expected, new);
                 self.push(old);
             }
             Instr::Msize => {
@@ -691,7 +816,7 @@ impl<'a> Translator<'a> {
                 ));
                 let args: Vec<Value> = self.stack.drain(self.stack.len() - p..).collect();
                 for (k, a) in args.into_iter().enumerate() {
-                    self.b.ins().stack_store(a, slot, 8 * k as i32);
+                    self.b.ins().stack_store(I64, a, slot, 8 * k as i32);
                 }
                 let ptr = self.b.ins().stack_addr(I64, slot, 0);
                 let fv = self.iconst(g as i64);

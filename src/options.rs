@@ -102,6 +102,7 @@ knobs! {
     STRESS_BASELINE_THRESHOLD: Stress "--baseline-threshold" = Value("100"), sets "Thresholds::baseline", "Tier-up threshold to the baseline JIT, as for `run --tier auto` (low, so that tier-ups happen under load)";
     STRESS_OPT_THRESHOLD: Stress "--opt-threshold" = Value("1000"), sets "Thresholds::opt", "Tier-up threshold to the optimizing JIT, as for `run --tier auto` (low, so that tier-ups happen under load)";
     STRESS_TRACE: Stress "--trace" = Absent("off"), sets "the log filter", "Log a line per tier-up (and per patch: many) to stderr";
+    STRESS_INLINED: Stress "--inlined" = Absent("off"), sets "StressArgs::inlined", "Workers call the patched function through a small caller that the optimizing tier inlines it into (behind its guard), so the check covers inlined copies";
     DIS_LOWERED: Dis "--lowered" = Absent("off"), sets "dis", "Also show the interpreter's register code (`R[3] := R[1] + 1`)";
     DIS_NATIVE: Dis "--native" = Absent("off"), sets "dis", "Show each function's bytecode interleaved with the machine code the native tier makes of it, patch sites marked";
     DIS_IR: Dis "--ir" = Absent("off"), sets "dis", "Show each function's Cranelift IR before and after optimization";

@@ -8,6 +8,9 @@
 //! - `target`: the function the workers call; its own body is `v0`'s.
 //! - `patcher`: a thread that runs `patch target vK` for K = 1, 2, .. 7, 0, 1, .. and, after
 //!   each patch returns, stores the number of patches done in cell [`SEQ`].
+//! - `caller(x)`: with `--inlined`, workers call `target` through it, a function small
+//!   enough that the optimizing tier inlines `target` into it behind a guard (see
+//!   `jit/src/opt/inline.rs`), so the check below covers inlined copies too.
 //! - `worker(w)`: threads that load the patch count `n1`, call `target(x)`, load it again as
 //!   `n2`, and check spec §5: once patch `n1` has returned (and the worker saw its count), a
 //!   call runs the version of patch `n1` or of a later one, and the call cannot have seen a
@@ -69,6 +72,8 @@ pub struct StressArgs {
     pub opt_threshold: u64,
     #[arg(long, help = knob::STRESS_TRACE.meaning)]
     pub trace: bool,
+    #[arg(long, help = knob::STRESS_INLINED.meaning)]
+    pub inlined: bool,
 }
 
 /// Why a stress run could not start.
@@ -98,7 +103,7 @@ impl std::error::Error for StressError {
 }
 
 /// The stress program for `workers` worker threads.
-pub fn program_text(workers: u32) -> String {
+pub fn program_text(workers: u32, inlined: bool) -> String {
     let k = VERSIONS;
     let mut s = format!(
         "; jitvm stress: {workers} workers, {k} versions\nmemory {}\n",
@@ -116,6 +121,7 @@ pub fn program_text(workers: u32) -> String {
         s += &version(&format!("v{v}"), v);
     }
     s += &version("target", 0);
+    s += "func caller(x)\n  load x\n  call target\n  ret\nend\n";
     // The patcher: one round of patches per loop iteration, the count stored after each.
     s += "func patcher()\n  local n\nloop:\n";
     for v in (1..k).chain([0]) {
@@ -143,7 +149,7 @@ loop:
   mload
   store n1
   load x
-  call target
+  call {callee}
   store r
   push {SEQ}
   mload
@@ -210,7 +216,8 @@ done:
 end
 ",
         LAST_VIOLATION + 1,
-        LAST_VIOLATION + 2
+        LAST_VIOLATION + 2,
+        callee = if inlined { "caller" } else { "target" },
     );
     s += "func main()\n";
     for w in 0..workers {
@@ -263,6 +270,9 @@ pub struct Summary {
     pub violations: i64,
     /// The last violation: (n1, n2, version run).
     pub last_violation: (i64, i64, i64),
+    /// With `--inlined`: caller's line of the `--stats` compile times (its tier, and the
+    /// sites inlined into it), or `None` if it never reached the optimizing tier.
+    pub inlined_into_caller: Option<String>,
 }
 
 impl Summary {
@@ -303,6 +313,9 @@ impl Summary {
             "W^X: {} writable and executable mappings in {} samples of /proc/self/maps",
             self.wx_mappings, self.wx_samples
         );
+        if let Some(line) = &self.inlined_into_caller {
+            let _ = writeln!(out, "through an inlined caller: {}", line.trim());
+        }
         let _ = writeln!(out, "violations: {}", self.violations);
         if self.violations > 0 {
             let (n1, n2, v) = self.last_violation;
@@ -318,7 +331,7 @@ impl Summary {
 
 /// Runs `jitvm stress` and prints its summary; the process exit status.
 pub fn main(args: &StressArgs) -> ExitCode {
-    match run(args, &program_text(args.threads)) {
+    match run(args, &program_text(args.threads, args.inlined)) {
         Ok(summary) => {
             print!("{}", summary.report());
             if summary.passed() {
@@ -467,5 +480,20 @@ pub fn run(args: &StressArgs, text: &str) -> Result<Summary, StressError> {
             memory(LAST_VIOLATION + 1),
             memory(LAST_VIOLATION + 2),
         ),
+        inlined_into_caller: args
+            .inlined
+            .then(|| inlined_into("caller", &program.stats_text()))
+            .flatten(),
     })
+}
+
+/// `function`'s optimized-compile line of a `--stats` report, if it has one.
+fn inlined_into(function: &str, stats: &str) -> Option<String> {
+    stats
+        .lines()
+        .find(|l| {
+            let mut words = l.split_whitespace();
+            words.next() == Some(function) && words.next() == Some("opt")
+        })
+        .map(str::to_string)
 }

@@ -41,6 +41,33 @@ fn stress_with_membarrier_in_poison_mode_sees_no_violation() {
     }
 }
 
+/// Workers call the patched function through a caller the optimizing tier inlined it into:
+/// the inlined copy's guard must keep spec §5 as the dispatch slot does.
+#[test]
+fn stress_through_an_inlined_caller_sees_no_violation() {
+    if !cfg!(target_arch = "x86_64") {
+        return;
+    }
+    let args = jitvm::stress::StressArgs {
+        threads: 3,
+        seconds: 5.0,
+        sync: None,
+        poison: true,
+        baseline_threshold: 10,
+        opt_threshold: 100,
+        trace: false,
+        inlined: true,
+    };
+    let summary = jitvm::stress::run(&args, &jitvm::stress::program_text(3, true)).unwrap();
+    let report = summary.report();
+    assert!(summary.passed(), "{report}");
+    assert!(summary.patches > 0, "{report}");
+    let line = summary
+        .inlined_into_caller
+        .unwrap_or_else(|| panic!("caller never reached the optimizing tier: {report}"));
+    assert!(line.contains("inlined 1 sites"), "{line}");
+}
+
 #[test]
 fn stress_with_signals_in_poison_mode_sees_no_violation() {
     if cfg!(target_arch = "x86_64") {
@@ -69,8 +96,9 @@ fn the_stress_check_catches_a_patcher_that_counts_patches_it_never_made() {
         baseline_threshold: 100,
         opt_threshold: 1000,
         trace: false,
+        inlined: false,
     };
-    let honest = jitvm::stress::program_text(args.threads);
+    let honest = jitvm::stress::program_text(args.threads, false);
     let lying = honest.replace("  patch target v", "  nop\n; was: patch target v");
     assert_ne!(honest, lying);
     let summary = jitvm::stress::run(&args, &lying).expect("runs");

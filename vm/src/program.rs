@@ -217,6 +217,14 @@ impl Program {
 
     /// Sets what `--stats` prints, in place of the profile's table (once; later calls are
     /// ignored).
+    /// The `--stats` report as it would read now (the engine's, else the profile's).
+    pub fn stats_text(&self) -> String {
+        match self.stats_report.get() {
+            Some(report) => report(self),
+            None => self.profile.report(&self.module),
+        }
+    }
+
     pub fn set_stats_report(&self, report: Box<StatsReport>) {
         let _ = self.stats_report.set(report);
     }
@@ -555,11 +563,7 @@ impl Program {
             hook();
         }
         if self.config.stats {
-            let text = match self.stats_report.get() {
-                Some(report) => report(self),
-                None => self.profile.report(&self.module),
-            };
-            let _ = io::stderr().write_all(text.as_bytes());
+            let _ = io::stderr().write_all(self.stats_text().as_bytes());
         }
         std::process::exit(status)
     }

@@ -2,7 +2,9 @@
 //! bytes, [`diff::check`] runs it in every tier and compares each with the interpreter.
 //! `tests/differential.rs` drives both from proptest, `fuzz/` from libFuzzer; see
 //! `docs/fuzzing.md`. The same generator, with a [`Profile`] that leaves out what a host
-//! cannot run, makes the programs of the VM's and the JIT's in-process differential tests.
+//! cannot run, makes the programs of the VM's and the JIT's in-process differential tests;
+//! [`Profile::INLINING`] adds small callees and patches between them for an inliner
+//! (`tests/differential_inlining.rs`).
 
 pub mod diff;
 pub mod gen;

@@ -29,6 +29,12 @@ impl Gen<'_> {
         let loops = self.f.nest < MAX_NEST && self.affordable(MAX_TRIPS * 20);
         let callees = self.callees();
         let tee = !self.assignable().is_empty();
+        // Small callees are what an inliner is for: called twice as often.
+        let calls = match (callees.is_empty(), self.profile.small_callees) {
+            (true, _) => 0,
+            (false, false) => 3,
+            (false, true) => 6,
+        };
         match self.weighted(&[
             3,                                                  // leaf
             6,                                                  // binary operator
@@ -36,7 +42,7 @@ impl Gen<'_> {
             2,                                                  // unary operator
             2,                                                  // stack shuffles
             2,                                                  // conditional value
-            if callees.is_empty() { 0 } else { 3 },             // call
+            calls,                                              // call
             if memory { 2 } else { 0 },                         // memory
             if normal && self.profile.threads { 1 } else { 0 }, // spawn and join at once
             if loops { 1 } else { 0 },                          // statements under a live value
@@ -82,7 +88,20 @@ impl Gen<'_> {
                 self.place(&end, base + 1);
             }
             6 => {
-                let callee = self.pick(&callees);
+                let small: Vec<usize> = if self.profile.small_callees {
+                    callees
+                        .iter()
+                        .copied()
+                        .filter(|&j| self.plans[j].small)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let callee = if !small.is_empty() && self.chance(2, 3) {
+                    self.pick(&small)
+                } else {
+                    self.pick(&callees)
+                };
                 self.call(callee, "call", depth);
             }
             7 => self.memory_op(depth),

@@ -4,6 +4,7 @@ impl Gen<'_> {
     pub(super) fn function(&mut self, index: usize) -> String {
         let plan = &self.plans[index];
         let (params, mode, recursive) = (plan.params, plan.mode, plan.recursive);
+        let (small, twin) = (plan.small, plan.twin);
         let limit = match (index, recursive) {
             (0, _) => self.profile.main_cost_limit,
             (_, true) => FUNC_COST_LIMIT / (RECURSION_MASK as u64 + 2),
@@ -22,18 +23,80 @@ impl Gen<'_> {
             labels: 0,
             loops: Vec::new(),
             nest: 0,
+            small_loaded: false,
+            small_called: false,
         };
         if mode == Mode::Worker || recursive {
             self.f.protected[0] = true;
         }
-        let locals = match self.below(8) {
-            7 => 4 + self.below(12),
-            n => n / 2,
+        let locals = if small {
+            0
+        } else {
+            match self.below(8) {
+                7 => 4 + self.below(12),
+                n => n / 2,
+            }
         };
         for _ in 0..locals {
             self.new_local("v", false);
         }
 
+        if let Some(original) = twin {
+            let (lines, cost) = self.small_bodies[original]
+                .clone()
+                .expect("a twin copies a later function, generated before it");
+            (self.f.lines, self.f.cost) = (lines, cost);
+        } else {
+            self.body(index, recursive);
+            self.op(Instr::Ret);
+        }
+        assert_eq!(self.f.height, 0, "the generator keeps stack heights");
+        if small {
+            self.small_bodies[index] = Some((self.f.lines.clone(), self.f.cost));
+        }
+
+        let levels = RECURSION_MASK as u64 + 2;
+        let mut cost = if recursive {
+            self.f.cost * levels
+        } else {
+            self.f.cost
+        };
+        let mut level = self.f.cost;
+        for &(f, g) in &self.patches {
+            if f == index {
+                cost = cost.max(self.call_cost[g]);
+                level = level.max(self.level_cost[g]);
+            }
+        }
+        self.call_cost[index] = cost;
+        self.level_cost[index] = level;
+
+        let mut out = String::new();
+        let name = self.plans[index].name.clone();
+        let separator = if self.chance(1, 4) { " , " } else { ", " };
+        let params = self.f.names[..params].join(separator);
+        if self.chance(1, 5) {
+            out.push_str(&format!("func {name} ( {params} )\n"));
+        } else {
+            out.push_str(&format!("func {name}({params})\n"));
+        }
+        for local in &self.f.names[self.plans[index].params..] {
+            out.push_str(&format!("  local {local}\n"));
+        }
+        for line in &self.f.lines {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push_str("end\n");
+        out
+    }
+
+    /// The code of a function that is not a twin, up to the value its `ret` returns.
+    fn body(&mut self, index: usize, recursive: bool) {
+        let params = self.plans[index].params;
+        if self.plans[index].small {
+            return self.small_body();
+        }
         if recursive {
             let recurse = self.new_label();
             self.load(0);
@@ -86,43 +149,6 @@ impl Gen<'_> {
                 }
             }
         }
-        self.op(Instr::Ret);
-        assert_eq!(self.f.height, 0, "the generator keeps stack heights");
-
-        let levels = RECURSION_MASK as u64 + 2;
-        let mut cost = if recursive {
-            self.f.cost * levels
-        } else {
-            self.f.cost
-        };
-        let mut level = self.f.cost;
-        for &(f, g) in &self.patches {
-            if f == index {
-                cost = cost.max(self.call_cost[g]);
-                level = level.max(self.level_cost[g]);
-            }
-        }
-        self.call_cost[index] = cost;
-        self.level_cost[index] = level;
-
-        let mut out = String::new();
-        let name = self.plans[index].name.clone();
-        let separator = if self.chance(1, 4) { " , " } else { ", " };
-        let params = self.f.names[..params].join(separator);
-        if self.chance(1, 5) {
-            out.push_str(&format!("func {name} ( {params} )\n"));
-        } else {
-            out.push_str(&format!("func {name}({params})\n"));
-        }
-        for local in &self.f.names[self.plans[index].params..] {
-            out.push_str(&format!("  local {local}\n"));
-        }
-        for line in &self.f.lines {
-            out.push_str(line);
-            out.push('\n');
-        }
-        out.push_str("end\n");
-        out
     }
 
     /// Whether the code being generated may hit this trap on purpose. Pure and worker code

@@ -20,16 +20,23 @@
 //! accumulator it only adds to. `patch F G` pairs functions of the same kind and shape,
 //! G declared after F, so a patched call graph still only calls forward.
 //!
+//! *Small callees* ([`Profile::small_callees`], for an inliner) are leaves of a few
+//! instructions; a *twin* has the very body of a later small callee of its shape. `patch F T`
+//! of a twin F to its T changes nothing observable, so `main` may do it while workers run
+//! when no other patch ever changes what F or T runs.
+//!
 //! A [`Profile`] turns features off for hosts that cannot run them (the in-process tests'
-//! evaluators). The code is by concept: the module and its choices here, a function and the
-//! emission of instructions in `function`, expressions in `expr`, statements and loops in
-//! `stmt`; which of those emits each instruction of the table, in `roles`. Mnemonics and
-//! stack effects come from the bytecode table (`op`, `bin`).
+//! evaluators), or on for a tier that needs them. The code is by concept: the module and its
+//! choices here, a function and the emission of instructions in `function`, small callees
+//! in `small`, expressions in `expr`, statements and loops in `stmt`; which of those emits
+//! each instruction of the table, in `roles`. Mnemonics and stack effects come from the
+//! bytecode table (`op`, `bin`).
 
 mod expr;
 mod function;
 mod profile;
 mod roles;
+mod small;
 mod stmt;
 
 pub use profile::{Profile, Traps};
@@ -144,6 +151,8 @@ pub struct Generated {
     pub mixed_tiers: Vec<(String, &'static str)>,
     /// Arguments every run of this module takes (a low `--max-depth`, say).
     pub run_args: Vec<String>,
+    /// The functions made as small callees ([`Profile::small_callees`]), twins included.
+    pub small_callees: Vec<String>,
 }
 
 /// The module these bytes describe, with every feature ([`Profile::FUZZ`]).
@@ -177,7 +186,9 @@ enum Trap {
 enum Mode {
     /// May print, trap, spawn, patch and touch any cell.
     Normal,
-    /// No memory, output, traps, threads or patches: safe to run beside anything.
+    /// No memory, output, traps, threads or patches: safe to run beside anything. (A small
+    /// callee's one load reads a cell below the workers', which no code stores to while
+    /// workers run: the only time pure code runs beside other code.)
     Pure,
     /// Like `Pure`, plus memory in its own slot's cells and adds to the accumulator.
     Worker,
@@ -189,6 +200,10 @@ struct Plan {
     mode: Mode,
     /// Calls itself once with its first parameter minus one, until it is not positive.
     recursive: bool,
+    /// A small callee (see `small`): never recursive, never a worker, at most 3 parameters.
+    small: bool,
+    /// A small callee whose body is a copy of this later one's.
+    twin: Option<usize>,
 }
 
 /// The function being generated.
@@ -210,6 +225,9 @@ struct Body {
     /// Innermost last: a loop's exit label and the height a `jnz` to it must have.
     loops: Vec<(String, usize)>,
     nest: usize,
+    /// A small callee's one memory load and one call, once emitted.
+    small_loaded: bool,
+    small_called: bool,
 }
 
 struct Gen<'a> {
@@ -226,6 +244,8 @@ struct Gen<'a> {
     memory: Option<i64>,
     patches: Vec<(usize, usize)>,
     concurrent_sections: usize,
+    /// Each small callee's lines and cost, once generated, for its twins to copy.
+    small_bodies: Vec<Option<(Vec<String>, u64)>>,
     f: Body,
 }
 
@@ -241,6 +261,7 @@ impl<'a> Gen<'a> {
             memory: None,
             patches: Vec::new(),
             concurrent_sections: 0,
+            small_bodies: Vec::new(),
             f: Body {
                 index: 0,
                 mode: Mode::Normal,
@@ -254,6 +275,8 @@ impl<'a> Gen<'a> {
                 labels: 0,
                 loops: Vec::new(),
                 nest: 0,
+                small_loaded: false,
+                small_called: false,
             },
         }
     }
@@ -300,7 +323,12 @@ impl<'a> Gen<'a> {
     // ---- module ----
 
     fn module(mut self) -> Generated {
-        let extra = self.below(self.profile.max_functions + 1);
+        let extra = if self.profile.small_callees {
+            // Small callees need callers besides `main`; two more may follow (`small`).
+            2 + self.below(self.profile.max_functions - 3)
+        } else {
+            self.below(self.profile.max_functions + 1)
+        };
         // A low limit puts `stack overflow` where ordinary calls and recursion reach.
         let run_args = if self.chance(1, 6) && self.profile.depth_limits {
             vec![format!("--max-depth={}", 2 + self.below(40))]
@@ -315,18 +343,30 @@ impl<'a> Gen<'a> {
             failed_assert: self.chance(1, 3) && allowed.failed_assert,
             stack_overflow: self.chance(1, 3) && allowed.stack_overflow,
         };
-        let threads = self.chance(1, 3) && self.profile.threads;
+        let mut threads = self.chance(1, 3) && self.profile.threads;
+        if self.profile.small_callees && self.profile.threads && !threads {
+            // Workers calling small callees while `main` patches twins.
+            threads = self.chance(1, 2);
+        }
         self.plans.push(Plan {
             name: "main".into(),
             params: 0,
             mode: Mode::Normal,
             recursive: false,
+            small: false,
+            twin: None,
         });
         for i in 1..=extra {
             let mode = match self.weighted(&[6, 3, if threads { 2 } else { 0 }]) {
                 0 => Mode::Normal,
                 1 => Mode::Pure,
                 _ => Mode::Worker,
+            };
+            // The first function a worker, now and then: workers call only what follows.
+            let mode = if i == 1 && threads && self.profile.small_callees && self.chance(2, 3) {
+                Mode::Worker
+            } else {
+                mode
             };
             let params = match self.weighted(&[3, 4, 3, 2, 1]) {
                 4 => 4 + self.below(5),
@@ -339,11 +379,20 @@ impl<'a> Gen<'a> {
             };
             let recursive =
                 mode != Mode::Worker && params >= 1 && self.chance(1, 4) && self.profile.recursion;
+            // Workers call small callees; they are not small themselves.
+            let small = self.profile.small_callees && mode != Mode::Worker && self.chance(2, 3);
+            let (mode, params, recursive) = if small {
+                self.small_shape(mode, params)
+            } else {
+                (mode, params, recursive)
+            };
             self.plans.push(Plan {
                 name: format!("f{i}"),
                 params,
                 mode,
                 recursive,
+                small,
+                twin: None,
             });
         }
         let has_workers = self.plans.iter().any(|p| p.mode == Mode::Worker);
@@ -364,21 +413,20 @@ impl<'a> Gen<'a> {
                 break;
             }
             let f = 1 + self.below(extra);
-            let same_shape: Vec<usize> = (f..=extra)
-                .filter(|&g| {
-                    let (a, b) = (&self.plans[f], &self.plans[g]);
-                    a.mode == b.mode && a.params == b.params && a.recursive == b.recursive
-                })
-                .collect();
+            let same_shape: Vec<usize> = (f..=extra).filter(|&g| self.same_shape(f, g)).collect();
             if self.plans[f].mode != Mode::Worker {
                 let g = self.pick(&same_shape);
                 self.patches.push((f, g));
             }
         }
+        if self.profile.small_callees {
+            self.plan_twins_and_small_patches();
+        }
 
         let count = self.plans.len();
         self.call_cost = vec![0; count];
         self.level_cost = vec![0; count];
+        self.small_bodies = vec![None; count];
         let mut functions = vec![String::new(); count];
         for index in (0..count).rev() {
             functions[index] = self.function(index);
@@ -410,11 +458,24 @@ impl<'a> Gen<'a> {
                 (name.clone(), TIERS[(hash >> 33) as usize % TIERS.len()])
             })
             .collect();
+        let small_callees = self
+            .plans
+            .iter()
+            .filter(|p| p.small)
+            .map(|p| p.name.clone())
+            .collect();
         Generated {
             text,
             functions: names,
             mixed_tiers,
             run_args,
+            small_callees,
         }
+    }
+
+    /// Whether `patch F G` may pair these two: the same kind, parameters and shape.
+    fn same_shape(&self, f: usize, g: usize) -> bool {
+        let (a, b) = (&self.plans[f], &self.plans[g]);
+        a.mode == b.mode && a.params == b.params && a.recursive == b.recursive && a.small == b.small
     }
 }

@@ -1,6 +1,8 @@
 //! What a generated module may contain: one profile per use of the generator. Each switch
-//! only turns features off, so the full profile ([`Profile::FUZZ`]) makes the same module
-//! from the same bytes as the generator did before profiles existed.
+//! only turns a feature on or off, and reads no input where it is off, so a profile makes
+//! the same module from the same bytes as it did before a switch it leaves off existed:
+//! [`Profile::FUZZ`] as the generator did before profiles existed, and
+//! `crates/bcgen/tests/generator.rs` pins what the older profiles make.
 
 /// The traps a module may hit on purpose (each then enabled for a third of the modules).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,6 +33,13 @@ pub struct Profile {
     /// `if` statements whose condition is a comparison right before its `jz`/`jnz`, the
     /// pair the lowering fuses.
     pub compare_branches: bool,
+    /// Small callees, work for an inliner: leaf functions of a few instructions on their
+    /// parameters (at most one compare-and-branch, one memory load and one call of another
+    /// small callee), some of them *twins* with the body of a later one; loops that call
+    /// one every trip, now and then patching it at one trip; patches between small callees
+    /// of one shape; and, in `main`'s concurrent sections, patches of a function to its
+    /// twin while the workers may be calling it.
+    pub small_callees: bool,
     pub traps: Traps,
     /// Functions besides `main`: at most this many.
     pub max_functions: usize,
@@ -47,7 +56,8 @@ const ALL_TRAPS: Traps = Traps {
 };
 
 impl Profile {
-    /// Everything: the CLI's differential runs and fuzzing ([`crate::generate`]).
+    /// Everything but small callees: the CLI's differential runs and fuzzing
+    /// ([`crate::generate`]).
     pub const FUZZ: Profile = Profile {
         threads: true,
         patches: true,
@@ -55,6 +65,7 @@ impl Profile {
         recursion: true,
         depth_limits: true,
         compare_branches: false,
+        small_callees: false,
         traps: ALL_TRAPS,
         max_functions: 6,
         main_cost_limit: 300_000,
@@ -70,6 +81,7 @@ impl Profile {
         recursion: true,
         depth_limits: false,
         compare_branches: true,
+        small_callees: false,
         traps: Traps {
             division_by_zero: true,
             out_of_bounds: true,
@@ -90,6 +102,7 @@ impl Profile {
         recursion: true,
         depth_limits: false,
         compare_branches: false,
+        small_callees: false,
         traps: Traps {
             division_by_zero: true,
             out_of_bounds: true,
@@ -98,6 +111,18 @@ impl Profile {
         },
         max_functions: 5,
         main_cost_limit: 100_000,
+    };
+
+    /// For an optimizing tier that inlines (`tests/differential_inlining.rs`): everything
+    /// [`Profile::FUZZ`] has, plus [`Profile::small_callees`]: small functions called from
+    /// loops and from other functions (inlining candidates, nested ones included), patched
+    /// to each other between calls, mid-loop and while workers run, so a guarded inlined
+    /// site must notice each `patch` (spec §5). At least two functions besides `main`.
+    pub const INLINING: Profile = Profile {
+        small_callees: true,
+        max_functions: 8,
+        main_cost_limit: 100_000,
+        ..Profile::FUZZ
     };
 }
 

@@ -106,6 +106,15 @@ impl Gen<'_> {
             && self.f.height == 0
             && self.concurrent_sections < 2
             && self.plans.iter().any(|p| p.mode == Mode::Worker);
+        // With small callees: more patches and concurrent sections, and hot loops.
+        let more = if self.profile.small_callees { 2 } else { 1 };
+        let patches = if normal && !self.patches.is_empty() {
+            more
+        } else {
+            0
+        };
+        let sections = if concurrent { 3 * more } else { 0 };
+        let hot = self.profile.small_callees && nested && !self.hot_callees().is_empty();
         match self.weighted(&[
             1,                                                // nop
             if output { 10 } else { 0 },                      // print
@@ -126,14 +135,11 @@ impl Gen<'_> {
             if loops { 3 } else { 0 },                        // loop
             if can_break { 1 } else { 0 },                    // break
             if nested && self.f.height == 0 { 1 } else { 0 }, // early return
-            if normal && !self.patches.is_empty() {
-                1
-            } else {
-                0
-            }, // patch
+            patches,                                          // patch
             if self.f.mode == Mode::Worker { 2 } else { 0 },  // add to the accumulator
-            if concurrent { 3 } else { 0 },                   // concurrent section
+            sections,                                         // concurrent section
             if fused { 3 } else { 0 },                        // if on a comparison
+            if hot { 4 } else { 0 },                          // loop calling a small callee
         ]) {
             0 => self.op(Instr::Nop),
             1 => {
@@ -222,7 +228,7 @@ impl Gen<'_> {
                 self.op(Instr::Pop);
             }
             14 => self.concurrent_section(),
-            _ => {
+            15 => {
                 // `CMP; jz/jnz`: the pair the lowering fuses into one branch.
                 let skip = self.new_label();
                 let base = self.f.height;
@@ -239,6 +245,7 @@ impl Gen<'_> {
                 self.nested_block(3);
                 self.place(&skip, base);
             }
+            _ => self.hot_loop(),
         }
     }
 
@@ -306,6 +313,9 @@ impl Gen<'_> {
         self.f.mode = Mode::Normal;
         if handles.is_empty() {
             return;
+        }
+        if self.profile.small_callees {
+            self.patch_twins_while_workers_run();
         }
         self.concurrent_sections += 1;
         let mut order = handles.clone();

@@ -62,8 +62,10 @@ fn draw(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let ratios = groups.iter().flat_map(|(_, bars)| bars.iter().map(|b| b.1));
     let (min, max) = ratios.fold((1.0f64, 1.0f64), |(lo, hi), r| (lo.min(r), hi.max(r)));
-    // Room below the shortest bar and above the tallest, in log terms.
-    let (bottom, top) = (min / 1.5, max * 1.5);
+    // Room below the shortest bar and above the tallest. The bottom is a power of ten
+    // because plotters puts the log axis's grid lines (and so its labels) at powers of ten
+    // from the first one inside the range upwards.
+    let (bottom, top) = (10f64.powf((min / 1.2).log10().floor()), max * 1.5);
 
     let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;

@@ -62,10 +62,12 @@ fn draw(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let ratios = groups.iter().flat_map(|(_, bars)| bars.iter().map(|b| b.1));
     let (min, max) = ratios.fold((1.0f64, 1.0f64), |(lo, hi), r| (lo.min(r), hi.max(r)));
-    // Room below the shortest bar and above the tallest. The bottom is a power of ten
-    // because plotters puts the log axis's grid lines (and so its labels) at powers of ten
-    // from the first one inside the range upwards.
-    let (bottom, top) = (10f64.powf((min / 1.2).log10().floor()), max * 1.5);
+    // Room below the shortest bar and above the tallest. The bottom is just under a
+    // power of ten because plotters puts the log axis's grid lines (and so its labels) at
+    // powers of ten from the first one inside the range upwards (and computes that one
+    // with logarithms, which could round an exact power of ten past itself).
+    let bottom = 10f64.powf((min / 1.2).log10().floor()) * 0.99;
+    let top = max * 1.5;
 
     let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;

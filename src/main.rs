@@ -69,6 +69,7 @@ fn main() -> ExitCode {
                 run: RunConfig {
                     max_depth,
                     stats,
+                    inline: !(gdb || gdb_from_env()),
                     ..RunConfig::default()
                 },
             };

@@ -228,7 +228,8 @@ fn perf_reads_the_perf_map_of_a_map_run() {
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&report.stdout).to_string();
-    for f in ["jitvm:fib [opt]", "jitvm:count [opt]"] {
+    // `count` is small and called once, so the optimizing tier inlines it into `main`.
+    for f in ["jitvm:fib [opt]", "jitvm:main [opt]"] {
         assert!(report.contains(f), "{f} in\n{report}");
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -579,7 +579,7 @@ impl OptSetup {
                 defs: (0..env.slot_addr.len() as FuncId)
                     .map(|g| program.header_word(g, false))
                     .collect(),
-                inline: true,
+                inline: program.config.inline,
             },
             stubs,
         })

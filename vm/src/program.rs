@@ -45,6 +45,10 @@ pub struct RunConfig {
     /// them to the profile (1 to [`crate::profile::PROFILE_BATCH`]): a tiering policy with
     /// low thresholds needs small batches to see them crossed.
     pub profile_batch: u32,
+    /// Whether an optimizing JIT may inline small callees. Off under `--gdb`: a debugger's
+    /// backtrace then names every function's own frame (no inlined-frame records are
+    /// written).
+    pub inline: bool,
 }
 
 impl RunConfig {
@@ -71,6 +75,7 @@ impl Default for RunConfig {
             max_depth: Self::DEFAULT_MAX_DEPTH,
             stats: false,
             profile_batch: crate::profile::PROFILE_BATCH,
+            inline: true,
         }
     }
 }

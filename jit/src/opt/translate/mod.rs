@@ -4,10 +4,11 @@
 //! stack checks at entry, safepoint polls at entry and on backward jumps, traps as cold
 //! blocks returning `(0, status)`, the status of every call tested.
 
+mod divide;
+
 use super::inline::{Inliner, CALL_STUB, INLINE_SITE};
 use super::OptEnv;
 use crate::abi::{self, status_of};
-use crate::magic::{unsigned_magic, DivPlan};
 use cranelift_codegen::ir::{
     condcodes::IntCC, types::I64, types::I8, AbiParam, AtomicRmwOp, Block, BlockArg, ExtFuncData,
     ExternalName, FuncRef, Function, InstBuilder, InstructionData, MemFlagsData, Opcode, SigRef,
@@ -540,121 +541,6 @@ impl<'a> Translator<'a> {
         self.trap_if(out, Trap::MemoryOutOfBounds);
         let off = self.b.ins().ishl_imm_s(i, 3);
         self.b.ins().iadd(self.mem_base, off)
-    }
-
-    fn divide(&mut self, a: Value, d: Value, rem: bool) -> Value {
-        match self.const_of(d) {
-            Some(0) | None => {
-                self.trap_if_zero(d);
-            }
-            Some(-1) => {
-                return if rem {
-                    self.iconst(0)
-                } else {
-                    self.b.ins().ineg(a)
-                };
-            }
-            Some(c) => {
-                // The shared multiply-by-magic plans, as the baseline divides (with an
-                // unsigned path for a non-negative dividend, which Cranelift's own rules for
-                // constant divisors lack), and `n - q * d` for the remainder.
-                let q = self.div_const(a, c);
-                return if rem {
-                    let qd = self.b.ins().imul_imm_s(q, c);
-                    self.b.ins().isub(a, qd)
-                } else {
-                    q
-                };
-            }
-        }
-        // MIN / -1 would fault in `idiv`: divide by 1 instead and fix the result.
-        let minus1 = self.b.ins().icmp_imm_s(IntCC::Equal, d, -1);
-        let one = self.iconst(1);
-        let safe = self.b.ins().select(minus1, one, d);
-        if rem {
-            let r = self.b.ins().srem(a, safe);
-            let zero = self.iconst(0);
-            self.b.ins().select(minus1, zero, r)
-        } else {
-            let q = self.b.ins().sdiv(a, safe);
-            let n = self.b.ins().ineg(a);
-            self.b.ins().select(minus1, n, q)
-        }
-    }
-
-    /// `n / d` for a constant `d` other than 0, without a division instruction.
-    fn div_const(&mut self, n: Value, d: i64) -> Value {
-        match DivPlan::new(d) {
-            DivPlan::Zero => unreachable!("division by a constant zero traps before"),
-            DivPlan::One => n,
-            DivPlan::MinusOne => self.b.ins().ineg(n),
-            DivPlan::Min => {
-                let t = self.b.ins().icmp_imm_s(IntCC::Equal, n, i64::MIN);
-                self.b.ins().uextend(I64, t)
-            }
-            DivPlan::Pow2 { k, negative } => {
-                let sign = self.b.ins().sshr_imm_s(n, 63);
-                let bias = self.b.ins().ushr_imm_s(sign, 64 - k as i64);
-                let biased = self.b.ins().iadd(n, bias);
-                let q = self.b.ins().sshr_imm_s(biased, k as i64);
-                if negative {
-                    self.b.ins().ineg(q)
-                } else {
-                    q
-                }
-            }
-            DivPlan::Magic { m, s, add_n, sub_n } => {
-                // A non-negative dividend (counters, indices) takes the unsigned plan, one
-                // `mul` and a shift, as the baseline does; a negative one the signed plan.
-                let (fast, slow, join) = if d > 1 {
-                    let fast = self.b.create_block();
-                    let slow = self.b.create_block();
-                    let join = self.b.create_block();
-                    self.b.append_block_param(join, I64);
-                    let non_negative =
-                        self.b
-                            .ins()
-                            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, n, 0);
-                    self.b.ins().brif(non_negative, fast, &[], slow, &[]);
-                    self.b.switch_to_block(fast);
-                    let (um, us) = unsigned_magic(d as u64);
-                    let umv = self.iconst(um as i64);
-                    let q = self.b.ins().umulhi(n, umv);
-                    let q = self.b.ins().ushr_imm_s(q, us as i64);
-                    self.b.ins().jump(join, &[q.into()]);
-                    self.b.switch_to_block(slow);
-                    (Some(fast), Some(slow), Some(join))
-                } else {
-                    (None, None, None)
-                };
-                let mv = self.iconst(m);
-                let mut q = self.b.ins().smulhi(n, mv);
-                if add_n {
-                    q = self.b.ins().iadd(q, n);
-                }
-                if sub_n {
-                    q = self.b.ins().isub(q, n);
-                }
-                let q = self.b.ins().sshr_imm_s(q, s as i64);
-                let sign = self.b.ins().ushr_imm_s(q, 63);
-                let q = self.b.ins().iadd(q, sign);
-                match (fast, slow, join) {
-                    (Some(_), Some(_), Some(join)) => {
-                        self.b.ins().jump(join, &[q.into()]);
-                        self.b.switch_to_block(join);
-                        self.b.block_params(join)[0]
-                    }
-                    _ => q,
-                }
-            }
-        }
-    }
-
-    fn trap_if_zero(&mut self, v: Value) {
-        let t = self.trap_block(status_of(Trap::DivisionByZero));
-        let cont = self.b.create_block();
-        self.b.ins().brif(v, cont, &[], t, &[]);
-        self.b.switch_to_block(cont);
     }
 
     fn bin(&mut self, op: BinOp, a: Value, c: Value) -> Value {

@@ -5,6 +5,7 @@
 //! blocks returning `(0, status)`, the status of every call tested.
 
 mod divide;
+mod tail_loop;
 
 use super::inline::{Inliner, CALL_STUB, INLINE_SITE};
 use super::OptEnv;
@@ -43,9 +44,15 @@ fn block_args(values: &[Value]) -> Vec<BlockArg> {
     values.iter().map(|&v| BlockArg::from(v)).collect()
 }
 
-/// `ctx`'s fields and the memory base never change while native code runs.
+/// Published code never changes while a thread may reach it.
 fn readonly() -> MemFlagsData {
     MemFlagsData::trusted().with_readonly()
+}
+
+/// `ctx`'s fields and the memory base never change while native code runs, and `ctx` is
+/// valid throughout: Cranelift may load them once for the copies inlined into a function.
+fn ctx_field() -> MemFlagsData {
+    readonly().with_can_move()
 }
 
 /// Translates function `f` of `module` into CLIF. Calls to other functions are calls to
@@ -121,6 +128,10 @@ struct Translator<'a> {
     b: FunctionBuilder<'a>,
     ctx: Value,
     depth1: Value,
+    /// `ctx.max_depth`, loaded once at entry.
+    max_depth: Value,
+    /// The loop that calls of this function to itself in tail position become.
+    tail_loop: Option<tail_loop::TailLoop>,
     mem_base: Value,
     /// The block starting at each instruction that begins one.
     blocks: HashMap<usize, Block>,
@@ -159,6 +170,8 @@ impl<'a> Translator<'a> {
             b,
             ctx,
             depth1: depth,
+            max_depth: depth,
+            tail_loop: None,
             mem_base: ctx,
             blocks: HashMap::new(),
             traps: HashMap::new(),
@@ -188,7 +201,8 @@ impl<'a> Translator<'a> {
         // Depth and native stack, before anything else: `depth > max_depth` traps; a body
         // whose stack pointer (after Cranelift's prologue built the frame) is below the limit
         // runs in the interpreter instead.
-        let max_depth = self.b.ins().load(I64, readonly(), ctx, abi::CTX_MAX_DEPTH);
+        let max_depth = self.b.ins().load(I64, ctx_field(), ctx, abi::CTX_MAX_DEPTH);
+        self.max_depth = max_depth;
         let too_deep = self
             .b
             .ins()
@@ -198,7 +212,7 @@ impl<'a> Translator<'a> {
             let limit = self
                 .b
                 .ins()
-                .load(I64, readonly(), ctx, abi::CTX_STACK_LIMIT);
+                .load(I64, ctx_field(), ctx, abi::CTX_STACK_LIMIT);
             let sp = self.b.ins().get_stack_pointer(I64);
             let low = self.b.ins().icmp(IntCC::UnsignedLessThan, sp, limit);
             match entry_kind {
@@ -222,7 +236,7 @@ impl<'a> Translator<'a> {
             self.mem_base = self
                 .b
                 .ins()
-                .load(I64, readonly(), ctx, abi::CTX_MEMORY_BASE);
+                .load(I64, ctx_field(), ctx, abi::CTX_MEMORY_BASE);
         }
 
         // The interpreter's frame, for an on-stack-replacement entry: slots, then the stack.
@@ -241,6 +255,11 @@ impl<'a> Translator<'a> {
                 self.b.ins().iconst(I64, 0)
             };
             self.b.def_var(var, init);
+        }
+
+        // In the function proper only: copies that loop cost more than they save.
+        if osr.is_none() && entry_kind != Entry::Inlined {
+            self.begin_tail_loop();
         }
 
         // Blocks start at jump targets and after conditional jumps.
@@ -471,18 +490,7 @@ impl<'a> Translator<'a> {
     /// The guarded site `site` calling `g` (see [`crate::opt::inline`]): the copy if g's
     /// dispatch slot runs g's definition, else the ordinary call through g's call stub.
     fn guarded_call(&mut self, g: FuncId, site: u32, args: &[Value]) -> (Value, Value) {
-        let (slot, def) = self.inliner.guard_of(g);
-        let slot = self.iconst(slot as i64);
-        // An atomic load (a plain `mov` on x86-64) so that Cranelift never reuses an earlier
-        // load of the slot: every call reads what the slot holds when it starts.
-        let entry = self.b.ins().atomic_load(I64, MemFlagsData::trusted(), slot);
-        // Published code is never written while a thread may reach it through a slot.
-        let header = self.b.ins().load(I64, readonly(), entry, -8);
-        let kindless = self.b.ins().bor_imm_s(header, 1);
-        let same = self
-            .b
-            .ins()
-            .icmp_imm_s(IntCC::Equal, kindless, (def | 1) as i64);
+        let same = self.runs_definition(g);
         let inlined = self.b.create_block();
         let out_of_line = self.b.create_block();
         self.b.set_cold_block(out_of_line);
@@ -499,6 +507,22 @@ impl<'a> Translator<'a> {
         self.b.switch_to_block(join);
         let r = self.b.block_params(join);
         (r[0], r[1])
+    }
+
+    /// The guard: whether g's dispatch slot runs g's own definition now, in any tier (the
+    /// header word, kind bit aside, names the definition an entry runs).
+    fn runs_definition(&mut self, g: FuncId) -> Value {
+        let (slot, def) = self.inliner.guard_of(g);
+        let slot = self.iconst(slot as i64);
+        // An atomic load (a plain `mov` on x86-64) so that Cranelift never reuses an earlier
+        // load of the slot: every call reads what the slot holds when it starts.
+        let entry = self.b.ins().atomic_load(I64, MemFlagsData::trusted(), slot);
+        // Published code is never written while a thread may reach it through a slot.
+        let header = self.b.ins().load(I64, readonly(), entry, -8);
+        let kindless = self.b.ins().bor_imm_s(header, 1);
+        self.b
+            .ins()
+            .icmp_imm_s(IntCC::Equal, kindless, (def | 1) as i64)
     }
 
     /// Jumps to the block of `t` with the current stack, polling first when backward.
@@ -633,9 +657,13 @@ impl<'a> Translator<'a> {
                 self.branch(i, cond, t as usize, matches!(ins, Instr::Jnz(_)));
                 return false;
             }
+            Instr::Call(g) if self.is_loop_call(i) => {
+                self.tail_call_itself(i, g);
+                return false;
+            }
             Instr::Call(g) => {
                 let p = self.module.functions[g as usize].params.len();
-                let mut args = vec![self.ctx, self.depth1];
+                let mut args = vec![self.ctx, self.callee_depth()];
                 args.extend(self.stack.drain(self.stack.len() - p..));
                 let (v, st) = match self.inliner.site(&self.chain, g) {
                     Some(site) => self.guarded_call(g, site, &args),
@@ -649,8 +677,7 @@ impl<'a> Translator<'a> {
             }
             Instr::Ret => {
                 let v = self.pop();
-                let zero = self.iconst(0);
-                self.b.ins().return_(&[v, zero]);
+                self.ret(v);
                 return false;
             }
             Instr::Mload => {

@@ -4,6 +4,7 @@
 use crate::options::{self as knob, FuncTier, PerfOutput, TierChoice};
 use crate::tiering::Thresholds;
 use clap::{Parser, Subcommand};
+use jitvm_jit::tier::Tier;
 use jitvm_runtime::Strategy;
 use jitvm_vm::RunConfig;
 use std::path::PathBuf;
@@ -44,6 +45,9 @@ pub enum Command {
         #[arg(long, help = knob::RUN_OPT_THRESHOLD.meaning, value_name = "N",
               default_value_t = Thresholds::DEFAULT_OPT)]
         opt_threshold: u64,
+        #[arg(long, help = knob::RUN_OSR_TIER.meaning, value_name = "TIER",
+              default_value = "opt", value_parser = knob::parse_osr_tier)]
+        osr_tier: Tier,
         #[arg(long, help = knob::RUN_SYNC.meaning, value_name = "STRATEGY",
               value_parser = knob::parse_strategy)]
         sync: Option<Strategy>,

@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             max_depth,
             baseline_threshold,
             opt_threshold,
+            osr_tier,
             sync,
             trace: _,
             stats,
@@ -57,6 +58,7 @@ fn main() -> ExitCode {
                 thresholds: Thresholds {
                     baseline: baseline_threshold,
                     opt: opt_threshold,
+                    osr: osr_tier,
                 },
                 sync,
                 perf: perf.or(perf_map.then_some(PerfOutput::Map)),

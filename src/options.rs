@@ -87,6 +87,7 @@ knobs! {
     RUN_MAX_DEPTH: Run "--max-depth" = Value("10000"), sets "RunConfig::max_depth", "Deepest call nesting allowed per thread (main is depth 1)";
     RUN_BASELINE_THRESHOLD: Run "--baseline-threshold" = Value("1000"), sets "Thresholds::baseline", "--tier auto: calls plus loop back-edges in the interpreter before a function is compiled by the baseline JIT (0: before its first call)";
     RUN_OPT_THRESHOLD: Run "--opt-threshold" = Value("10000"), sets "Thresholds::opt", "--tier auto: calls plus loop back-edges in baseline code before a function is compiled by the optimizing JIT (0: straight to it, skipping the baseline)";
+    RUN_OSR_TIER: Run "--osr-tier" = Value("opt"), sets "Thresholds::osr", "--tier auto: the tier an interpreted loop moves into mid-call (on-stack replacement) once its function's events reach --baseline-threshold: opt (the interpreter runs the loop while Cranelift compiles it; calls in the loop can be inlined) or baseline (sooner, slower code)";
     RUN_SYNC: Run "--sync" = Absent("$JITVM_SYNC, else membarrier where the kernel has it, else signal"), sets "runtime Config::strategy", "How code changes reach the other cores: membarrier, mprotect, signal or none (default: $JITVM_SYNC, else membarrier where the kernel has it, else signal)";
     RUN_TRACE: Run "--trace" = Absent("off"), sets "the log filter", "Log a line per tier-up and per patch to stderr (the log target `jitvm::trace`: the same as JITVM_LOG=jitvm::trace=info)";
     RUN_STATS: Run "--stats" = Absent("off"), sets "RunConfig::stats", "When the run ends (trap included), print to stderr per function its counted calls and loop back-edges, its tier and its compile times, and the code runtime's totals: commits, serializations, code bytes live, retired and freed";
@@ -300,6 +301,15 @@ pub fn jitdump_dir() -> PathBuf {
 }
 
 /// A `--sync` value: membarrier, mprotect, signal or none.
+/// `--osr-tier`: a native tier.
+pub fn parse_osr_tier(s: &str) -> Result<Tier, String> {
+    match s {
+        "baseline" => Ok(Tier::Baseline),
+        "opt" => Ok(Tier::Opt),
+        _ => Err(format!("`{s}` is not baseline or opt")),
+    }
+}
+
 pub fn parse_strategy(s: &str) -> Result<Strategy, jitvm_runtime::Error> {
     s.parse()
 }
@@ -405,6 +415,7 @@ mod tests {
         let t = Thresholds::default();
         assert_eq!(value(RUN_BASELINE_THRESHOLD), t.baseline.to_string());
         assert_eq!(value(RUN_OPT_THRESHOLD), t.opt.to_string());
+        assert_eq!(value(RUN_OSR_TIER), t.osr.to_string());
         assert_eq!(
             value(RUN_MAX_DEPTH),
             RunConfig::default().max_depth.to_string()

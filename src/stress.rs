@@ -357,6 +357,7 @@ pub fn run(args: &StressArgs, text: &str) -> Result<Summary, StressError> {
         thresholds: Thresholds {
             baseline: args.baseline_threshold,
             opt: args.opt_threshold,
+            ..Thresholds::default()
         },
         sync: args.sync,
         poison: args.poison,

@@ -27,9 +27,9 @@
 //! 5. **On-stack replacement.** A running activation keeps the code it started in, except an
 //!    interpreted one that loops hot: when the interpreter reports a batch of back-edges
 //!    to a loop header of a function whose events reached `--baseline-threshold`, the
-//!    policy queues an entry at that header (once per header, in the function's tier or the
-//!    tier it moves to first), and the interpreter moves the frame into it at its next batch
-//!    (see `docs/tiering.md`).
+//!    policy queues an entry at that header (once per header, in `--osr-tier`: optimized
+//!    code unless told otherwise), and the interpreter moves the frame into it at its next
+//!    batch (see `docs/tiering.md`).
 
 use jitvm_jit::install::{InlineReport, Jit, Job, TierUpBatch};
 use jitvm_jit::tier::Tier;
@@ -49,11 +49,17 @@ pub struct Thresholds {
     /// Events in baseline code before the optimizing JIT compiles it (0: no stop in
     /// baseline code).
     pub opt: u64,
+    /// The tier an interpreted loop moves into by on-stack replacement.
+    pub osr: Tier,
 }
 
 impl Thresholds {
     pub const DEFAULT_BASELINE: u64 = 1_000;
     pub const DEFAULT_OPT: u64 = 10_000;
+    /// A loop hot enough to move mid-call is where the program spends its time: it moves
+    /// into optimized code (the interpreter runs it meanwhile), where calls it makes can be
+    /// inlined, and it stays there until its call returns.
+    pub const DEFAULT_OSR: Tier = Tier::Opt;
 
     /// The profile batch that lets these thresholds be seen as they are crossed: no larger
     /// than the smallest nonzero threshold.
@@ -81,6 +87,7 @@ impl Default for Thresholds {
         Thresholds {
             baseline: Self::DEFAULT_BASELINE,
             opt: Self::DEFAULT_OPT,
+            osr: Self::DEFAULT_OSR,
         }
     }
 }
@@ -258,16 +265,16 @@ impl Policy {
     }
 
     /// An interpreted activation of `def` loops hot at the header at op `header_op`: queue
-    /// its on-stack-replacement entry (once per header), in def's tier if it has native
-    /// code already, else in the tier it moves to first.
+    /// its on-stack-replacement entry (once per header), in `--osr-tier` (optimized code
+    /// where def has it already or `--opt-threshold` is 0).
     fn request_osr(&self, program: &Program, def: FuncId, header_op: u32, now: Tier) {
         let Some(header) = program.definitions()[def as usize].code.label_at(header_op) else {
             return;
         };
         let tier = match now {
             Tier::Interp if self.thresholds.opt == 0 => Tier::Opt,
-            Tier::Interp => Tier::Baseline,
-            native => native,
+            Tier::Opt => Tier::Opt,
+            _ => self.thresholds.osr,
         };
         let first_time = self
             .osr_requested

@@ -212,7 +212,8 @@ fn a_hot_loop_leaves_the_interpreter_mid_call_in_each_native_tier() {
     }
     let prog = long_loop();
     for (flags, tier) in [
-        (&[][..], "baseline"),
+        (&[][..], "opt"),
+        (&["--osr-tier", "baseline"][..], "baseline"),
         (&["--baseline-threshold=1", "--opt-threshold=0"][..], "opt"),
     ] {
         let mut args = vec!["run", "--trace", "--stats"];

@@ -11,9 +11,10 @@ use super::inline::{Inliner, CALL_STUB, INLINE_SITE};
 use super::OptEnv;
 use crate::abi::{self, status_of};
 use cranelift_codegen::ir::{
-    condcodes::IntCC, types::I64, types::I8, AbiParam, AtomicRmwOp, Block, BlockArg, ExtFuncData,
-    ExternalName, FuncRef, Function, InstBuilder, InstructionData, MemFlagsData, Opcode, SigRef,
-    Signature, SourceLoc, StackSlotData, StackSlotKind, UserExternalName, UserFuncName, Value,
+    condcodes::IntCC, types::I32, types::I64, types::I8, AbiParam, AtomicRmwOp, Block, BlockArg,
+    ExtFuncData, ExternalName, FuncRef, Function, InstBuilder, InstructionData, MemFlagsData,
+    Opcode, SigRef, Signature, SourceLoc, StackSlotData, StackSlotKind, UserExternalName,
+    UserFuncName, Value,
 };
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
@@ -489,24 +490,25 @@ impl<'a> Translator<'a> {
 
     /// The guarded site `site` calling `g` (see [`crate::opt::inline`]): the copy if g's
     /// dispatch slot runs g's definition, else the ordinary call through g's call stub.
-    fn guarded_call(&mut self, g: FuncId, site: u32, args: &[Value]) -> (Value, Value) {
+    ///
+    /// Each way tests its own status before the two meet, so that only the value is merged.
+    fn guarded_call(&mut self, g: FuncId, site: u32, args: &[Value]) -> Value {
         let same = self.runs_definition(g);
         let inlined = self.b.create_block();
         let out_of_line = self.b.create_block();
         self.b.set_cold_block(out_of_line);
         let join = self.b.create_block();
         self.b.append_block_param(join, I64);
-        self.b.append_block_param(join, I64);
         self.b.ins().brif(same, inlined, &[], out_of_line, &[]);
         for (blk, namespace, index) in [(inlined, INLINE_SITE, site), (out_of_line, CALL_STUB, g)] {
             self.b.switch_to_block(blk);
             let callee = self.callee(namespace, index, g);
             let (v, st) = self.call_pair(callee, args);
-            self.b.ins().jump(join, &[v.into(), st.into()]);
+            self.check_status(st);
+            self.b.ins().jump(join, &[v.into()]);
         }
         self.b.switch_to_block(join);
-        let r = self.b.block_params(join);
-        (r[0], r[1])
+        self.b.block_params(join)[0]
     }
 
     /// The guard: whether g's dispatch slot runs g's own definition now, in any tier (the
@@ -517,12 +519,15 @@ impl<'a> Translator<'a> {
         // An atomic load (a plain `mov` on x86-64) so that Cranelift never reuses an earlier
         // load of the slot: every call reads what the slot holds when it starts.
         let entry = self.b.ins().atomic_load(I64, MemFlagsData::trusted(), slot);
-        // Published code is never written while a thread may reach it through a slot.
-        let header = self.b.ins().load(I64, readonly(), entry, -8);
-        let kindless = self.b.ins().bor_imm_s(header, 1);
+        // Published code is never written while a thread may reach it through a slot. The
+        // low half of the header word is enough: headers are addresses in the program's one
+        // array of definitions, far smaller than 4 GiB, so no two definitions share it. A
+        // native entry's kind bit is set; an interpreter stub's is not, and its call goes
+        // out of line (slower, as that callee's every call is, and as correct).
+        let header = self.b.ins().load(I32, readonly(), entry, -8);
         self.b
             .ins()
-            .icmp_imm_s(IntCC::Equal, kindless, (def | 1) as i64)
+            .icmp_imm_s(IntCC::Equal, header, (def | 1) as u32 as i32 as i64)
     }
 
     /// Jumps to the block of `t` with the current stack, polling first when backward.
@@ -665,14 +670,15 @@ impl<'a> Translator<'a> {
                 let p = self.module.functions[g as usize].params.len();
                 let mut args = vec![self.ctx, self.callee_depth()];
                 args.extend(self.stack.drain(self.stack.len() - p..));
-                let (v, st) = match self.inliner.site(&self.chain, g) {
+                let v = match self.inliner.site(&self.chain, g) {
                     Some(site) => self.guarded_call(g, site, &args),
                     None => {
                         let callee = self.callee(CALL_STUB, g, g);
-                        self.call_pair(callee, &args)
+                        let (v, st) = self.call_pair(callee, &args);
+                        self.check_status(st);
+                        v
                     }
                 };
-                self.check_status(st);
                 self.push(v);
             }
             Instr::Ret => {

@@ -357,7 +357,11 @@ pub fn run(args: &StressArgs, text: &str) -> Result<Summary, StressError> {
         thresholds: Thresholds {
             baseline: args.baseline_threshold,
             opt: args.opt_threshold,
-            ..Thresholds::default()
+            // The workers' loops move into baseline code and call through the slots, so
+            // that their calls are the patched calls (with `--inlined`, through a caller
+            // the optimizing tier compiled with the target inlined) rather than copies in
+            // the loop's own optimized code.
+            osr: jitvm_jit::tier::Tier::Baseline,
         },
         sync: args.sync,
         poison: args.poison,

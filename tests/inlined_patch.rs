@@ -416,8 +416,24 @@ fn check(file: &Path, settings: &[&[&str]], expected: &str) {
     let mut failures = Vec::new();
     for flags in settings {
         let (out, took) = run(file, flags);
-        // TODO(inlining): assert --stats shows inlined sites
         eprintln!("{} {flags:?}: {took:.2?}", file.display());
+        if *flags == ["--tier", "opt"] {
+            // The copies these tests are about exist: `--stats` counts the guarded sites.
+            let (stats, _) = run(file, &["--tier", "opt", "--stats"]);
+            let sites: usize = stats
+                .stderr
+                .lines()
+                .filter_map(|l| l.split("; inlined ").nth(1))
+                .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+                .sum();
+            if sites == 0 {
+                failures.push(format!(
+                    "`jitvm run --tier opt --stats {}` inlined nothing:\n{}",
+                    file.display(),
+                    stats.stderr
+                ));
+            }
+        }
         let stdout = String::from_utf8_lossy(&out.stdout);
         if out.status != Some(0) || stdout != expected || out.timed_out {
             failures.push(format!(

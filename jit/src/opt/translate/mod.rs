@@ -511,8 +511,8 @@ impl<'a> Translator<'a> {
         self.b.block_params(join)[0]
     }
 
-    /// The guard: whether g's dispatch slot runs g's own definition now, in any tier (the
-    /// header word, kind bit aside, names the definition an entry runs).
+    /// The guard: whether g's dispatch slot runs g's own definition now, in either native
+    /// tier (the header word names the definition an entry runs, with its kind bit).
     fn runs_definition(&mut self, g: FuncId) -> Value {
         let (slot, def) = self.inliner.guard_of(g);
         let slot = self.iconst(slot as i64);

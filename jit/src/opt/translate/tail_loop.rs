@@ -17,7 +17,6 @@
 //! top of the body. The call uses no native stack, so it needs no stack check.
 
 use super::Translator;
-use crate::abi::status_of;
 use cranelift_codegen::ir::{condcodes::IntCC, types::I64, Block, InstBuilder, Value};
 use cranelift_frontend::Variable;
 use jitvm_vm::bytecode::{BinOp, Instr};
@@ -135,10 +134,7 @@ impl Translator<'_> {
             .b
             .ins()
             .icmp(IntCC::UnsignedGreaterThan, depth1, self.max_depth);
-        let trap = self.trap_block(status_of(Trap::StackOverflow));
-        let checked = self.b.create_block();
-        self.b.ins().brif(too_deep, trap, &[], checked, &[]);
-        self.b.switch_to_block(checked);
+        self.trap_if(too_deep, Trap::StackOverflow);
         // 3. Its entry poll.
         self.poll();
         let l = self.tail_loop.as_ref().expect("the loop is open");

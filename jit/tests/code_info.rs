@@ -262,3 +262,34 @@ fn optimized_code_is_framed_on_rbp_at_every_call() {
         }
     }
 }
+
+#[test]
+fn the_slow_path_of_a_back_edge_poll_maps_to_the_jump_that_polls_in_both_tiers() {
+    // A debugger that stops a thread inside the safepoint call names the loop's line.
+    let src =
+        "func spin(n)\n  local i\nloop:\n  load i\n  push 1\n  add\n  store i\n  jmp loop\nend\n\
+               func main()\n  push 1\n  call spin\n  ret\nend\n";
+    for tier in [Tier::Baseline, Tier::Opt] {
+        let (program, installed, table) = install(src, tier);
+        let item = installed.iter().find(|i| i.func == 0).expect("spin");
+        let d = table.take(item.addr).expect("described");
+        let func = &program.module.functions[0];
+        let back_edge = (0..func.code.len())
+            .find(|&i| func.code[i].target().is_some_and(|t| t as usize <= i))
+            .expect("a backward jump") as u32;
+        let calls: Vec<Option<u32>> = decode(&d.bytes, d.bytes.len(), item.addr as u64)
+            .into_iter()
+            .filter(|(_, i)| {
+                matches!(
+                    i.flow_control(),
+                    FlowControl::Call | FlowControl::IndirectCall
+                )
+            })
+            .map(|(at, _)| instr_at(&d.source, at))
+            .collect();
+        assert!(
+            calls.contains(&Some(back_edge)),
+            "{tier}: calls map to {calls:?}"
+        );
+    }
+}

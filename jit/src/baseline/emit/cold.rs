@@ -5,6 +5,7 @@
 use super::emitter::Emitter;
 use crate::abi::{status_of, CTX_BACK_EDGES_LEFT, CTX_CALLS_LEFT, CTX_POLL};
 use crate::baseline::stack_model::*;
+use crate::code_info::SourceRow;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi};
 use jitvm_vm::{FuncId, Trap};
 
@@ -12,8 +13,11 @@ use jitvm_vm::{FuncId, Trap};
 pub(super) enum Cold {
     /// A safepoint poll's slow path (with a profile counter's, if it counts one): save the
     /// live registers into their canonical slots, call `safepoint(ctx)` (or
-    /// `profile(ctx, f, counter)`), reload, resume.
+    /// `profile(ctx, f, counter)`), reload, resume. It is the code of the instruction that
+    /// polls (`instr`; `None` for the entry's poll), so a debugger stopped inside the call
+    /// names that instruction's line.
     Poll {
+        instr: Option<u32>,
         slow: DynamicLabel,
         resume: DynamicLabel,
         live: Vec<(Reg, i32)>,
@@ -67,7 +71,15 @@ impl Emitter<'_> {
                 _ => None,
             })
             .collect();
+        // The instruction being emitted is the last with an offset; none yet at the entry.
+        let instr = self
+            .out
+            .instr_offsets
+            .len()
+            .checked_sub(1)
+            .map(|i| i as u32);
         self.cold.push(Cold::Poll {
+            instr,
             slow,
             resume,
             live,
@@ -91,11 +103,14 @@ impl Emitter<'_> {
         for cold in std::mem::take(&mut self.cold) {
             match cold {
                 Cold::Poll {
+                    instr,
                     slow,
                     resume,
                     live,
                     counter,
                 } => {
+                    let offset = self.offset();
+                    self.cold_rows.push(SourceRow { offset, instr });
                     asm!(self; =>slow);
                     for &(r, o) in &live {
                         asm!(self; mov QWORD [rsp + o], Rq(r));
@@ -116,6 +131,12 @@ impl Emitter<'_> {
                 }
             }
         }
+        // The rest (trap pads, the shared exits) is the function's own.
+        let offset = self.offset();
+        self.cold_rows.push(SourceRow {
+            offset,
+            instr: None,
+        });
         for (trap, l) in std::mem::take(&mut self.traps) {
             let at = self.offset();
             self.out.notes.push((at, format!("trap: {trap}")));

@@ -37,6 +37,8 @@ pub(in crate::baseline) struct Emitter<'a> {
     pub(super) stack_short: DynamicLabel,
     pub(super) traps: Vec<(Trap, DynamicLabel)>,
     pub(super) cold: Vec<Cold>,
+    /// The source rows of the out-of-line code, in order (see `emit_cold`).
+    pub(super) cold_rows: Vec<SourceRow>,
     pub(super) out: CompiledCode,
     /// Compile an on-stack-replacement entry at this loop header instead of the function's
     /// own entry (see `emit_osr_entry`).
@@ -86,6 +88,7 @@ impl<'a> Emitter<'a> {
             stack_short,
             traps: Vec::new(),
             cold: Vec::new(),
+            cold_rows: Vec::new(),
             out: CompiledCode {
                 entry_offset: ENTRY_OFFSET,
                 ..CompiledCode::default()
@@ -160,8 +163,9 @@ impl<'a> Emitter<'a> {
         Ok(self.out)
     }
 
-    /// The bytecode instruction at each offset: the entry checks and the out-of-line code
-    /// are the function's own; each instruction's code starts at its recorded offset.
+    /// The bytecode instruction at each offset: the entry checks are the function's own;
+    /// each instruction's code starts at its recorded offset; the out-of-line code has the
+    /// rows `emit_cold` recorded (a poll's slow path is its instruction's).
     fn source_rows(&self) -> Vec<SourceRow> {
         let own = |offset| SourceRow {
             offset,
@@ -173,7 +177,7 @@ impl<'a> Emitter<'a> {
                 offset,
                 instr: Some(i as u32),
             }))
-            .chain(std::iter::once(own(self.out.cold_offset)))
+            .chain(self.cold_rows.iter().copied())
             .collect()
     }
 

@@ -6,9 +6,12 @@
 //! mapping never allows. `cranelift-codegen` gives position-independent bytes plus
 //! relocations, which installation hands to the runtime's `Transaction::stage_relocated`.
 //! Calls between functions go through per-callee [`call_stubs`].
+//! The safepoint poll's slow path calls Rust through [`preserving_call`], which clobbers no
+//! register, so a loop keeps its values in registers across the poll.
 
 pub mod call_stubs;
 pub mod inline;
+pub mod preserving_call;
 pub mod translate;
 
 use crate::abi::{Callbacks, ENTRY_OFFSET, HEADER_OFFSET, MAX_NATIVE_FRAME};

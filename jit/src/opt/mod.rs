@@ -6,12 +6,14 @@
 //! mapping never allows. `cranelift-codegen` gives position-independent bytes plus
 //! relocations, which installation hands to the runtime's `Transaction::stage_relocated`.
 //! Calls between functions go through per-callee [`call_stubs`].
-//! The safepoint poll's slow path calls Rust through [`preserving_call`], which clobbers no
+//! After inlining, [`thread_status`] sends each jump that passes a known status straight to
+//! the side of the status test it selects. The safepoint poll's slow path calls Rust through [`preserving_call`], which clobbers no
 //! register, so a loop keeps its values in registers across the poll.
 
 pub mod call_stubs;
 pub mod inline;
 pub mod preserving_call;
+pub mod thread_status;
 pub mod translate;
 
 use crate::abi::{Callbacks, ENTRY_OFFSET, HEADER_OFFSET, MAX_NATIVE_FRAME};
@@ -178,6 +180,7 @@ pub fn compile(
     let inlining = inline::inline_sites(&mut ctx, &inliner, |g, chain| {
         translate::translate_inlined(module, g, env, config, chain, &inliner)
     })?;
+    thread_status::thread_known_statuses(&mut ctx.func);
     let before = want_ir.then(|| ctx.func.display().to_string());
     ctx.compile(isa, &mut ControlPlane::default())
         .map_err(|e| OptError::Codegen(e.inner))?;

@@ -16,6 +16,8 @@
 //!    (per-thread poll words).
 //! 4. [`patch`]: [`DispatchSlot`]s (and x86-64 `Rel32Site`s), and exactly
 //!    which call sequences `Guarantee::Strong` covers.
+//!    [`live_patch`] (x86-64): rewriting a published `call rel32`/`jmp rel32`
+//!    by Linux's `text_poke_bp` protocol, with its `SIGTRAP` handler.
 //! 5. [`publish`], [`staging`], [`reloc`], `tx_buffers`: a [`Transaction`] stages code
 //!    (copied, reserved and shrunk, or relocated), patches and retirements,
 //!    and [`Transaction::commit`] publishes them with one or two
@@ -90,6 +92,8 @@ pub mod error;
 pub mod fork;
 mod handshake;
 pub mod icache;
+#[cfg(target_arch = "x86_64")]
+pub mod live_patch;
 pub mod native;
 mod offline;
 pub mod patch;

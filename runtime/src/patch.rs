@@ -35,24 +35,23 @@
 //! call began before the commit returned), and reclamation still protects it
 //! because the thread passes no quiescent point in between.
 //!
-//! # rel32 sites: only while nobody can run them (x86-64)
+//! # rel32 sites (x86-64): staged, or live by the int3 protocol
 //!
-//! A [`Rel32Site`] is a `call rel32`/`jmp rel32` inside a blob. It can be
-//! patched **only while its blob is staged by the same transaction**, i.e.
-//! before any thread can fetch it: a direct call between blobs published
-//! together, written once. Patching a `call rel32` that another core may be
-//! executing is cross-modifying code that the SDM (§8.1.3) only allows with
-//! the executing core serializing around the change; an aligned 4-byte store
-//! being atomic (§8.1.1) is a rule about *data* accesses and promises nothing
-//! about what another core fetches as instructions. The sound protocol is
-//! Linux's `text_poke_bp` (int3 on the first byte, serialize, write the rest,
-//! serialize, restore the first byte, serialize) with a `SIGTRAP` handler
-//! redirecting threads that hit the int3. It costs three serializations per
-//! batch instead of the one or two a commit needs (measured in the chapter)
-//! and a process-wide `SIGTRAP` handler that must cooperate with debuggers
-//! and poison mode. Dispatch slots cost one store and one extra load per
-//! call, so live call sites are patched through slots, and
-//! [`crate::Transaction::patch_rel32`] on a published blob is an error.
+//! A [`Rel32Site`] is a `call rel32`/`jmp rel32` inside a blob.
+//! [`crate::Transaction::patch_rel32`] writes it while its blob is staged by
+//! the same transaction, before any thread can fetch it: a direct call
+//! between blobs published together, written once. Patching a `call rel32`
+//! that another core may be executing is cross-modifying code that the SDM
+//! (§8.1.3) only allows with the executing core serializing around the
+//! change; an aligned 4-byte store being atomic (§8.1.1) is a rule about
+//! *data* accesses and promises nothing about what another core fetches as
+//! instructions. So [`crate::Transaction::patch_live_rel32`] rewrites a
+//! published site by Linux's `text_poke_bp` protocol (int3 on the first byte,
+//! serialize, write the rest, serialize, restore the first byte, serialize)
+//! with a `SIGTRAP` handler redirecting threads that hit the int3
+//! ([`crate::live_patch`]). It costs three serializations per batch instead
+//! of the one or two a commit needs; dispatch slots cost one store and one
+//! extra load per call. `patch_rel32` on a published blob is an error.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -79,6 +79,38 @@ fn check_target(rt: &Runtime, buf: &TxBuffers, target: usize) -> Result<(), Erro
     }
 }
 
+/// A live site's rule (see [`Transaction::patch_live_rel32`]), checked when it is added
+/// and again at commit.
+#[cfg(target_arch = "x86_64")]
+fn check_live_site(rt: &Runtime, buf: &TxBuffers, site: &Rel32Site) -> Result<(), Error> {
+    match rt.mem().state(site.blob) {
+        Some(State::Live) if !buf.is_retired(&site.blob) => {}
+        Some(State::Live) => {
+            return Err(Error::InvalidSite(
+                "the site's blob is retired by this transaction",
+            ))
+        }
+        Some(State::Staged) => {
+            return Err(Error::InvalidSite(
+                "the site's blob is not published yet; patch_rel32 writes staged sites",
+            ))
+        }
+        _ => {
+            return Err(Error::InvalidSite(
+                "the site's blob is retired or reclaimed",
+            ))
+        }
+    }
+    let first = rt.mem().read_byte(site.addr());
+    let left_as_int3 = first == crate::live_patch::INT3 && crate::live_patch::left_as_int3(site);
+    if first != site.kind().opcode() && !left_as_int3 {
+        return Err(Error::InvalidSite(
+            "the site's first byte is not its opcode",
+        ));
+    }
+    Ok(())
+}
+
 /// Step 1's rule for slots: after this commit, no slot of the runtime may
 /// target a blob it retires (calls through the slot would run freed code).
 /// A slot's target after the commit is the last `set_dispatch` of it here,
@@ -271,6 +303,42 @@ impl<'a> Transaction<'a> {
         Ok(())
     }
 
+    /// Points a rel32 `call`/`jmp` site in a *published* blob, which threads may be running,
+    /// at `target` when the transaction commits, by the `int3` protocol of
+    /// [`crate::live_patch`] (three serializations for all the live sites of one commit).
+    /// The site's blob must be live and not retired by this transaction, its first byte
+    /// its opcode, the site patched once here; the target follows the
+    /// [`set_dispatch`](Self::set_dispatch) rule and must be in rel32 reach
+    /// ([`Error::OutOfRange`]). At most [`crate::live_patch::MAX_LIVE_SITES`] per commit.
+    /// The site must be a whole instruction that no code jumps into the middle of: the
+    /// runtime cannot check that, the code's compiler knows it.
+    #[cfg(target_arch = "x86_64")]
+    pub fn patch_live_rel32(&mut self, site: Rel32Site, target: usize) -> Result<(), Error> {
+        check_live_site(self.rt, &self.buf, &site)?;
+        if self
+            .buf
+            .live_rel32
+            .iter()
+            .any(|(s, _)| s.addr() == site.addr())
+        {
+            return Err(Error::InvalidSite(
+                "the site is patched twice in one transaction",
+            ));
+        }
+        if self.buf.live_rel32.len() == crate::live_patch::MAX_LIVE_SITES {
+            return Err(Error::InvalidSite(
+                "more live sites than one commit patches",
+            ));
+        }
+        self.check_target(target)?;
+        rel32_disp(site.opcode, target).ok_or(Error::OutOfRange)?;
+        self.buf.live_rel32.push((site, target));
+        if self.rt.mem().contains(target) {
+            self.buf.targets.push(target);
+        }
+        Ok(())
+    }
+
     /// Marks a published `blob` as replaced: after the commit it is reclaimed
     /// once no thread can be running it. A blob that is not live (stale,
     /// foreign, staged, already retired) or is listed twice is
@@ -302,15 +370,20 @@ impl<'a> Transaction<'a> {
     ///    and that no dispatch slot of the runtime will target a blob this
     ///    commit retires ([`Error::SlotTargetsRetired`]);
     /// 2. write the rel32 sites inside staged blobs (nobody can reach them);
+    ///    record the live rel32 sites for the `SIGTRAP` handler and write
+    ///    their `int3`s ([`crate::live_patch`]);
     /// 3. instruction-cache maintenance over each staged range (nothing on
     ///    x86-64);
     /// 4. **serialize every core** (first serialization): no core can hold a
     ///    stale copy of the new bytes before anything points at them; earlier
     ///    `Eventual` retirements become unreachable;
     /// 5. mark staged blobs live and retired ones retired, then store every
-    ///    dispatch slot (release);
-    /// 6. `Strong` only: **serialize again**: every core has finished what
-    ///    it had in flight, so none starts replaced code from here on;
+    ///    dispatch slot (release), then the live sites' displacements;
+    /// 6. `Strong` (or live sites): **serialize again**: every core has
+    ///    finished what it had in flight, so none starts replaced code from
+    ///    here on through a slot; then, for live sites, their opcode bytes
+    ///    back and **a third serialization**: no core runs a site's old
+    ///    instruction from here on;
     /// 7. advance the epoch, tag the retirements that are now unreachable,
     ///    reclaim what every thread has moved past, update the poll word,
     ///    and (after releasing the lock) report published and reclaimed
@@ -346,6 +419,10 @@ impl<'a> Transaction<'a> {
         if !b.retire.is_empty() {
             check_slots_leave_retired(rt, b)?;
         }
+        #[cfg(target_arch = "x86_64")]
+        for (site, _) in &b.live_rel32 {
+            check_live_site(rt, b, site)?;
+        }
 
         // 2. rel32 sites inside blobs nobody can reach yet.
         #[cfg(target_arch = "x86_64")]
@@ -356,6 +433,17 @@ impl<'a> Transaction<'a> {
             // before step 5), so its RW alias is mapped and ours to write.
             unsafe { rw.write(disp.to_le_bytes()) };
         }
+        // 2b. Live sites, the protocol's step 1 (`crate::live_patch`): each known to the
+        //     SIGTRAP handler, then `int3` over its first byte.
+        #[cfg(target_arch = "x86_64")]
+        let mut live = {
+            let sites: Vec<_> = b
+                .live_rel32
+                .iter()
+                .map(|&(site, target)| (site, target, mem.rw_of(site.addr())))
+                .collect();
+            crate::live_patch::LiveBatch::begin(&sites)
+        };
         // 3. Cache maintenance over everything written.
         for s in &b.staged {
             flush_icache(
@@ -364,9 +452,17 @@ impl<'a> Transaction<'a> {
                 s.len(),
             );
         }
-        // 4. First serialization. On failure nothing is published; dropping
+        // 4. First serialization (also the live sites' first). On failure nothing
+        //    is published: the live sites get their first bytes back, and dropping
         //    `self` frees the staged blobs.
-        let mut serializations = rt.serializer().serialize_all(rt.registry())?;
+        let mut serializations = match rt.serializer().serialize_all(rt.registry()) {
+            Ok(n) => n,
+            Err(e) => {
+                #[cfg(target_arch = "x86_64")]
+                live.roll_back();
+                return Err(e);
+            }
+        };
 
         // 5. Accounting (validated in step 1 under this lock: cannot fail),
         //    then the patches.
@@ -380,12 +476,21 @@ impl<'a> Transaction<'a> {
             let slot = unsafe { &*(slot as *const DispatchSlot) };
             slot.publish(target);
         }
+        //    The live sites' new displacements, behind their `int3`s.
+        #[cfg(target_arch = "x86_64")]
+        live.write_displacements();
+        #[cfg(target_arch = "x86_64")]
+        let live_sites = !live.is_empty();
+        #[cfg(not(target_arch = "x86_64"))]
+        let live_sites = false;
 
         // 6. Second serialization for Strong. If it fails the commit stands
         //    as Eventual: its retirements wait for a later serialization.
+        //    Live sites need it whatever the guarantee (their step 2); if it fails
+        //    they stay `int3`, emulated by the handler, which is correct.
         let mut strong = guarantee == Guarantee::Strong;
         let mut failure = None;
-        if strong {
+        if strong || live_sites {
             match rt.serializer().serialize_all(rt.registry()) {
                 Ok(n) => serializations += n,
                 Err(e) => {
@@ -394,6 +499,21 @@ impl<'a> Transaction<'a> {
                 }
             }
         }
+        //    Then live sites, the protocol's step 3: first bytes back, and the
+        //    third serialization, after which no core runs a site's old instruction.
+        #[cfg(target_arch = "x86_64")]
+        if live_sites && failure.is_none() {
+            live.write_opcodes();
+            match rt.serializer().serialize_all(rt.registry()) {
+                Ok(n) => serializations += n,
+                Err(e) => {
+                    strong = false;
+                    failure = Some(e);
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        drop(live);
 
         // 7. Advance the epoch (release: a thread that reads the new epoch at
         //    a quiescent point also sees every slot store above), tag,

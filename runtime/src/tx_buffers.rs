@@ -42,6 +42,9 @@ pub(crate) struct TxBuffers {
     /// (site in a blob staged here, displacement).
     #[cfg(target_arch = "x86_64")]
     pub(crate) rel32: Vec<(Rel32Site, i32)>,
+    /// (site in a published blob, target), patched live (`crate::live_patch`).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) live_rel32: Vec<(Rel32Site, usize)>,
     pub(crate) retire: Vec<Blob>,
     /// Generations of `staged` and of `retire`.
     pub(crate) staged_gens: GenSet,
@@ -72,6 +75,8 @@ impl TxBuffers {
         self.dispatch.clear();
         #[cfg(target_arch = "x86_64")]
         self.rel32.clear();
+        #[cfg(target_arch = "x86_64")]
+        self.live_rel32.clear();
         self.retire.clear();
         self.targets.clear();
         self.staged_gens.clear();

@@ -488,30 +488,28 @@ impl<'a> Transaction<'a> {
         //    as Eventual: its retirements wait for a later serialization.
         //    Live sites need it whatever the guarantee (their step 2); if it fails
         //    they stay `int3`, emulated by the handler, which is correct.
-        let mut strong = guarantee == Guarantee::Strong;
         let mut failure = None;
-        if strong || live_sites {
-            match rt.serializer().serialize_all(rt.registry()) {
-                Ok(n) => serializations += n,
-                Err(e) => {
-                    strong = false;
-                    failure = Some(e);
-                }
+        let mut serialize_again = || match rt.serializer().serialize_all(rt.registry()) {
+            Ok(n) => {
+                serializations += n;
+                true
             }
-        }
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
+        };
+        let needed = guarantee == Guarantee::Strong || live_sites;
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+        let second = !needed || serialize_again();
         //    Then live sites, the protocol's step 3: first bytes back, and the
         //    third serialization, after which no core runs a site's old instruction.
         #[cfg(target_arch = "x86_64")]
-        if live_sites && failure.is_none() {
+        if live_sites && second {
             live.write_opcodes();
-            match rt.serializer().serialize_all(rt.registry()) {
-                Ok(n) => serializations += n,
-                Err(e) => {
-                    strong = false;
-                    failure = Some(e);
-                }
-            }
+            serialize_again();
         }
+        let strong = guarantee == Guarantee::Strong && failure.is_none();
         #[cfg(target_arch = "x86_64")]
         drop(live);
 

@@ -18,6 +18,8 @@
 //!    which call sequences `Guarantee::Strong` covers.
 //!    [`live_patch`] (x86-64): rewriting a published `call rel32`/`jmp rel32`
 //!    by Linux's `text_poke_bp` protocol, with its `SIGTRAP` handler.
+//!    [`bound_sites`] (x86-64): direct calls bound to a slot, which every
+//!    commit that moves the slot patches live.
 //! 5. [`publish`], [`staging`], [`reloc`], `tx_buffers`: a [`Transaction`] stages code
 //!    (copied, reserved and shrunk, or relocated), patches and retirements,
 //!    and [`Transaction::commit`] publishes them with one or two
@@ -85,6 +87,8 @@
 //! freed (or poisoned) once every registered thread has been quiescent since,
 //! or has reported at a native safepoint without it on its stack.
 
+#[cfg(target_arch = "x86_64")]
+pub mod bound_sites;
 pub mod code_map;
 pub mod code_memory;
 pub mod config;

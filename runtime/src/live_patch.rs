@@ -51,7 +51,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use crate::patch::{Rel32Kind, Rel32Site, REL32_LEN};
+use crate::patch::{displaced, Rel32Kind, Rel32Site, REL32_LEN};
 
 /// The `int3` opcode.
 pub const INT3: u8 = 0xCC;
@@ -173,6 +173,13 @@ fn entry_of(addr: usize) -> Option<Snapshot> {
     TABLE.iter().enumerate().find_map(|(k, e)| e.read(k, addr))
 }
 
+/// The target the table emulates for `site`, if it keeps the site as `int3`.
+pub(crate) fn emulated_target(site: &Rel32Site) -> Option<usize> {
+    entry_of(site.addr())
+        .filter(|e| e.state == EMULATE)
+        .map(|e| e.target)
+}
+
 /// Whether `site` is one the table keeps as `int3` (step 2's serialization failed), so its
 /// first byte is `int3` and not its opcode.
 pub(crate) fn left_as_int3(site: &Rel32Site) -> bool {
@@ -199,9 +206,12 @@ impl LiveBatch {
         self.sites.is_empty()
     }
 
-    /// Step 1's writes: installs the handler, records each site's entry (emulating the new
-    /// target), then writes `int3` over each first byte. `sites` are (site, new target,
-    /// RW alias of the opcode byte), validated by the caller.
+    /// Step 1's writes: installs the handler, records each site's entry, then writes `int3`
+    /// over each first byte. Until [`LiveBatch::retarget`] an entry emulates the site's *old*
+    /// target: before step 1's serialization a core that hits the `int3` must do what the old
+    /// instruction does, because the new target may be code this commit stages, which no
+    /// core may fetch before that serialization (and which is freed if it fails). `sites`
+    /// are (site, new target, RW alias of the opcode byte), validated by the caller.
     pub(crate) fn begin(sites: &[(Rel32Site, usize, usize)]) -> LiveBatch {
         if sites.is_empty() {
             return LiveBatch::empty();
@@ -213,11 +223,19 @@ impl LiveBatch {
         // (step 2 failed) are kept, and reused for their own site.
         let mut out = Vec::with_capacity(sites.len());
         for &(site, target, rw) in sites {
-            let k = match entry_of(site.addr()) {
-                Some(e) => e.index,
-                None => free_slot(&out).expect("MAX_LIVE_SITES checked by the caller"),
+            let (k, old) = match entry_of(site.addr()) {
+                Some(e) if e.state == EMULATE => (e.index, e.target),
+                found => {
+                    let k = found.map_or_else(
+                        || free_slot(&out).expect("MAX_LIVE_SITES checked by the caller"),
+                        |e| e.index,
+                    );
+                    // SAFETY: the RW alias of the site's displacement, inside its blob.
+                    let disp = unsafe { std::ptr::read_volatile((rw + 1) as *const [u8; 4]) };
+                    (k, displaced(site.addr(), i32::from_le_bytes(disp)))
+                }
             };
-            TABLE[k].write(site.addr(), target, site.kind() as usize, EMULATE);
+            TABLE[k].write(site.addr(), old, site.kind() as usize, EMULATE);
             LIVE_LO.fetch_min(site.addr(), Ordering::Release);
             LIVE_HI.fetch_max(site.addr() + 1, Ordering::Release);
             out.push((site, target, rw, k));
@@ -234,6 +252,14 @@ impl LiveBatch {
         }
     }
 
+    /// Step 1's serialization succeeded: every core sees the `int3`s and may run the new
+    /// targets, so the handler now sends trapped threads there.
+    pub(crate) fn retarget(&self) {
+        for &(site, target, _, k) in &self.sites {
+            TABLE[k].write(site.addr(), target, site.kind() as usize, EMULATE);
+        }
+    }
+
     /// Step 1's serialization failed: the old first bytes back (the old displacement never
     /// left), entries done, so a core that still runs a stale `int3` is sent back to the
     /// old instruction.
@@ -246,11 +272,13 @@ impl LiveBatch {
         self.sites.clear();
     }
 
-    /// Step 2's writes: every new displacement (one aligned 4-byte store each).
+    /// Step 2's writes: every new displacement. No alignment is needed: behind an `int3`
+    /// that every core has seen, no core fetches these bytes as an instruction (a site is a
+    /// whole instruction nothing jumps into), so they may change in any order.
     pub(crate) fn write_displacements(&self) {
         for &(site, target, rw, _) in &self.sites {
             let disp = crate::patch::rel32_disp(site.addr(), target).expect("checked in reach");
-            // SAFETY: the displacement's RW alias, 4-byte aligned (checked by `make_site`),
+            // SAFETY: the displacement's RW alias (a byte array: no alignment needed),
             // behind an `int3` every core has seen (step 1's serialization).
             unsafe { std::ptr::write_volatile((rw + 1) as *mut [u8; 4], disp.to_le_bytes()) };
         }

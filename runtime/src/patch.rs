@@ -146,7 +146,8 @@ mod x86 {
     /// Number of [`NOP`] bytes to emit at `offset_of_opcode` (an offset from
     /// a blob start, blobs being at least 16-byte aligned) so that the opcode
     /// that follows has its 4-byte displacement naturally aligned (the opcode
-    /// at 3 mod 4), which sites require.
+    /// at 3 mod 4): not required, but a displacement then never straddles a
+    /// cache line.
     pub fn rel32_site_padding(offset_of_opcode: usize) -> usize {
         (3 + 4 - offset_of_opcode % 4) % 4
     }
@@ -183,7 +184,7 @@ mod x86 {
         pub fn addr(&self) -> usize {
             self.opcode
         }
-        /// Address of the displacement (4-byte aligned).
+        /// Address of the displacement.
         pub fn disp_addr(&self) -> usize {
             self.opcode + 1
         }
@@ -194,7 +195,10 @@ mod x86 {
     }
 
     /// Checks and makes a site: `offset` (checked arithmetic) inside a
-    /// staged or live `blob`, displacement aligned, opcode matching.
+    /// staged or live `blob`, opcode matching. The displacement need not be
+    /// aligned: a staged site is written before anything runs it, a live one
+    /// behind an `int3` ([`crate::live_patch`]), never by a bare store that a
+    /// core might fetch half-written.
     pub(crate) fn make_site(
         mem: &CodeMemory,
         blob: Blob,
@@ -209,9 +213,6 @@ mod x86 {
             _ => return Err(Error::InvalidSite("site extends past the blob")),
         }
         let opcode = blob.addr() + offset;
-        if (opcode + 1) % 4 != 0 {
-            return Err(Error::InvalidSite("displacement not 4-byte aligned"));
-        }
         if mem.read_byte(opcode) != kind.opcode() {
             return Err(Error::InvalidSite("opcode does not match the kind"));
         }

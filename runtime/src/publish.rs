@@ -111,6 +111,85 @@ fn check_live_site(rt: &Runtime, buf: &TxBuffers, site: &Rel32Site) -> Result<()
     Ok(())
 }
 
+/// Step 1 for bound sites ([`crate::bound_sites`]): drops the bindings of reclaimed blobs,
+/// queues the staged write of each site bound here (to its slot's target after the
+/// commit), and returns the live patches that keep the sites of the slots this commit moves
+/// on their slots' new targets. Refuses an explicit live patch of a bound site, a target out
+/// of reach, and more live sites than one commit patches. Changes nothing else.
+#[cfg(target_arch = "x86_64")]
+fn bound_site_patches(
+    rt: &Runtime,
+    b: &mut TxBuffers,
+    bound: &mut crate::bound_sites::BoundSites,
+) -> Result<Vec<(Rel32Site, usize)>, Error> {
+    bound.prune(rt.mem());
+    let after = |b: &TxBuffers, slot: usize| match b.dispatch.iter().rev().find(|d| d.0 == slot) {
+        Some(&(_, t)) => t,
+        // SAFETY: `slot` is the address of a `&'a DispatchSlot` given to `bind_rel32` or
+        // `set_dispatch`, borrowed by the transaction for `'a`.
+        None => unsafe { &*(slot as *const DispatchSlot) }.get(),
+    };
+    let mut writes = Vec::with_capacity(b.bind.len());
+    for &(site, slot) in &b.bind {
+        let disp = rel32_disp(site.opcode, after(b, slot)).ok_or(Error::OutOfRange)?;
+        writes.push((site, disp));
+    }
+    let mut live = Vec::new();
+    let mut moved: Vec<usize> = b.dispatch.iter().map(|d| d.0).collect();
+    moved.sort_unstable();
+    moved.dedup();
+    for slot in moved {
+        let target = after(b, slot);
+        for &site in bound.of_slot(slot) {
+            check_bound_site(rt, &site)?;
+            if current_target(rt, &site) == target {
+                continue;
+            }
+            rel32_disp(site.opcode, target).ok_or(Error::OutOfRange)?;
+            live.push((site, target));
+        }
+    }
+    if b.live_rel32.iter().any(|(s, _)| bound.contains(s.addr())) {
+        return Err(Error::InvalidSite(
+            "the site is bound to a dispatch slot, which moves it",
+        ));
+    }
+    if live.len() + b.live_rel32.len() > crate::live_patch::MAX_LIVE_SITES {
+        return Err(Error::InvalidSite(
+            "more live sites than one commit patches",
+        ));
+    }
+    b.rel32.extend(writes);
+    Ok(live)
+}
+
+/// A bound site is patched while its blob may run: live or retired, not reclaimed; its
+/// first byte is its opcode or an `int3` the live-patching table still emulates.
+#[cfg(target_arch = "x86_64")]
+fn check_bound_site(rt: &Runtime, site: &Rel32Site) -> Result<(), Error> {
+    let first = rt.mem().read_byte(site.addr());
+    if first != site.kind().opcode()
+        && !(first == crate::live_patch::INT3 && crate::live_patch::left_as_int3(site))
+    {
+        return Err(Error::InvalidSite(
+            "the site's first byte is not its opcode",
+        ));
+    }
+    Ok(())
+}
+
+/// Where a site transfers now: its displacement's target, or the target the live-patching
+/// table emulates while the site is left as `int3`.
+#[cfg(target_arch = "x86_64")]
+fn current_target(rt: &Runtime, site: &Rel32Site) -> usize {
+    if let Some(t) = crate::live_patch::emulated_target(site) {
+        return t;
+    }
+    let d = site.disp_addr();
+    let bytes = [0, 1, 2, 3].map(|i| rt.mem().read_byte(d + i));
+    crate::patch::displaced(site.opcode, i32::from_le_bytes(bytes))
+}
+
 /// Step 1's rule for slots: after this commit, no slot of the runtime may
 /// target a blob it retires (calls through the slot would run freed code).
 /// A slot's target after the commit is the last `set_dispatch` of it here,
@@ -339,6 +418,45 @@ impl<'a> Transaction<'a> {
         Ok(())
     }
 
+    /// Binds a rel32 site in a blob staged by this transaction to `slot`
+    /// ([`crate::bound_sites`]): the commit writes the site with the slot's target
+    /// after the commit, and every later commit that moves the slot patches the site
+    /// live to the slot's new target, for as long as the site's blob may run. The
+    /// slot's targets must stay in rel32 reach of the site ([`Error::OutOfRange`] at
+    /// the commit that would break that). [`Error::InvalidSite`] if the site is not
+    /// staged here or bound twice, or when [`crate::bound_sites::MAX_BOUND_SITES`]
+    /// sites are bound already (leave that call on the slot); [`Error::ForeignSlot`]
+    /// for another runtime's slot.
+    #[cfg(target_arch = "x86_64")]
+    pub fn bind_rel32(&mut self, site: Rel32Site, slot: &'a DispatchSlot) -> Result<(), Error> {
+        if slot.owner() != self.rt.id() {
+            return Err(Error::ForeignSlot);
+        }
+        if !self.buf.is_staged(&site.blob) {
+            return Err(Error::InvalidSite(
+                "a site is bound in the transaction that stages its blob",
+            ));
+        }
+        if self.buf.bind.iter().any(|(s, _)| s.addr() == site.addr()) {
+            return Err(Error::InvalidSite("the site is bound twice"));
+        }
+        let bound = {
+            let _commit = self.rt.commit_lock();
+            let mut bound = self.rt.bound_sites();
+            bound.prune(self.rt.mem());
+            bound.len()
+        };
+        if bound + self.buf.bind.len() >= crate::bound_sites::MAX_BOUND_SITES {
+            return Err(Error::InvalidSite(
+                "as many sites are bound as the runtime binds",
+            ));
+        }
+        self.buf
+            .bind
+            .push((site, slot as *const DispatchSlot as usize));
+        Ok(())
+    }
+
     /// Marks a published `blob` as replaced: after the commit it is reclaimed
     /// once no thread can be running it. A blob that is not live (stale,
     /// foreign, staged, already retired) or is listed twice is
@@ -423,6 +541,12 @@ impl<'a> Transaction<'a> {
         for (site, _) in &b.live_rel32 {
             check_live_site(rt, b, site)?;
         }
+        //    Bound sites follow their slots: new ones are written with their
+        //    blobs, those of moved slots join the live sites.
+        #[cfg(target_arch = "x86_64")]
+        let mut bound = rt.bound_sites();
+        #[cfg(target_arch = "x86_64")]
+        let bound_live = bound_site_patches(rt, b, &mut bound)?;
 
         // 2. rel32 sites inside blobs nobody can reach yet.
         #[cfg(target_arch = "x86_64")]
@@ -440,6 +564,7 @@ impl<'a> Transaction<'a> {
             let sites: Vec<_> = b
                 .live_rel32
                 .iter()
+                .chain(&bound_live)
                 .map(|&(site, target)| (site, target, mem.rw_of(site.addr())))
                 .collect();
             crate::live_patch::LiveBatch::begin(&sites)
@@ -464,11 +589,20 @@ impl<'a> Transaction<'a> {
             }
         };
 
+        #[cfg(target_arch = "x86_64")]
+        live.retarget();
+
         // 5. Accounting (validated in step 1 under this lock: cannot fail),
         //    then the patches.
         let published = mem.publish(&b.staged, &b.retire);
         debug_assert!(published.is_ok());
         published?;
+        #[cfg(target_arch = "x86_64")]
+        for &(site, slot) in &b.bind {
+            bound.bind(slot, site);
+        }
+        #[cfg(target_arch = "x86_64")]
+        drop(bound);
         for &(slot, target) in &b.dispatch {
             // SAFETY: `slot` is the address of a `&'a DispatchSlot` given to
             // `set_dispatch`; the transaction holds that borrow (`_slots`), so

@@ -17,6 +17,7 @@ use crate::sync::{select_strategy, Serializer, SYNC_ENV};
 use crate::tx_buffers::TxBuffers;
 #[cfg(target_arch = "x86_64")]
 use crate::{
+    bound_sites::BoundSites,
     code_memory::Blob,
     patch::{displaced, make_site, Rel32Kind, Rel32Site},
 };
@@ -56,6 +57,9 @@ pub struct Runtime {
     /// Every dispatch slot this runtime has made, kept until it goes (JIT code
     /// may load a slot at any time).
     slots: Mutex<Vec<Arc<DispatchSlot>>>,
+    /// Direct-call sites that mirror a slot; taken only under the commit lock.
+    #[cfg(target_arch = "x86_64")]
+    bound: Mutex<BoundSites>,
     config: Config,
     forks: u64,
 }
@@ -99,6 +103,8 @@ impl Runtime {
             spare_tx: Mutex::new(Vec::new()),
             hooks: Hooks::default(),
             slots: Mutex::new(Vec::new()),
+            #[cfg(target_arch = "x86_64")]
+            bound: Mutex::new(BoundSites::default()),
             config,
             forks: fork::generation(),
         });
@@ -123,6 +129,21 @@ impl Runtime {
             .unwrap_or_else(|e| e.into_inner())
             .push(Arc::clone(&slot));
         slot
+    }
+
+    /// The sites bound to slots ([`crate::bound_sites`]), for a commit (which holds the
+    /// commit lock).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn bound_sites(&self) -> MutexGuard<'_, BoundSites> {
+        self.bound.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many direct-call sites are bound to dispatch slots now (counting those of
+    /// reclaimed blobs until the next commit drops them).
+    #[cfg(target_arch = "x86_64")]
+    pub fn bound_site_count(&self) -> usize {
+        let _commit = self.commit_lock();
+        self.bound_sites().len()
     }
 
     /// Every slot made by [`Runtime::dispatch_slot`], for commit validation.
@@ -243,9 +264,8 @@ impl Runtime {
     }
 
     /// A rel32 site at `offset` in `blob` (staged or live), which must hold
-    /// the opcode for `kind` there with a 4-byte-aligned displacement (emit
-    /// it with [`crate::emit_rel32_site`] or pad with
-    /// [`crate::rel32_site_padding`]). Offsets are checked:
+    /// the opcode for `kind` there (emit it with [`crate::emit_rel32_site`],
+    /// which also aligns the displacement). Offsets are checked:
     /// [`Error::InvalidSite`] past the blob (including offsets near
     /// `usize::MAX`), [`Error::InvalidBlob`] for a stale blob.
     #[cfg(target_arch = "x86_64")]

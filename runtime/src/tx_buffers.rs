@@ -45,6 +45,10 @@ pub(crate) struct TxBuffers {
     /// (site in a published blob, target), patched live (`crate::live_patch`).
     #[cfg(target_arch = "x86_64")]
     pub(crate) live_rel32: Vec<(Rel32Site, usize)>,
+    /// (site in a blob staged here, address of the `DispatchSlot` it mirrors), bound
+    /// (`crate::bound_sites`) by the commit.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) bind: Vec<(Rel32Site, usize)>,
     pub(crate) retire: Vec<Blob>,
     /// Generations of `staged` and of `retire`.
     pub(crate) staged_gens: GenSet,
@@ -77,6 +81,8 @@ impl TxBuffers {
         self.rel32.clear();
         #[cfg(target_arch = "x86_64")]
         self.live_rel32.clear();
+        #[cfg(target_arch = "x86_64")]
+        self.bind.clear();
         self.retire.clear();
         self.targets.clear();
         self.staged_gens.clear();

@@ -6,7 +6,7 @@ use crate::tiering::Thresholds;
 use clap::{Parser, Subcommand};
 use jitvm_jit::tier::Tier;
 use jitvm_runtime::Strategy;
-use jitvm_vm::RunConfig;
+use jitvm_vm::{CallMode, RunConfig};
 use std::path::PathBuf;
 
 /// A small JIT compiler and VM that hot-patches code while other threads run it.
@@ -61,6 +61,9 @@ pub enum Command {
         perf_map: bool,
         #[arg(long, help = knob::RUN_GDB.meaning)]
         gdb: bool,
+        #[arg(long, help = knob::RUN_CALLS.meaning, value_name = "MODE",
+              default_value = "slots", value_parser = knob::parse_calls)]
+        calls: CallMode,
         #[arg(long = "func-tier", help = knob::RUN_FUNC_TIER.meaning, value_name = "NAME=TIER")]
         func_tier: Vec<FuncTier>,
         #[arg(long, help = knob::RUN_FAIL_SERIALIZATION_AFTER.meaning, value_name = "N",

@@ -48,6 +48,7 @@ fn main() -> ExitCode {
             perf,
             perf_map,
             gdb,
+            calls,
             func_tier,
             fail_serialization_after,
             file,
@@ -72,6 +73,7 @@ fn main() -> ExitCode {
                     max_depth,
                     stats,
                     inline: !(gdb || gdb_from_env()),
+                    calls,
                     ..RunConfig::default()
                 },
             };

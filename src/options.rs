@@ -13,7 +13,7 @@
 use crate::tiering::Thresholds;
 use jitvm_jit::tier::Tier;
 use jitvm_runtime::{Config, Strategy};
-use jitvm_vm::RunConfig;
+use jitvm_vm::{CallMode, RunConfig};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -94,6 +94,7 @@ knobs! {
     RUN_PERF: Run "--perf" = Absent("off"), sets "Options::perf", "Tell perf about JIT code as it is published: `map` writes /tmp/perf-PID.map (perf report names JIT functions; no lines, no annotate), `jitdump` writes jit-PID.dump (after `perf record -k 1` and `perf inject --jit`: names, .bc lines and perf annotate, a reused address attributed to the code loaded there last)";
     RUN_PERF_MAP: Run "--perf-map" = Absent("off"), sets "Options::perf", "The same as --perf map (its older spelling)", hidden;
     RUN_GDB: Run "--gdb" = Absent("$JITVM_GDB, else off"), sets "Options::gdb", "Register JIT code with gdb as it is published (the GDB JIT interface: each function's name, .bc lines and frame), so that gdb's backtraces name JIT frames (the optimizing tier then inlines nothing, so every function keeps its frame); off by default, it costs time per commit (the same as JITVM_GDB=1)";
+    RUN_CALLS: Run "--calls" = Value("slots"), sets "RunConfig::calls", "How native code calls a function: slots (through its dispatch slot; patch and tier-ups store one word) or direct (call rel32 straight to its code; patch and tier-ups rewrite those calls while they run, by Linux's int3 protocol: three serializations per commit)";
     RUN_FUNC_TIER: Run "--func-tier" = Absent("none"), sets "Options::func_tiers", "Testing aid: run function NAME in TIER (interp, baseline or opt) whatever --tier says, and keep it there; repeat for several functions";
     RUN_FAIL_SERIALIZATION_AFTER: Run "--fail-serialization-after" = Absent("never"), sets "Options::fail_serialization_after", "Testing aid: the N-th serialization of the run fails (1: the first)", hidden;
     STRESS_THREADS: Stress "--threads" = Value("4"), sets "StressArgs::threads", "Worker threads (1 to 250); a patcher thread runs besides them";
@@ -104,6 +105,7 @@ knobs! {
     STRESS_OPT_THRESHOLD: Stress "--opt-threshold" = Value("1000"), sets "Thresholds::opt", "Tier-up threshold to the optimizing JIT, as for `run --tier auto` (low, so that tier-ups happen under load)";
     STRESS_TRACE: Stress "--trace" = Absent("off"), sets "the log filter", "Log a line per tier-up (and per patch: many) to stderr";
     STRESS_INLINED: Stress "--inlined" = Absent("off"), sets "StressArgs::inlined", "Workers call the patched function through a small caller that the optimizing tier inlines it into (behind its guard), so the check covers inlined copies";
+    STRESS_CALLS: Stress "--calls" = Value("slots"), sets "RunConfig::calls", "How native code calls a function, as for `run`: slots or direct (every patch then rewrites the direct calls the workers are running)";
     DIS_LOWERED: Dis "--lowered" = Absent("off"), sets "dis", "Also show the interpreter's register code (`R[3] := R[1] + 1`)";
     DIS_NATIVE: Dis "--native" = Absent("off"), sets "dis", "Show each function's bytecode interleaved with the machine code the native tier makes of it, patch sites marked";
     DIS_IR: Dis "--ir" = Absent("off"), sets "dis", "Show each function's Cranelift IR before and after optimization";
@@ -307,6 +309,14 @@ pub fn parse_osr_tier(s: &str) -> Result<Tier, String> {
         "baseline" => Ok(Tier::Baseline),
         "opt" => Ok(Tier::Opt),
         _ => Err(format!("`{s}` is not baseline or opt")),
+    }
+}
+
+pub fn parse_calls(s: &str) -> Result<CallMode, String> {
+    match s {
+        "slots" => Ok(CallMode::Slots),
+        "direct" => Ok(CallMode::Direct),
+        _ => Err(format!("`{s}` is not slots or direct")),
     }
 }
 

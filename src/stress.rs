@@ -31,7 +31,7 @@ use crate::options::{self as knob, Options, TierChoice};
 use crate::tiering::Thresholds;
 use hdrhistogram::Histogram;
 use jitvm_runtime::Strategy;
-use jitvm_vm::{parse_module, RunConfig};
+use jitvm_vm::{parse_module, CallMode, RunConfig};
 use std::fmt::{self, Write as _};
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -74,6 +74,9 @@ pub struct StressArgs {
     pub trace: bool,
     #[arg(long, help = knob::STRESS_INLINED.meaning)]
     pub inlined: bool,
+    #[arg(long, help = knob::STRESS_CALLS.meaning, value_name = "MODE",
+          default_value = "slots", value_parser = knob::parse_calls)]
+    pub calls: CallMode,
 }
 
 /// Why a stress run could not start.
@@ -273,6 +276,10 @@ pub struct Summary {
     /// With `--inlined`: caller's line of the `--stats` compile times (its tier, and the
     /// sites inlined into it), or `None` if it never reached the optimizing tier.
     pub inlined_into_caller: Option<String>,
+    /// With `--calls direct`: the sites bound to slots at the end, and the calls the
+    /// runtime's `SIGTRAP` handler emulated (threads that hit a site being rewritten) or
+    /// sent back to a site rewritten meanwhile, during the run.
+    pub direct_calls: Option<(usize, jitvm_runtime::live_patch::TrapCounts)>,
 }
 
 impl Summary {
@@ -315,6 +322,13 @@ impl Summary {
         );
         if let Some(line) = &self.inlined_into_caller {
             let _ = writeln!(out, "through an inlined caller: {}", line.trim());
+        }
+        if let Some((sites, traps)) = &self.direct_calls {
+            let _ = writeln!(
+                out,
+                "direct calls: {sites} sites bound to slots; the int3 handler emulated {} calls and sent {} back to their site",
+                traps.emulated, traps.rerun
+            );
         }
         let _ = writeln!(out, "violations: {}", self.violations);
         if self.violations > 0 {
@@ -365,9 +379,13 @@ pub fn run(args: &StressArgs, text: &str) -> Result<Summary, StressError> {
         },
         sync: args.sync,
         poison: args.poison,
-        run: RunConfig::default(),
+        run: RunConfig {
+            calls: args.calls,
+            ..RunConfig::default()
+        },
         ..Options::default()
     };
+    let traps_before = jitvm_runtime::live_patch::trap_counts();
     let program = start(module, &options).map_err(StressError::Start)?;
     // Every patch's latency, request to return (lock wait included), in nanoseconds.
     let latencies = Arc::new(Mutex::new(
@@ -489,6 +507,14 @@ pub fn run(args: &StressArgs, text: &str) -> Result<Summary, StressError> {
             .inlined
             .then(|| inlined_into("caller", &program.stats_text()))
             .flatten(),
+        direct_calls: (args.calls == CallMode::Direct).then(|| {
+            let now = jitvm_runtime::live_patch::trap_counts();
+            let traps = jitvm_runtime::live_patch::TrapCounts {
+                emulated: now.emulated - traps_before.emulated,
+                rerun: now.rerun - traps_before.rerun,
+            };
+            (runtime.bound_site_count(), traps)
+        }),
     })
 }
 

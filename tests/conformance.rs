@@ -78,6 +78,35 @@ fn conformance_under_tiering_with_every_threshold_and_strategy() {
     }
 }
 
+/// `--calls direct`: native code calls `call rel32` straight to the callee's code, and every
+/// tier-up and `patch` rewrites those calls while they run; in each native tier and while
+/// tiering up.
+#[test]
+fn conformance_with_direct_calls_in_every_native_tier_and_under_tiering() {
+    if !Tier::Baseline.is_available() {
+        return;
+    }
+    for flags in [
+        &["--calls=direct", "--tier=baseline"][..],
+        &["--calls=direct", "--tier=opt"][..],
+        &["--calls=direct", "--tier=auto"][..],
+        &[
+            "--calls=direct",
+            "--tier=auto",
+            "--baseline-threshold=1",
+            "--opt-threshold=1",
+        ][..],
+        &[
+            "--calls=direct",
+            "--tier=auto",
+            "--baseline-threshold=0",
+            "--opt-threshold=3",
+        ][..],
+    ] {
+        run_with(flags);
+    }
+}
+
 #[test]
 fn unavailable_tiers_are_refused_with_status_2() {
     let case = cases_dir().join("fib.bc");

@@ -41,6 +41,45 @@ fn stress_with_membarrier_in_poison_mode_sees_no_violation() {
     }
 }
 
+/// With `--calls direct` every patch rewrites the workers' `call rel32` to the target while
+/// they run it (the runtime's int3 protocol): spec §5 must hold, and the handler must have
+/// been at work.
+#[test]
+fn stress_with_direct_calls_rewritten_live_in_poison_mode_sees_no_violation() {
+    if !cfg!(target_arch = "x86_64") {
+        return;
+    }
+    let args = jitvm::stress::StressArgs {
+        threads: 3,
+        seconds: 5.0,
+        sync: None,
+        poison: true,
+        baseline_threshold: 10,
+        opt_threshold: 100,
+        trace: false,
+        inlined: false,
+        calls: jitvm_vm::CallMode::Direct,
+    };
+    let summary = jitvm::stress::run(&args, &jitvm::stress::program_text(3, false)).unwrap();
+    let report = summary.report();
+    assert!(summary.passed(), "{report}");
+    assert!(summary.patches > 0, "{report}");
+    let (sites, traps) = summary.direct_calls.expect("direct calls reported");
+    assert!(
+        sites > 0,
+        "the workers' calls must be bound sites: {report}"
+    );
+    // Patches before the workers' loops reach native code have no site to rewrite.
+    assert!(
+        summary.serializations > 2 * summary.patches as u64,
+        "patches rewrite live sites (three serializations each): {report}"
+    );
+    assert!(
+        traps.emulated > 0,
+        "no worker ever hit a site's int3: {report}"
+    );
+}
+
 /// Workers call the patched function through a caller the optimizing tier inlined it into:
 /// the inlined copy's guard must keep spec §5 as the dispatch slot does.
 #[test]
@@ -57,6 +96,7 @@ fn stress_through_an_inlined_caller_sees_no_violation() {
         opt_threshold: 100,
         trace: false,
         inlined: true,
+        calls: jitvm_vm::CallMode::Slots,
     };
     let summary = jitvm::stress::run(&args, &jitvm::stress::program_text(3, true)).unwrap();
     let report = summary.report();
@@ -97,6 +137,7 @@ fn the_stress_check_catches_a_patcher_that_counts_patches_it_never_made() {
         opt_threshold: 1000,
         trace: false,
         inlined: false,
+        calls: jitvm_vm::CallMode::Slots,
     };
     let honest = jitvm::stress::program_text(args.threads, false);
     let lying = honest.replace("  patch target v", "  nop\n; was: patch target v");

@@ -348,6 +348,10 @@ pub struct CompiledCode {
     /// (bytecode instruction index, code offset of its `call qword [rax]`, or for optimized
     /// code of its `call rel32` to the callee's call stub): the patch sites.
     pub call_sites: Vec<(usize, usize)>,
+    /// (code offset of a `call rel32` opcode, callee): the calls the installer may bind to
+    /// the callee's dispatch slot in [`jitvm_vm::CallMode::Direct`] (see "Direct calls"
+    /// above). Optimized code lists its calls to call stubs here in either mode.
+    pub direct_calls: Vec<(usize, jitvm_vm::FuncId)>,
     /// (code offset, remark) for the disassembly: callbacks, polls, trap exits.
     pub notes: Vec<(usize, String)>,
     /// Where the out-of-line code (slow paths, trap exits) starts; `bytes.len()` if none.

@@ -27,9 +27,9 @@ use crate::emit_error::EmitError;
 use crate::native_thread::callbacks;
 pub use crate::opt::inline::InlineReport;
 use crate::stubs::{compile_stub, MAX_STUB_SIZE};
-use jitvm_runtime::{Blob, CommitInfo, Error, Guarantee, Reloc, RelocKind, Transaction};
+use jitvm_runtime::{Blob, CommitInfo, Error, Guarantee, Rel32Kind, Reloc, RelocKind, Transaction};
 use jitvm_vm::program::Program;
-use jitvm_vm::FuncId;
+use jitvm_vm::{CallMode, FuncId};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -206,6 +206,9 @@ pub struct TierUpBatch {
 /// The native side of one program; see the module docs.
 pub struct Jit {
     env: CompileEnv,
+    /// The call stub of each function, by `FuncId`, if optimized code or direct calls
+    /// need them (`crate::opt::call_stubs`).
+    stubs: Vec<usize>,
     opt: Option<OptSetup>,
     /// Where each staged blob's description goes, for a debugger or profiler.
     descriptions: Option<Arc<Descriptions>>,
@@ -237,12 +240,19 @@ impl Jit {
             callbacks: callbacks(),
             header: 0,
             count_as: None,
+            calls: program.config.calls,
         };
         let mut tx = program.runtime().transaction();
+        // Unbound direct calls and optimized code call through these.
+        let stubs = if opt_later || tiers.contains(&Tier::Opt) || env.calls == CallMode::Direct {
+            stage_call_stubs(&mut tx, &env, descriptions.as_deref())?
+        } else {
+            Vec::new()
+        };
         let mut installed = Vec::with_capacity(module.functions.len());
         let mut blobs = Vec::with_capacity(module.functions.len());
         let opt = if opt_later || tiers.contains(&Tier::Opt) {
-            match OptSetup::new(program, &mut tx, &env, descriptions.as_deref()) {
+            match OptSetup::new(program, &env, stubs.clone()) {
                 Ok(o) => Some(o),
                 Err(e) => {
                     log::warn!("opt: no optimizing JIT: {e}");
@@ -258,13 +268,15 @@ impl Jit {
             let mut notes = OptNotes::default();
             let code = match (tiers[i], &opt) {
                 (Tier::Interp, _) | (Tier::Opt, None) => None,
-                (Tier::Baseline, _) => match stage_native(program, &mut tx, &env, f, None) {
-                    Ok(code) => Some((Tier::Baseline, code)),
-                    Err(e) => {
-                        log::warn!("baseline: `{}` stays in the interpreter: {e}", func.name);
-                        None
+                (Tier::Baseline, _) => {
+                    match stage_native(program, &mut tx, &env, &stubs, f, None) {
+                        Ok(code) => Some((Tier::Baseline, code)),
+                        Err(e) => {
+                            log::warn!("baseline: `{}` stays in the interpreter: {e}", func.name);
+                            None
+                        }
                     }
-                },
+                }
                 (Tier::Opt, Some(o)) => match o.stage(program, &mut tx, f, want_ir, None) {
                     Ok((code, opt_notes)) => {
                         notes = opt_notes;
@@ -311,6 +323,7 @@ impl Jit {
         tx.commit(Guarantee::Strong)?;
         let jit = Jit {
             env,
+            stubs,
             opt,
             descriptions,
             code: Mutex::new(blobs),
@@ -390,7 +403,9 @@ impl Jit {
             let start = Instant::now();
             let mut inlining = InlineReport::default();
             let staged = match (to, &self.opt) {
-                (Tier::Baseline, _) => stage_native(program, &mut tx, &self.env, f, None),
+                (Tier::Baseline, _) => {
+                    stage_native(program, &mut tx, &self.env, &self.stubs, f, None)
+                }
                 (Tier::Opt, Some(o)) => o.stage(program, &mut tx, f, false, None).map(|c| {
                     inlining = c.1.inlining;
                     c.0
@@ -472,7 +487,7 @@ impl Jit {
             }
             (Tier::Opt, None) => return Err(CompileError::NoOptimizingJit),
             _ => (
-                stage_native(program, tx, &self.env, f, Some(header))?,
+                stage_native(program, tx, &self.env, &self.stubs, f, Some(header))?,
                 InlineReport::default(),
             ),
         };
@@ -495,6 +510,7 @@ fn stage_native<'a>(
     program: &'a Program,
     tx: &mut Transaction<'a>,
     env: &CompileEnv,
+    stubs: &[usize],
     f: FuncId,
     osr: Option<u32>,
 ) -> Result<(Blob, CompiledCode), CompileError> {
@@ -516,7 +532,54 @@ fn stage_native<'a>(
     staging.buf()[..code.bytes.len()].copy_from_slice(&code.bytes);
     let blob = staging.finish(code.bytes.len())?;
     tx.set_owner(blob, owner_tag(f, BlobKind::Code(Tier::Baseline)))?;
+    bind_direct_calls(program, tx, blob, &code, stubs)?;
     Ok((blob, code))
+}
+
+/// With direct calls, binds each `call rel32` of `code` (staged as `blob`) to its callee's
+/// dispatch slot, so that the commit points it where the slot points and every later commit
+/// that moves the slot rewrites it ([`jitvm_runtime::bound_sites`]). A call the runtime has
+/// no room to bind calls the callee's call stub, which reads the slot: slower, as exact.
+fn bind_direct_calls<'a>(
+    program: &'a Program,
+    tx: &mut Transaction<'a>,
+    blob: Blob,
+    code: &CompiledCode,
+    stubs: &[usize],
+) -> Result<(), Error> {
+    if program.config.calls != CallMode::Direct {
+        return Ok(());
+    }
+    for &(offset, callee) in &code.direct_calls {
+        let site = program
+            .runtime()
+            .rel32_site(blob, offset, Rel32Kind::Call)?;
+        tx.patch_rel32(site, stubs[callee as usize])?;
+        if let Err(e) = program.bind_call(tx, site, callee) {
+            log::debug!("a direct call stays on its call stub: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// Stages one call stub per function of the program (`crate::opt::call_stubs`): what
+/// optimized code calls, and unbound direct calls.
+fn stage_call_stubs(
+    tx: &mut Transaction<'_>,
+    env: &CompileEnv,
+    descriptions: Option<&Descriptions>,
+) -> Result<Vec<usize>, Error> {
+    let mut stubs = Vec::with_capacity(env.slot_addr.len());
+    for (f, &slot) in env.slot_addr.iter().enumerate() {
+        let bytes = crate::opt::call_stubs::call_stub(slot);
+        let blob = tx.stage_relocated(&bytes, 16, &[])?;
+        tx.set_owner(blob, owner_tag(f as FuncId, BlobKind::CallStub))?;
+        if let Some(table) = descriptions {
+            table.record(blob.addr(), Description::frameless(&bytes));
+        }
+        stubs.push(blob.addr());
+    }
+    Ok(stubs)
 }
 
 /// Stages an interpreter stub for f's own definition.
@@ -553,24 +616,13 @@ struct OptSetup {
 }
 
 impl OptSetup {
-    /// Builds the ISA and stages one call stub per function of the program.
+    /// Builds the ISA; optimized code calls the call stubs `stubs`.
     fn new(
         program: &Program,
-        tx: &mut Transaction<'_>,
         env: &CompileEnv,
-        descriptions: Option<&Descriptions>,
+        stubs: Vec<usize>,
     ) -> Result<OptSetup, CompileError> {
         let isa = crate::opt::host_isa()?;
-        let mut stubs = Vec::with_capacity(env.slot_addr.len());
-        for (f, &slot) in env.slot_addr.iter().enumerate() {
-            let bytes = crate::opt::call_stubs::call_stub(slot);
-            let blob = tx.stage_relocated(&bytes, 16, &[])?;
-            tx.set_owner(blob, owner_tag(f as FuncId, BlobKind::CallStub))?;
-            if let Some(table) = descriptions {
-                table.record(blob.addr(), Description::frameless(&bytes));
-            }
-            stubs.push(blob.addr());
-        }
         Ok(OptSetup {
             isa,
             env: crate::opt::OptEnv {
@@ -615,6 +667,7 @@ impl OptSetup {
         }
         let blob = tx.stage_relocated(&out.code.bytes, 16, &relocs)?;
         tx.set_owner(blob, owner_tag(f, BlobKind::Code(Tier::Opt)))?;
+        bind_direct_calls(program, tx, blob, &out.code, &self.stubs)?;
         // The copy kept for the disassembly gets the same fix-ups the runtime applied.
         let mut code = out.code;
         for r in &relocs {

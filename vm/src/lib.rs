@@ -40,5 +40,5 @@ pub use bytecode::{BinOp, FuncId, Function, Instr, Module, Pos};
 pub use diag::{Diagnostic, Diagnostics};
 pub use dis::disassemble;
 pub use parse::parse_module;
-pub use program::{Program, RunConfig};
+pub use program::{CallMode, Program, RunConfig};
 pub use trap::Trap;

@@ -49,6 +49,21 @@ pub struct RunConfig {
     /// backtrace then names every function's own frame (no inlined-frame records are
     /// written).
     pub inline: bool,
+    /// How native code calls a function (`--calls`).
+    pub calls: CallMode,
+}
+
+/// How native code calls a function. Both keep `patch` exact (spec §5); they differ in what
+/// a call and a change of target cost (see `docs/cross-modifying-code.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CallMode {
+    /// Load the callee's dispatch slot and call through it: a change of target stores one
+    /// word.
+    #[default]
+    Slots,
+    /// `call rel32` straight to the callee's code: a change of target rewrites every such
+    /// call while threads may run it (the runtime's live patching, three serializations).
+    Direct,
 }
 
 impl RunConfig {
@@ -76,6 +91,7 @@ impl Default for RunConfig {
             stats: false,
             profile_batch: crate::profile::PROFILE_BATCH,
             inline: true,
+            calls: CallMode::Slots,
         }
     }
 }
@@ -344,6 +360,20 @@ impl Program {
         entry: usize,
     ) -> Result<(), jitvm_runtime::Error> {
         tx.set_dispatch(&self.slots[f as usize], entry)
+    }
+
+    /// Binds a direct call to `f` (a `call rel32` in code staged in `tx`) to f's dispatch
+    /// slot: from this commit on it goes wherever the slot goes
+    /// ([`jitvm_runtime::bound_sites`]). An error (the runtime binds no more sites) leaves
+    /// the site as its caller wrote it.
+    #[cfg(target_arch = "x86_64")]
+    pub fn bind_call<'a>(
+        &'a self,
+        tx: &mut Transaction<'a>,
+        site: jitvm_runtime::Rel32Site,
+        f: FuncId,
+    ) -> Result<(), jitvm_runtime::Error> {
+        tx.bind_rel32(site, &self.slots[f as usize])
     }
 
     /// `patch f g` (spec §5): calls to `f` run g's current entry (its definition and its

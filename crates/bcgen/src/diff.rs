@@ -41,6 +41,19 @@ pub const CHECKED_TIER_ARGS: &[&[&str]] = &[
         "--opt-threshold",
         "0",
     ],
+    // Direct calls (`call rel32`), rewritten live by every tier-up and `patch`.
+    &["--tier", "baseline", "--calls", "direct"],
+    &["--tier", "opt", "--calls", "direct"],
+    &[
+        "--tier",
+        "auto",
+        "--calls",
+        "direct",
+        "--baseline-threshold",
+        "1",
+        "--opt-threshold",
+        "1",
+    ],
 ];
 
 /// Generated modules run in well under a second; this only catches hangs.

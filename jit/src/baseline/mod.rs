@@ -46,6 +46,9 @@ pub struct CompileEnv {
     /// Count calls and back-edges as this function in the thread's profile counters (see
     /// "Profiling" in [`crate::abi`]), or not at all.
     pub count_as: Option<jitvm_vm::FuncId>,
+    /// How calls to functions are made: through the slot, or `call rel32` for the
+    /// installer to bind ([`crate::abi`], "Direct calls").
+    pub calls: jitvm_vm::CallMode,
 }
 
 /// Bytes per instruction [`max_code_size`] allows. The largest instructions are a call or

@@ -218,6 +218,7 @@ pub fn compile(
     };
     let mut relocs = Vec::new();
     let mut call_sites = Vec::new();
+    let mut direct_calls = Vec::new();
     let srclocs = compiled.buffer.get_srclocs_sorted();
     let instr_at = |off: u32| {
         srclocs
@@ -242,6 +243,9 @@ pub fn compile(
             // The `call rel32` starts one byte (E8) before its displacement.
             let site = r.offset as usize - 1 + body_at;
             call_sites.push((instr_at(r.offset).unwrap_or(0), site));
+            if let (Err(g), Some(0xE8)) = (&target, bytes.get(site)) {
+                direct_calls.push((site, *g));
+            }
         }
         relocs.push((r.offset as usize + body_at, kind, target, r.addend));
     }
@@ -264,6 +268,7 @@ pub fn compile(
         entry_offset: ENTRY_OFFSET,
         instr_offsets,
         call_sites,
+        direct_calls,
         notes: if prefix.is_empty() {
             Vec::new()
         } else {

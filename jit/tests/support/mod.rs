@@ -179,6 +179,7 @@ impl Machine {
 
     fn install(&self) -> Vec<(usize, CompiledCode)> {
         let env_for = |f: usize| CompileEnv {
+            calls: jitvm_vm::CallMode::Slots,
             slot_addr: self.slots.iter().map(slot_addr).collect(),
             callbacks: self.callbacks,
             header: self.def_addr(f as FuncId) | KIND_NATIVE,

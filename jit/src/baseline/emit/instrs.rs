@@ -7,7 +7,7 @@ use super::regs::ARG_REGS;
 use crate::abi::CTX_MEMORY_BASE;
 use crate::baseline::stack_model::*;
 use dynasmrt::{dynasm, DynasmApi, DynasmLabelApi};
-use jitvm_vm::{BinOp, FuncId, Instr, Trap};
+use jitvm_vm::{BinOp, CallMode, FuncId, Instr, Trap};
 
 /// Where a memory instruction's cell is, after its bounds check.
 #[derive(Clone, Copy)]
@@ -174,7 +174,8 @@ impl Emitter<'_> {
     }
 
     /// Arguments per the ABI, then `mov rax, slot; call qword [rax]`: one instruction loads
-    /// the target and transfers, which is what `Guarantee::Strong` covers.
+    /// the target and transfers, which is what `Guarantee::Strong` covers. With direct calls,
+    /// a `call rel32` (its displacement aligned) that the installer binds to the slot.
     fn emit_call(&mut self, i: usize, f: FuncId) {
         let p = self.module.functions[f as usize].params.len();
         let base = self.stack.height() - p;
@@ -193,12 +194,24 @@ impl Emitter<'_> {
         for (v, _) in args {
             self.stack.release(v);
         }
-        let slot = self.env.slot_addr[f as usize] as i64;
-        asm!(self; mov rax, QWORD slot);
-        let site = self.offset();
-        self.out.call_sites.push((i, site));
         let exit = self.exit;
-        asm!(self; call QWORD [rax] ; test rdx, rdx ; jnz =>exit);
+        match self.env.calls {
+            CallMode::Slots => {
+                let slot = self.env.slot_addr[f as usize] as i64;
+                asm!(self; mov rax, QWORD slot);
+                self.out.call_sites.push((i, self.offset()));
+                asm!(self; call QWORD [rax]);
+            }
+            CallMode::Direct => {
+                let pad = jitvm_runtime::rel32_site_padding(self.offset());
+                asm!(self; .bytes std::iter::repeat(jitvm_runtime::NOP).take(pad));
+                let site = self.offset();
+                self.out.call_sites.push((i, site));
+                self.out.direct_calls.push((site, f));
+                asm!(self; .bytes [0xE8u8, 0, 0, 0, 0]);
+            }
+        }
+        asm!(self; test rdx, rdx ; jnz =>exit);
         let dst = self.alloc_result(i);
         asm!(self; mov Rq(dst), rax);
         self.stack.push(Val::Reg(dst));

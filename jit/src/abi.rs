@@ -84,6 +84,17 @@
 //! makes a direct `call rel32` to F's call stub, `mov rax, imm64(slot); jmp qword [rax]`: the
 //! same covered load-and-transfer, as a tail jump (`crate::opt::call_stubs`).
 //!
+//! ## Direct calls (`--calls direct`)
+//!
+//! With [`jitvm_vm::CallMode::Direct`] a call is instead `call rel32` straight to the
+//! callee's entry (the baseline pads it so the displacement is aligned; the optimizing tier's
+//! calls to call stubs are retargeted), listed in [`CompiledCode::direct_calls`]. The
+//! installer binds each to the callee's dispatch slot in the transaction that stages it
+//! (`Transaction::bind_rel32`): the runtime then keeps it equal to the slot, rewriting it by
+//! the `int3` protocol in every commit that moves the slot (`jitvm_runtime::bound_sites`), so
+//! `patch` stays Strong. A call the runtime has no room to bind goes to the callee's call
+//! stub.
+//!
 //! ## Entry headers
 //!
 //! Every entry point `E` (compiled function or interpreter stub) is 16-byte aligned and has an

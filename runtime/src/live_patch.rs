@@ -17,7 +17,8 @@
 //! ([`crate::sync`]); the handler is a `SIGTRAP` handler (below). The runtime runs the
 //! three steps inside [`crate::Transaction::commit`], for every site the transaction
 //! patches live (a batch: the same three serializations for any number of sites), and
-//! merges step 1's serialization with the commit's own first one.
+//! merges step 1's serialization with the commit's own first one. Sites bound to dispatch
+//! slots ([`crate::bound_sites`]) go through the same batch when their slot moves.
 //!
 //! # The handler
 //!
@@ -25,9 +26,11 @@
 //! `sigaction(2)`, keeping the previous disposition. On a `SIGTRAP` from an `int3`
 //! (`si_code == SI_KERNEL`) at `rip - 1`:
 //!
-//! - a site in the table of sites being patched: emulate the new instruction: for a call,
+//! - a site in the table of sites being patched: emulate the instruction: for a call,
 //!   push the return address (`site + 5`) as the `call` would (same stack alignment) and go
-//!   to the target; for a jmp, go to the target;
+//!   to the target; for a jmp, go to the target. The target is the *old* one until step 1's
+//!   serialization has returned (the new one may be code the same commit stages, not yet
+//!   safe to fetch, and freed if that serialization fails), the new one from then on;
 //! - a site whose patch has ended since the trap (its handler ran late, after step 3): go
 //!   back to the site and run the instruction now there;
 //! - anything else is not ours: the previous handler runs (or, if there was none, the

@@ -1,7 +1,9 @@
 //! `jitvm stress`: hot patching under multithreaded load with tier-ups, in poison mode, for
 //! each serialization strategy; and the check itself, which must catch a patcher that lies.
 
+use jitvm::stress::StressArgs;
 use jitvm_conformance::run_command;
+use jitvm_vm::CallMode;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -34,6 +36,22 @@ fn stress(strategy: &str, seconds: u32) {
     assert!(patches > 0, "the patcher must have patched: {stdout}");
 }
 
+/// In-process stress arguments: 3 workers for 5 s in poison mode, with low thresholds so
+/// that tier-ups happen while they run.
+fn in_process(inlined: bool, calls: CallMode) -> StressArgs {
+    StressArgs {
+        threads: 3,
+        seconds: 5.0,
+        sync: None,
+        poison: true,
+        baseline_threshold: 10,
+        opt_threshold: 100,
+        trace: false,
+        inlined,
+        calls,
+    }
+}
+
 #[test]
 fn stress_with_membarrier_in_poison_mode_sees_no_violation() {
     if cfg!(target_arch = "x86_64") {
@@ -49,17 +67,7 @@ fn stress_with_direct_calls_rewritten_live_in_poison_mode_sees_no_violation() {
     if !cfg!(target_arch = "x86_64") {
         return;
     }
-    let args = jitvm::stress::StressArgs {
-        threads: 3,
-        seconds: 5.0,
-        sync: None,
-        poison: true,
-        baseline_threshold: 10,
-        opt_threshold: 100,
-        trace: false,
-        inlined: false,
-        calls: jitvm_vm::CallMode::Direct,
-    };
+    let args = in_process(false, CallMode::Direct);
     let summary = jitvm::stress::run(&args, &jitvm::stress::program_text(3, false)).unwrap();
     let report = summary.report();
     assert!(summary.passed(), "{report}");
@@ -87,17 +95,7 @@ fn stress_through_an_inlined_caller_sees_no_violation() {
     if !cfg!(target_arch = "x86_64") {
         return;
     }
-    let args = jitvm::stress::StressArgs {
-        threads: 3,
-        seconds: 5.0,
-        sync: None,
-        poison: true,
-        baseline_threshold: 10,
-        opt_threshold: 100,
-        trace: false,
-        inlined: true,
-        calls: jitvm_vm::CallMode::Slots,
-    };
+    let args = in_process(true, CallMode::Slots);
     let summary = jitvm::stress::run(&args, &jitvm::stress::program_text(3, true)).unwrap();
     let report = summary.report();
     assert!(summary.passed(), "{report}");
@@ -128,16 +126,13 @@ fn the_stress_check_catches_a_patcher_that_counts_patches_it_never_made() {
     if !cfg!(target_arch = "x86_64") {
         return;
     }
-    let args = jitvm::stress::StressArgs {
+    let args = StressArgs {
         threads: 2,
         seconds: 1.0,
-        sync: None,
         poison: false,
         baseline_threshold: 100,
         opt_threshold: 1000,
-        trace: false,
-        inlined: false,
-        calls: jitvm_vm::CallMode::Slots,
+        ..in_process(false, CallMode::Slots)
     };
     let honest = jitvm::stress::program_text(args.threads, false);
     let lying = honest.replace("  patch target v", "  nop\n; was: patch target v");

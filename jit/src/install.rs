@@ -554,9 +554,9 @@ fn bind_direct_calls<'a>(
         let site = program
             .runtime()
             .rel32_site(blob, offset, Rel32Kind::Call)?;
-        tx.patch_rel32(site, stubs[callee as usize])?;
         if let Err(e) = program.bind_call(tx, site, callee) {
             log::debug!("a direct call stays on its call stub: {e}");
+            tx.patch_rel32(site, stubs[callee as usize])?;
         }
     }
     Ok(())

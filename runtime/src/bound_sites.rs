@@ -33,7 +33,8 @@ use crate::patch::Rel32Site;
 /// [`crate::Transaction::patch_live_rel32`]).
 pub const MAX_BOUND_SITES: usize = MAX_LIVE_SITES * 3 / 4;
 
-/// The bound sites of one runtime, by slot address. Read and written under the commit lock.
+/// The bound sites of one runtime, by slot address. Changed only by commits, under the
+/// commit lock.
 #[derive(Default)]
 pub(crate) struct BoundSites {
     by_slot: HashMap<usize, Vec<Rel32Site>>,

@@ -219,6 +219,13 @@ mod x86 {
         Ok(Rel32Site { kind, blob, opcode })
     }
 
+    /// Where the rel32 instruction at `site` transfers, as its bytes in `mem` say.
+    pub(crate) fn encoded_target(mem: &CodeMemory, site: &Rel32Site) -> usize {
+        let d = site.disp_addr();
+        let bytes = [0, 1, 2, 3].map(|i| mem.read_byte(d + i));
+        displaced(site.opcode, i32::from_le_bytes(bytes))
+    }
+
     /// Target of a rel32 instruction at `opcode` with displacement `disp`.
     pub(crate) fn displaced(opcode: usize, disp: i32) -> usize {
         (opcode + REL32_LEN).wrapping_add(disp as isize as usize)

@@ -101,6 +101,13 @@ fn check_live_site(rt: &Runtime, buf: &TxBuffers, site: &Rel32Site) -> Result<()
             ))
         }
     }
+    check_first_byte(rt, site)
+}
+
+/// A site patched live starts with its opcode, or with an `int3` that the live-patching
+/// table still emulates (a commit whose step-2 serialization failed left it).
+#[cfg(target_arch = "x86_64")]
+fn check_first_byte(rt: &Runtime, site: &Rel32Site) -> Result<(), Error> {
     let first = rt.mem().read_byte(site.addr());
     let left_as_int3 = first == crate::live_patch::INT3 && crate::live_patch::left_as_int3(site);
     if first != site.kind().opcode() && !left_as_int3 {
@@ -141,7 +148,8 @@ fn bound_site_patches(
     for slot in moved {
         let target = after(b, slot);
         for &site in bound.of_slot(slot) {
-            check_bound_site(rt, &site)?;
+            // Live or retired (bindings of reclaimed blobs were pruned): either may run.
+            check_first_byte(rt, &site)?;
             if current_target(rt, &site) == target {
                 continue;
             }
@@ -163,21 +171,6 @@ fn bound_site_patches(
     Ok(live)
 }
 
-/// A bound site is patched while its blob may run: live or retired, not reclaimed; its
-/// first byte is its opcode or an `int3` the live-patching table still emulates.
-#[cfg(target_arch = "x86_64")]
-fn check_bound_site(rt: &Runtime, site: &Rel32Site) -> Result<(), Error> {
-    let first = rt.mem().read_byte(site.addr());
-    if first != site.kind().opcode()
-        && !(first == crate::live_patch::INT3 && crate::live_patch::left_as_int3(site))
-    {
-        return Err(Error::InvalidSite(
-            "the site's first byte is not its opcode",
-        ));
-    }
-    Ok(())
-}
-
 /// Where a site transfers now: its displacement's target, or the target the live-patching
 /// table emulates while the site is left as `int3`.
 #[cfg(target_arch = "x86_64")]
@@ -185,9 +178,7 @@ fn current_target(rt: &Runtime, site: &Rel32Site) -> usize {
     if let Some(t) = crate::live_patch::emulated_target(site) {
         return t;
     }
-    let d = site.disp_addr();
-    let bytes = [0, 1, 2, 3].map(|i| rt.mem().read_byte(d + i));
-    crate::patch::displaced(site.opcode, i32::from_le_bytes(bytes))
+    crate::patch::encoded_target(rt.mem(), site)
 }
 
 /// Step 1's rule for slots: after this commit, no slot of the runtime may
@@ -440,12 +431,8 @@ impl<'a> Transaction<'a> {
         if self.buf.bind.iter().any(|(s, _)| s.addr() == site.addr()) {
             return Err(Error::InvalidSite("the site is bound twice"));
         }
-        let bound = {
-            let _commit = self.rt.commit_lock();
-            let mut bound = self.rt.bound_sites();
-            bound.prune(self.rt.mem());
-            bound.len()
-        };
+        // Counted as of the last commit, which pruned reclaimed blobs' sites.
+        let bound = self.rt.bound_sites().len();
         if bound + self.buf.bind.len() >= crate::bound_sites::MAX_BOUND_SITES {
             return Err(Error::InvalidSite(
                 "as many sites are bound as the runtime binds",

@@ -19,7 +19,7 @@ use crate::tx_buffers::TxBuffers;
 use crate::{
     bound_sites::BoundSites,
     code_memory::Blob,
-    patch::{displaced, make_site, Rel32Kind, Rel32Site},
+    patch::{encoded_target, make_site, Rel32Kind, Rel32Site},
 };
 use crate::{fork, Config, Error};
 
@@ -57,7 +57,7 @@ pub struct Runtime {
     /// Every dispatch slot this runtime has made, kept until it goes (JIT code
     /// may load a slot at any time).
     slots: Mutex<Vec<Arc<DispatchSlot>>>,
-    /// Direct-call sites that mirror a slot; taken only under the commit lock.
+    /// Direct-call sites that mirror a slot; changed only under the commit lock.
     #[cfg(target_arch = "x86_64")]
     bound: Mutex<BoundSites>,
     config: Config,
@@ -131,8 +131,8 @@ impl Runtime {
         slot
     }
 
-    /// The sites bound to slots ([`crate::bound_sites`]), for a commit (which holds the
-    /// commit lock).
+    /// The sites bound to slots ([`crate::bound_sites`]); a commit holds it, under the
+    /// commit lock, from validation to publication.
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn bound_sites(&self) -> MutexGuard<'_, BoundSites> {
         self.bound.lock().unwrap_or_else(|e| e.into_inner())
@@ -142,7 +142,6 @@ impl Runtime {
     /// reclaimed blobs until the next commit drops them).
     #[cfg(target_arch = "x86_64")]
     pub fn bound_site_count(&self) -> usize {
-        let _commit = self.commit_lock();
         self.bound_sites().len()
     }
 
@@ -287,9 +286,7 @@ impl Runtime {
                 "the site's blob is retired or reclaimed",
             ));
         }
-        let d = site.disp_addr();
-        let bytes = [0, 1, 2, 3].map(|i| self.mem.read_byte(d + i));
-        Ok(displaced(site.opcode, i32::from_le_bytes(bytes)))
+        Ok(encoded_target(&self.mem, &site))
     }
 
     /// Makes the `n`-th serialization from now fail (1: the next), to test

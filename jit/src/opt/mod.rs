@@ -13,6 +13,7 @@
 pub mod call_stubs;
 pub mod inline;
 pub mod preserving_call;
+pub mod ranges;
 pub mod thread_status;
 pub mod translate;
 

@@ -9,6 +9,7 @@ mod divide;
 mod tail_loop;
 
 use super::inline::{Inliner, CALL_STUB};
+use super::ranges::Ranges;
 use super::OptEnv;
 use crate::abi::{self, status_of};
 use cranelift_codegen::ir::{
@@ -151,6 +152,8 @@ struct Translator<'a> {
     /// The chain of functions this body is a copy in, ending with its own.
     chain: Vec<FuncId>,
     inliner: &'a Inliner<'a>,
+    /// What the operands of each division can be.
+    ranges: Ranges,
 }
 
 impl<'a> Translator<'a> {
@@ -190,6 +193,7 @@ impl<'a> Translator<'a> {
             stack: Vec::new(),
             chain,
             inliner,
+            ranges: Ranges::default(),
         }
     }
 
@@ -203,6 +207,7 @@ impl<'a> Translator<'a> {
             _ => None,
         };
         let func = self.func();
+        self.ranges = Ranges::analyze(func);
         let entry = self.b.current_block().expect("entry block");
         let params: Vec<Value> = self.b.block_params(entry).to_vec();
         let (ctx, depth) = (params[0], params[1]);
@@ -480,7 +485,8 @@ impl<'a> Translator<'a> {
         self.b.ins().iadd(self.mem_base, off)
     }
 
-    fn bin(&mut self, op: BinOp, a: Value, c: Value) -> Value {
+    /// `a OP c`, for the instruction at `pc`.
+    fn bin(&mut self, pc: usize, op: BinOp, a: Value, c: Value) -> Value {
         let cmp = |cc| Some(cc);
         let cc = match op {
             BinOp::Eq => cmp(IntCC::Equal),
@@ -507,8 +513,8 @@ impl<'a> Translator<'a> {
             BinOp::Shl => ins.ishl(a, c),
             BinOp::Shr => ins.sshr(a, c),
             BinOp::Ushr => ins.ushr(a, c),
-            BinOp::Div => self.divide(a, c, false),
-            BinOp::Rem => self.divide(a, c, true),
+            BinOp::Div => self.divide(a, c, false, self.ranges.division(pc)),
+            BinOp::Rem => self.divide(a, c, true, self.ranges.division(pc)),
             _ => unreachable!("comparisons handled above"),
         }
     }
@@ -546,7 +552,7 @@ impl<'a> Translator<'a> {
             Instr::Bin(op) => {
                 let c = self.pop();
                 let a = self.pop();
-                let v = self.bin(op, a, c);
+                let v = self.bin(i, op, a, c);
                 self.push(v);
             }
             Instr::Neg => {

@@ -143,7 +143,7 @@ impl Range {
                     Range::new(0, (u64::MAX >> k) as i64)
                 }
             }
-            BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => Range::BOOL,
+            _ if op.is_comparison() => Range::BOOL,
             _ => Range::ANY,
         }
     }
@@ -176,16 +176,10 @@ struct Cond {
 impl Cond {
     /// What the value says when it is 0.
     fn negated(self) -> Cond {
-        let op = match self.op {
-            BinOp::Eq => BinOp::Ne,
-            BinOp::Ne => BinOp::Eq,
-            BinOp::Lt => BinOp::Ge,
-            BinOp::Le => BinOp::Gt,
-            BinOp::Gt => BinOp::Le,
-            BinOp::Ge => BinOp::Lt,
-            op => unreachable!("{op:?} is not a compare"),
-        };
-        Cond { op, ..self }
+        Cond {
+            op: self.op.negated(),
+            ..self
+        }
     }
 
     /// The operands' intervals where the condition holds; `None` where it cannot.
@@ -202,18 +196,9 @@ impl Cond {
                 a.meet(Range::new(i64::MIN, b.hi))?,
                 b.meet(Range::new(a.lo, i64::MAX))?,
             ),
-            BinOp::Gt => {
+            BinOp::Gt | BinOp::Ge => {
                 let (b, a) = Cond {
-                    op: BinOp::Lt,
-                    a: self.b,
-                    b: self.a,
-                }
-                .narrow()?;
-                (a, b)
-            }
-            BinOp::Ge => {
-                let (b, a) = Cond {
-                    op: BinOp::Le,
+                    op: self.op.swapped(),
                     a: self.b,
                     b: self.a,
                 }
@@ -288,9 +273,10 @@ struct State {
 }
 
 impl State {
-    fn forget(&mut self, id: Id) {
+    /// Forgets the identities `stale` picks, in slots and in what compares remember.
+    fn forget_where(&mut self, stale: impl Fn(Id) -> bool) {
         let forget = |o: &mut Option<Id>| {
-            if *o == Some(id) {
+            if o.is_some_and(&stale) {
                 *o = None;
             }
         };
@@ -303,20 +289,13 @@ impl State {
         }
     }
 
+    fn forget(&mut self, id: Id) {
+        self.forget_where(|o| o == id);
+    }
+
     /// Forgets the identities that name a pass through `pc` (they are about to name this one).
     fn forget_joined_at(&mut self, pc: u32) {
-        let stale = |o: &mut Option<Id>| {
-            if matches!(o, Some(Id::Joined(p, _)) if *p == pc) {
-                *o = None;
-            }
-        };
-        for v in &mut self.slots {
-            stale(&mut v.id);
-            if let Some(c) = &mut v.cond {
-                stale(&mut c.a.id);
-                stale(&mut c.b.id);
-            }
-        }
+        self.forget_where(|o| matches!(o, Id::Joined(p, _) if p == pc));
     }
 
     fn pop(&mut self) -> Val {
@@ -548,11 +527,7 @@ impl<'f> Analysis<'f> {
                     let fact = self.facts.operands.entry(pc).or_insert(seen);
                     *fact = (fact.0.join(seen.0), fact.1.join(seen.1));
                 }
-                let cond = matches!(
-                    op,
-                    BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge
-                )
-                .then_some(Cond {
+                let cond = op.is_comparison().then_some(Cond {
                     op,
                     a: a.operand(),
                     b: b.operand(),

@@ -110,10 +110,7 @@ impl Translator<'_> {
                 // A non-negative dividend (counters, indices) takes the unsigned plan, one
                 // `mul` and a shift, as the baseline does; a negative one the signed plan.
                 if d > 1 && non_negative {
-                    let (um, us) = unsigned_magic(d as u64);
-                    let umv = self.iconst(um as i64);
-                    let q = self.b.ins().umulhi(n, umv);
-                    return self.b.ins().ushr_imm_s(q, us as i64);
+                    return self.unsigned_quotient(n, d);
                 }
                 let (fast, slow, join) = if d > 1 {
                     let fast = self.b.create_block();
@@ -126,10 +123,7 @@ impl Translator<'_> {
                             .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, n, 0);
                     self.b.ins().brif(non_negative, fast, &[], slow, &[]);
                     self.b.switch_to_block(fast);
-                    let (um, us) = unsigned_magic(d as u64);
-                    let umv = self.iconst(um as i64);
-                    let q = self.b.ins().umulhi(n, umv);
-                    let q = self.b.ins().ushr_imm_s(q, us as i64);
+                    let q = self.unsigned_quotient(n, d);
                     self.b.ins().jump(join, &[q.into()]);
                     self.b.switch_to_block(slow);
                     (Some(fast), Some(slow), Some(join))
@@ -157,6 +151,14 @@ impl Translator<'_> {
                 }
             }
         }
+    }
+
+    /// `n / d` for `n >= 0` and `d > 1` not a power of two: one `mul` and a shift.
+    fn unsigned_quotient(&mut self, n: Value, d: i64) -> Value {
+        let (um, us) = unsigned_magic(d as u64);
+        let umv = self.iconst(um as i64);
+        let q = self.b.ins().umulhi(n, umv);
+        self.b.ins().ushr_imm_s(q, us as i64)
     }
 
     fn trap_if_zero(&mut self, v: Value) {

@@ -20,7 +20,7 @@
 //! A function that fails to compile (or finds no code memory) stays where it was (at first:
 //! in the interpreter, behind a stub), with a warning in the log; the run goes on.
 
-use crate::abi::{CompiledCode, ENTRY_OFFSET};
+use crate::abi::{CompiledCode, OPT_BLOB_ALIGN};
 use crate::baseline::{self, CompileEnv};
 use crate::code_info::{Description, Descriptions};
 use crate::emit_error::EmitError;
@@ -133,8 +133,10 @@ pub struct Installed {
     pub compile_time: Duration,
     /// Cranelift IR before and after optimization, when asked for.
     pub ir: Option<(String, String)>,
-    /// The blob's address (the entry is [`crate::abi::ENTRY_OFFSET`] past it).
+    /// The blob's address.
     pub addr: usize,
+    /// The entry point: `addr` plus the code's `entry_offset`.
+    pub entry: usize,
     /// Native code, or `None` for an interpreter stub.
     pub native: Option<CompiledCode>,
     /// What inlining did (optimized code only).
@@ -289,15 +291,15 @@ impl Jit {
                 },
             };
             let compile_time = start.elapsed();
-            let (tier, blob, native) = match code {
+            let (tier, blob, entry, native) = match code {
                 Some((tier, (blob, code))) => {
                     describe(descriptions.as_deref(), blob, &code);
-                    (tier, blob, Some(code))
+                    (tier, blob, blob.addr() + code.entry_offset, Some(code))
                 }
                 None => {
                     let (blob, stub) = stage_stub(program, &mut tx, f)?;
                     describe(descriptions.as_deref(), blob, &stub);
-                    (Tier::Interp, blob, None)
+                    (Tier::Interp, blob, blob.addr() + stub.entry_offset, None)
                 }
             };
             blobs.push((blob, tier));
@@ -307,6 +309,7 @@ impl Jit {
                 compile_time,
                 ir: notes.ir,
                 addr: blob.addr(),
+                entry,
                 native,
                 inlining: notes.inlining,
             });
@@ -317,7 +320,7 @@ impl Jit {
             // parameter count); native code follows the ABI and stubs lead to the
             // interpreter, and every slot gets one of them in this one transaction.
             unsafe {
-                program.set_entry(&mut tx, item.func, item.addr + ENTRY_OFFSET)?;
+                program.set_entry(&mut tx, item.func, item.entry)?;
             }
         }
         tx.commit(Guarantee::Strong)?;
@@ -380,8 +383,8 @@ impl Jit {
                 } => {
                     let start = Instant::now();
                     match self.stage_osr(program, &mut tx, func, header, tier) {
-                        Ok((blob, bytes, inlining)) => {
-                            osr_entries.push((func, header_op, blob.addr() + ENTRY_OFFSET));
+                        Ok((entry, bytes, inlining)) => {
+                            osr_entries.push((func, header_op, entry));
                             batch.osr.push(OsrCompiled {
                                 func,
                                 header,
@@ -416,7 +419,7 @@ impl Jit {
             match staged {
                 Ok((blob, native)) => {
                     describe(self.descriptions.as_deref(), blob, &native);
-                    entries.push((f, blob.addr() + ENTRY_OFFSET));
+                    entries.push((f, blob.addr() + native.entry_offset));
                     blobs.push((blob, to));
                     batch.done.push(TierUp {
                         func: f,
@@ -471,7 +474,7 @@ impl Jit {
     }
 
     /// Compiles and stages def `f`'s on-stack-replacement entry at instruction `header` in
-    /// `tier`; returns the blob and its size.
+    /// `tier`; returns its entry and its size.
     fn stage_osr<'a>(
         &self,
         program: &'a Program,
@@ -479,7 +482,7 @@ impl Jit {
         f: FuncId,
         header: u32,
         tier: Tier,
-    ) -> Result<(Blob, usize, InlineReport), CompileError> {
+    ) -> Result<(usize, usize, InlineReport), CompileError> {
         let ((blob, code), inlining) = match (tier, &self.opt) {
             (Tier::Opt, Some(o)) => {
                 let (code, notes) = o.stage(program, tx, f, false, Some(header))?;
@@ -492,7 +495,7 @@ impl Jit {
             ),
         };
         describe(self.descriptions.as_deref(), blob, &code);
-        Ok((blob, code.bytes.len(), inlining))
+        Ok((blob.addr() + code.entry_offset, code.bytes.len(), inlining))
     }
 }
 
@@ -665,7 +668,7 @@ impl OptSetup {
         if out.relocs.iter().any(|r| r.2.is_ok()) {
             return Err(CompileError::SelfRelocation);
         }
-        let blob = tx.stage_relocated(&out.code.bytes, 16, &relocs)?;
+        let blob = tx.stage_relocated(&out.code.bytes, OPT_BLOB_ALIGN, &relocs)?;
         tx.set_owner(blob, owner_tag(f, BlobKind::Code(Tier::Opt)))?;
         bind_direct_calls(program, tx, blob, &out.code, &self.stubs)?;
         // The copy kept for the disassembly gets the same fix-ups the runtime applied.

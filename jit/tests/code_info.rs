@@ -77,13 +77,13 @@ fn rsp_cfa(row: &FrameRow) -> i32 {
     }
 }
 
-/// The instructions of `bytes[ENTRY_OFFSET..end]`, a blob at `base`.
-fn decode(bytes: &[u8], end: usize, base: u64) -> Vec<(usize, Instruction)> {
-    let code = &bytes[ENTRY_OFFSET..end];
-    let mut decoder = Decoder::with_ip(64, code, base + ENTRY_OFFSET as u64, DecoderOptions::NONE);
+/// The instructions of `d.bytes[d.entry..end]`, a blob at `base`.
+fn decode(d: &Description, end: usize, base: u64) -> Vec<(usize, Instruction)> {
+    let code = &d.bytes[d.entry..end];
+    let mut decoder = Decoder::with_ip(64, code, base + d.entry as u64, DecoderOptions::NONE);
     let mut out = Vec::new();
     while decoder.can_decode() {
-        let at = ENTRY_OFFSET + decoder.position();
+        let at = d.entry + decoder.position();
         let instr = decoder.decode();
         assert!(!instr.is_invalid(), "undecodable byte at {at}");
         out.push((at, instr));
@@ -114,7 +114,7 @@ fn check_rsp_frames(what: &str, d: &Description, base: u64) {
         rows.iter().all(|r| (r.offset as usize) < d.bytes.len()),
         "{what}"
     );
-    let instrs = decode(&d.bytes, d.bytes.len(), base);
+    let instrs = decode(d, d.bytes.len(), base);
     for (k, &(at, ref i)) in instrs.iter().enumerate() {
         let row = row_at(rows, at);
         let cfa = rsp_cfa(row);
@@ -249,7 +249,7 @@ fn optimized_code_is_framed_on_rbp_at_every_call() {
             assert_eq!(d.frame[0].cfa, Cfa::Rsp(8), "{path}");
             // Cranelift's constants follow the last instruction with a source location.
             let end = d.source.last().expect("source rows").offset;
-            for (at, i) in decode(&d.bytes, end, item.addr as u64) {
+            for (at, i) in decode(&d, end, item.addr as u64) {
                 if matches!(
                     i.flow_control(),
                     FlowControl::Call | FlowControl::IndirectCall
@@ -277,7 +277,7 @@ fn the_slow_path_of_a_back_edge_poll_maps_to_the_jump_that_polls_in_both_tiers()
         let back_edge = (0..func.code.len())
             .find(|&i| func.code[i].target().is_some_and(|t| t as usize <= i))
             .expect("a backward jump") as u32;
-        let calls: Vec<Option<u32>> = decode(&d.bytes, d.bytes.len(), item.addr as u64)
+        let calls: Vec<Option<u32>> = decode(&d, d.bytes.len(), item.addr as u64)
             .into_iter()
             .filter(|(_, i)| {
                 matches!(

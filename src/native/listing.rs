@@ -32,10 +32,7 @@ pub fn native_disassembly(module: Module, tier: Tier) -> Result<String, EngineEr
         let f = &module.functions[item.func as usize];
         out.push_str(&format!(
             "func {}    ; #{}: {} code at {:#x}\n",
-            f.name,
-            item.func,
-            tier,
-            item.addr + jitvm_jit::abi::ENTRY_OFFSET
+            f.name, item.func, tier, item.entry
         ));
         match &item.native {
             Some(code) => out.push_str(&jitvm_jit::disasm::disassemble(f, code, item.addr, |i| {

@@ -17,7 +17,7 @@ pub mod ranges;
 pub mod thread_status;
 pub mod translate;
 
-use crate::abi::{Callbacks, ENTRY_OFFSET, HEADER_OFFSET, MAX_NATIVE_FRAME};
+use crate::abi::{Callbacks, MAX_NATIVE_FRAME, OPT_ENTRY_OFFSET};
 use cranelift_codegen::binemit::Reloc as ClifReloc;
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{ExternalName, UserExternalNameRef};
@@ -45,7 +45,8 @@ pub struct OptEnv {
 /// fix up.
 #[derive(Clone, Debug, Default)]
 pub struct OptCode {
-    /// The blob: 8 zero bytes, the header word, then the code (entry at 16).
+    /// The blob: zero bytes, the header word, then the code (entry at
+    /// [`OPT_ENTRY_OFFSET`]).
     pub code: crate::abi::CompiledCode,
     /// Relocations with blob offsets, targets still symbolic: `Err(F)` is F's call stub.
     pub relocs: Vec<(usize, RelocKind, Result<usize, FuncId>, i64)>,
@@ -205,9 +206,9 @@ pub fn compile(
         .filter(|_| osr.is_none())
         .map(|bc| crate::base_case::guard_prefix(&bc))
         .unwrap_or_default();
-    let body_at = ENTRY_OFFSET + prefix.len();
-    let mut bytes = vec![0u8; ENTRY_OFFSET];
-    bytes[HEADER_OFFSET..ENTRY_OFFSET].copy_from_slice(&(header as u64).to_le_bytes());
+    let body_at = OPT_ENTRY_OFFSET + prefix.len();
+    let mut bytes = vec![0u8; OPT_ENTRY_OFFSET];
+    bytes[OPT_ENTRY_OFFSET - 8..].copy_from_slice(&(header as u64).to_le_bytes());
     bytes.extend_from_slice(&prefix);
     bytes.extend_from_slice(body);
 
@@ -266,7 +267,7 @@ pub fn compile(
     let source = source_rows(srclocs, body_at, !prefix.is_empty());
     let mut code = crate::abi::CompiledCode {
         bytes,
-        entry_offset: ENTRY_OFFSET,
+        entry_offset: OPT_ENTRY_OFFSET,
         instr_offsets,
         call_sites,
         direct_calls,
@@ -274,7 +275,7 @@ pub fn compile(
             Vec::new()
         } else {
             vec![
-                (ENTRY_OFFSET, "base case, before any frame".to_string()),
+                (OPT_ENTRY_OFFSET, "base case, before any frame".to_string()),
                 (
                     body_at,
                     "the function: its frame, then the body".to_string(),
@@ -306,7 +307,7 @@ fn frame_rows(
 ) -> Result<Vec<crate::code_info::FrameRow>, OptError> {
     use crate::code_info::{pushed_frame, Cfa, FrameRow};
     use jitvm_debuginfo::regs;
-    let mut rows = vec![pushed_frame(ENTRY_OFFSET, 8, &[])];
+    let mut rows = vec![pushed_frame(OPT_ENTRY_OFFSET, 8, &[])];
     let mut cfa = Cfa::Rsp(8);
     let mut saved: Vec<(u16, i32)> = Vec::new();
     let mut clobbers_below_cfa = 0i32;
@@ -366,7 +367,7 @@ fn source_rows(
 ) -> Vec<crate::code_info::SourceRow> {
     use crate::code_info::SourceRow;
     let mut rows = vec![SourceRow {
-        offset: ENTRY_OFFSET,
+        offset: OPT_ENTRY_OFFSET,
         instr: base_case.then_some(0),
     }];
     let mut end = 0;

@@ -382,6 +382,19 @@ impl<'a> Translator<'a> {
         v
     }
 
+    /// A condition true exactly when `cond` (a truth value) is 0: the complemented compare
+    /// when `cond` is one, so the branch still tests the flags of a single `cmp`.
+    fn negated_truth(&mut self, cond: Value) -> Value {
+        use cranelift_codegen::ir::condcodes::CondCode;
+        if let Some(inst) = self.b.func.dfg.value_def(cond).inst() {
+            if let InstructionData::IntCompare { cond: cc, args, .. } = self.b.func.dfg.insts[inst]
+            {
+                return self.b.ins().icmp(cc.complement(), args[0], args[1]);
+            }
+        }
+        self.b.ins().icmp_imm_s(IntCC::Equal, cond, 0)
+    }
+
     /// The cold block that returns `(0, status)`; filled at the end (the builder cannot
     /// leave a block half built).
     fn trap_block(&mut self, status: u64) -> Block {
@@ -454,7 +467,13 @@ impl<'a> Translator<'a> {
         let args = self.stack.clone();
         let args = block_args(&args);
         let target_args: &[BlockArg] = if back.is_some() { &[] } else { &args };
-        if jump_if_nonzero {
+        if back.is_some() && jump_if_nonzero {
+            // The backward edge as the branch's second successor: Cranelift lays that one out
+            // right after the branch (the reverse postorder of `DominatorTree`), so the loop
+            // falls through to its poll and takes one jump per iteration, not two.
+            let stay = self.negated_truth(cond);
+            self.b.ins().brif(stay, next, &args, target, target_args);
+        } else if jump_if_nonzero {
             self.b.ins().brif(cond, target, target_args, next, &args);
         } else {
             self.b.ins().brif(cond, next, &args, target, target_args);

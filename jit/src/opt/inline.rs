@@ -52,12 +52,12 @@ pub const INLINE_SITE: u32 = 1;
 /// A callee is small when its body has at most this many bytecode instructions.
 pub const MAX_CALLEE_INSTRS: usize = 40;
 /// Copies nest at most this deep (a callee inlined into a callee inlined into ..).
-pub const MAX_NESTING: usize = 4;
+pub const MAX_NESTING: usize = 6;
 /// A function appears at most this many times on a chain of inlined copies: a recursive
 /// function is unrolled this many levels into itself.
 pub const MAX_RECURSION_COPIES: usize = 4;
 /// Bytecode instructions all copies in one compiled function add up to, at most.
-pub const MAX_INLINED_INSTRS: usize = 240;
+pub const MAX_INLINED_INSTRS: usize = 480;
 
 /// What inlining did in one compile, for `--stats`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

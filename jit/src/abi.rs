@@ -386,6 +386,11 @@ pub struct CompiledCode {
 }
 
 impl CompiledCode {
+    /// The entry point of this code once copied to `blob_addr`.
+    pub fn entry_at(&self, blob_addr: usize) -> usize {
+        blob_addr + self.entry_offset
+    }
+
     /// Puts the frame and source rows in final form ([`crate::code_info::finish`]); each
     /// compiler calls it last.
     pub fn finish_rows(&mut self) {

@@ -135,7 +135,7 @@ pub struct Installed {
     pub ir: Option<(String, String)>,
     /// The blob's address.
     pub addr: usize,
-    /// The entry point: `addr` plus the code's `entry_offset`.
+    /// The entry point ([`CompiledCode::entry_at`] the blob's address).
     pub entry: usize,
     /// Native code, or `None` for an interpreter stub.
     pub native: Option<CompiledCode>,
@@ -294,12 +294,12 @@ impl Jit {
             let (tier, blob, entry, native) = match code {
                 Some((tier, (blob, code))) => {
                     describe(descriptions.as_deref(), blob, &code);
-                    (tier, blob, blob.addr() + code.entry_offset, Some(code))
+                    (tier, blob, code.entry_at(blob.addr()), Some(code))
                 }
                 None => {
                     let (blob, stub) = stage_stub(program, &mut tx, f)?;
                     describe(descriptions.as_deref(), blob, &stub);
-                    (Tier::Interp, blob, blob.addr() + stub.entry_offset, None)
+                    (Tier::Interp, blob, stub.entry_at(blob.addr()), None)
                 }
             };
             blobs.push((blob, tier));
@@ -419,7 +419,7 @@ impl Jit {
             match staged {
                 Ok((blob, native)) => {
                     describe(self.descriptions.as_deref(), blob, &native);
-                    entries.push((f, blob.addr() + native.entry_offset));
+                    entries.push((f, native.entry_at(blob.addr())));
                     blobs.push((blob, to));
                     batch.done.push(TierUp {
                         func: f,
@@ -495,7 +495,7 @@ impl Jit {
             ),
         };
         describe(self.descriptions.as_deref(), blob, &code);
-        Ok((blob.addr() + code.entry_offset, code.bytes.len(), inlining))
+        Ok((code.entry_at(blob.addr()), code.bytes.len(), inlining))
     }
 }
 

@@ -208,6 +208,7 @@ pub fn compile(
         .unwrap_or_default();
     let body_at = OPT_ENTRY_OFFSET + prefix.len();
     let mut bytes = vec![0u8; OPT_ENTRY_OFFSET];
+    // The header is the word before the entry, as in every blob.
     bytes[OPT_ENTRY_OFFSET - 8..].copy_from_slice(&(header as u64).to_le_bytes());
     bytes.extend_from_slice(&prefix);
     bytes.extend_from_slice(body);
